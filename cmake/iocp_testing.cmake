@@ -1,0 +1,71 @@
+# Test helpers shared by tests/ and examples/.
+
+set(CMAKE_CXX_EXTENSIONS OFF)
+
+include(GoogleTest)
+
+# GoogleTest: the installed package natively; when cross-compiling, the source Debian ships in
+# /usr/src/googletest; otherwise FetchContent (needs the internet).
+set(IOCP_GTEST_SOURCE_DIR "/usr/src/googletest" CACHE PATH
+    "GoogleTest sources to build when no installed package fits (cross builds)")
+if(IOCP_BUILD_TESTS AND NOT TARGET GTest::gtest)
+  if(NOT CMAKE_CROSSCOMPILING)
+    find_package(GTest QUIET)
+  endif()
+  if(NOT TARGET GTest::gtest)
+    set(gtest_force_shared_crt ON CACHE BOOL "" FORCE)
+    set(INSTALL_GTEST OFF CACHE BOOL "" FORCE)
+    set(BUILD_GMOCK OFF CACHE BOOL "" FORCE)
+    if(EXISTS "${IOCP_GTEST_SOURCE_DIR}/CMakeLists.txt")
+      add_subdirectory("${IOCP_GTEST_SOURCE_DIR}" "${CMAKE_BINARY_DIR}/_deps/googletest"
+                       EXCLUDE_FROM_ALL)
+    else()
+      include(FetchContent)
+      FetchContent_Declare(googletest
+        URL https://github.com/google/googletest/archive/refs/tags/release-1.12.1.tar.gz)
+      FetchContent_MakeAvailable(googletest)
+    endif()
+    if(NOT TARGET GTest::gtest)
+      add_library(GTest::gtest ALIAS gtest)
+    endif()
+  endif()
+endif()
+
+# Warnings as errors for everything we build ourselves (not for users of the headers).
+function(iocp_warnings target)
+  if(MSVC)
+    target_compile_options(${target} PRIVATE /W4 /WX /permissive-)
+  else()
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Werror)
+  endif()
+endfunction()
+
+# Backends to build each test for: the platform's native one and, on Windows, the user-space
+# port too (IOCP_FORCE_POSIX_BACKEND), so that both are tested there.
+set(IOCP_TEST_BACKENDS native)
+if(WIN32)
+  list(APPEND IOCP_TEST_BACKENDS posix)
+endif()
+
+# iocp_add_gtest(<name> <source>...): one test program per backend, each GoogleTest case a
+# ctest test with a timeout. Names: <name> (native backend) and <name>_posix_backend.
+function(iocp_add_gtest name)
+  foreach(backend IN LISTS IOCP_TEST_BACKENDS)
+    set(target ${name})
+    if(backend STREQUAL "posix")
+      set(target ${name}_posix_backend)
+    endif()
+    add_executable(${target} ${ARGN} ${PROJECT_SOURCE_DIR}/tests/support/test_main.cpp)
+    target_link_libraries(${target} PRIVATE iocp::iocp GTest::gtest)
+    target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+    if(backend STREQUAL "posix")
+      target_compile_definitions(${target} PRIVATE IOCP_FORCE_POSIX_BACKEND)
+    endif()
+    iocp_warnings(${target})
+    gtest_discover_tests(${target}
+      TEST_PREFIX "${target}."
+      DISCOVERY_MODE PRE_TEST
+      DISCOVERY_TIMEOUT 120
+      PROPERTIES TIMEOUT 120)
+  endforeach()
+endfunction()

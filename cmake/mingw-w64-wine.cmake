@@ -1,0 +1,20 @@
+# Cross-compile for Windows with MinGW-w64 (Debian g++-mingw-w64-x86-64-posix) and run the
+# results under Wine. The -posix compiler variant is the one with std::thread.
+set(CMAKE_SYSTEM_NAME Windows)
+set(CMAKE_SYSTEM_PROCESSOR x86_64)
+set(CMAKE_C_COMPILER x86_64-w64-mingw32-gcc-posix)
+set(CMAKE_CXX_COMPILER x86_64-w64-mingw32-g++-posix)
+set(CMAKE_RC_COMPILER x86_64-w64-mingw32-windres)
+set(CMAKE_FIND_ROOT_PATH /usr/x86_64-w64-mingw32)
+set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
+set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
+set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
+
+# Static runtime: otherwise every exe needs libstdc++/libwinpthread DLLs beside it, and Wine
+# exits with code 53 (silently under WINEDEBUG=-all) when they are missing.
+set(CMAKE_EXE_LINKER_FLAGS_INIT "-static")
+
+# Every test and example runs through this wrapper, which boots a private Wine prefix once
+# (with its output detached, so that Wine's background processes never hold ctest's pipes).
+set(CMAKE_CROSSCOMPILING_EMULATOR "${CMAKE_CURRENT_LIST_DIR}/wine-run.sh")

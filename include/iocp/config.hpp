@@ -1,0 +1,32 @@
+#pragma once
+/// @file
+/// Platform and backend selection. Everything else asks these macros, never `_WIN32` directly.
+///
+/// - `IOCP_WINDOWS` is 1 when compiling for Windows (the platform: handles, `OVERLAPPED`).
+/// - `IOCP_HAS_IOCP` is 1 when the completion port is the kernel's IOCP. Define
+///   `IOCP_FORCE_POSIX_BACKEND` before including any iocp header to use the user-space port on
+///   Windows too (that is how the tests run both backends there).
+
+#if defined(_WIN32)
+#define IOCP_WINDOWS 1
+#else
+#define IOCP_WINDOWS 0
+#endif
+
+#if IOCP_WINDOWS && !defined(IOCP_FORCE_POSIX_BACKEND)
+#define IOCP_HAS_IOCP 1
+#else
+#define IOCP_HAS_IOCP 0
+#endif
+
+namespace iocp {
+
+#if IOCP_WINDOWS
+/// The platform's I/O handle: a Win32 `HANDLE` (or a `SOCKET` cast to one).
+using native_handle_type = void*;
+#else
+/// The platform's I/O handle: a file descriptor.
+using native_handle_type = int;
+#endif
+
+} // namespace iocp
