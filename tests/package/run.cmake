@@ -16,6 +16,8 @@ get_filename_component(IOCP_SOURCE_DIR "${CMAKE_CURRENT_LIST_DIR}/../.." ABSOLUT
 if(NOT DEFINED IOCP_PACKAGE_BINARY_DIR)
   set(IOCP_PACKAGE_BINARY_DIR "${IOCP_SOURCE_DIR}/build/package")
 endif()
+# A relative directory is relative to where cmake runs; the consumers need it absolute.
+get_filename_component(IOCP_PACKAGE_BINARY_DIR "${IOCP_PACKAGE_BINARY_DIR}" ABSOLUTE)
 if(NOT DEFINED IOCP_PACKAGE_CONFIGS)
   set(IOCP_PACKAGE_CONFIGS native mingw-wine)
 endif()

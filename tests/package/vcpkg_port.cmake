@@ -17,6 +17,7 @@ set(_port_dir "${_source}/ports/iocp")
 if(NOT DEFINED IOCP_PACKAGE_BINARY_DIR)
   set(IOCP_PACKAGE_BINARY_DIR "${_source}/build/package")
 endif()
+get_filename_component(IOCP_PACKAGE_BINARY_DIR "${IOCP_PACKAGE_BINARY_DIR}" ABSOLUTE)
 set(_root "${IOCP_PACKAGE_BINARY_DIR}/vcpkg")
 file(REMOVE_RECURSE "${_root}")
 
