@@ -7,5 +7,6 @@
 #include "operation.hpp"
 #include "overlapped.hpp"
 #include "port.hpp"
+#include "thread_pool.hpp"
 #include "unique_handle.hpp"
 #include "version.hpp"

@@ -1,0 +1,249 @@
+#pragma once
+// A queued work item: an intrusive node holding the callable, in recycled fixed-size blocks, so
+// that posting a small callable allocates nothing in steady state.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <type_traits>
+#include <utility>
+
+namespace iocp::detail {
+
+// Every node is one block of this size: a cache line's worth of callable plus the header.
+// 64 bytes hold a lambda capturing up to 8 pointers, or a std::promise and a small capture;
+// bigger callables live in their own heap allocation and the node keeps a pointer to it.
+inline constexpr std::size_t work_item_block = 96;
+
+struct work_item {
+    // Runs the callable (`run == true`) or only destroys it (`run == false`: abandoned), and
+    // in both cases destroys the callable. Never frees the node itself.
+    using invoke_fn = void (*)(work_item* self, bool run);
+
+    work_item* next = nullptr;
+    invoke_fn invoke = nullptr;
+};
+
+// The callable lives right after the header, at this offset.
+inline constexpr std::size_t work_item_storage_offset =
+    (sizeof(work_item) + alignof(std::max_align_t) - 1) & ~(alignof(std::max_align_t) - 1);
+inline constexpr std::size_t work_item_capacity = work_item_block - work_item_storage_offset;
+
+inline void* work_item_storage(work_item* item) noexcept {
+    return reinterpret_cast<unsigned char*>(item) + work_item_storage_offset;
+}
+
+// --- block recycling ---------------------------------------------------------------------
+//
+// Blocks freed by a worker are usually needed by a producer on another thread. Each thread
+// keeps a small stack of free blocks; past `spill` it moves a batch to a global depot under a
+// mutex, and an empty stack refills with a whole batch. One lock per `batch` items in either
+// direction, and no lock-free ABA puzzles.
+
+struct free_block {
+    free_block* next;
+};
+
+struct block_batch {
+    free_block* head = nullptr;
+    std::size_t count = 0;
+};
+
+class block_depot {
+public:
+    static block_depot& instance() noexcept {
+        // Constructed on first use and destroyed after every thread_local cache that used it
+        // (thread-local objects are destroyed before statics constructed before them finish).
+        static block_depot depot;
+        return depot;
+    }
+
+    void give(block_batch b) noexcept {
+        auto* node = reinterpret_cast<batch_node*>(b.head);
+        // The batch's first block carries the link to the next batch and the batch's size.
+        free_block* rest = b.head->next;
+        node->rest = rest;
+        node->count = b.count;
+        std::lock_guard lock(mutex_);
+        node->next_batch = batches_;
+        batches_ = node;
+    }
+
+    block_batch take() noexcept {
+        batch_node* node = nullptr;
+        {
+            std::lock_guard lock(mutex_);
+            node = batches_;
+            if (node == nullptr)
+                return {};
+            batches_ = node->next_batch;
+        }
+        block_batch b;
+        std::size_t count = node->count;
+        free_block* rest = node->rest;
+        auto* head = reinterpret_cast<free_block*>(node);
+        head->next = rest;
+        b.head = head;
+        b.count = count;
+        return b;
+    }
+
+    ~block_depot() {
+        while (batches_ != nullptr) {
+            batch_node* node = batches_;
+            batches_ = node->next_batch;
+            free_block* rest = node->rest;
+            ::operator delete(static_cast<void*>(node));
+            while (rest != nullptr)
+                ::operator delete(static_cast<void*>(std::exchange(rest, rest->next)));
+        }
+    }
+
+private:
+    struct batch_node {
+        batch_node* next_batch;
+        free_block* rest;
+        std::size_t count;
+    };
+    static_assert(sizeof(batch_node) <= work_item_block);
+
+    std::mutex mutex_;
+    batch_node* batches_ = nullptr;
+};
+
+class block_cache {
+public:
+    // 64 blocks move between a thread and the depot at a time: one lock per 64 work items,
+    // and at most 128 idle blocks (12 KiB) parked per thread.
+    static constexpr std::size_t batch = 64;
+
+    static block_cache& local() noexcept {
+        thread_local block_cache cache;
+        return cache;
+    }
+
+    void* allocate() {
+        if (free_.head == nullptr) {
+            free_ = block_depot::instance().take();
+            if (free_.head == nullptr)
+                return ::operator new(work_item_block);
+        }
+        free_block* b = free_.head;
+        free_.head = b->next;
+        --free_.count;
+        return b;
+    }
+
+    void deallocate(void* p) noexcept {
+        auto* b = static_cast<free_block*>(p);
+        b->next = free_.head;
+        free_.head = b;
+        if (++free_.count == 2 * batch)
+            spill(batch);
+    }
+
+    ~block_cache() {
+        if (free_.count > 0)
+            spill(free_.count);
+    }
+
+private:
+    void spill(std::size_t n) noexcept {
+        block_batch out;
+        for (std::size_t i = 0; i < n; ++i) {
+            free_block* b = free_.head;
+            free_.head = b->next;
+            b->next = out.head;
+            out.head = b;
+        }
+        out.count = n;
+        free_.count -= n;
+        block_depot::instance().give(out);
+    }
+
+    block_batch free_;
+};
+
+// --- making and disposing of work items ----------------------------------------------------
+
+template <class F>
+struct inline_item {
+    static void invoke(work_item* self, bool run) {
+        F* f = std::launder(reinterpret_cast<F*>(work_item_storage(self)));
+        if (run) {
+            // TRICKY: the callable is destroyed even if it throws; the caller catches.
+            struct destroy_guard {
+                F* f;
+                ~destroy_guard() { f->~F(); }
+            } guard{f};
+            (*f)();
+        } else {
+            f->~F();
+        }
+    }
+};
+
+template <class F>
+struct boxed_item {
+    static void invoke(work_item* self, bool run) {
+        std::unique_ptr<F> f(*std::launder(reinterpret_cast<F**>(work_item_storage(self))));
+        if (run)
+            (*f)();
+    }
+};
+
+template <class F>
+inline constexpr bool fits_inline =
+    sizeof(F) <= work_item_capacity && alignof(F) <= alignof(std::max_align_t) &&
+    std::is_nothrow_move_constructible_v<F>;
+
+// Allocates a node holding `f` (decayed). Throws std::bad_alloc, or whatever F's constructor
+// throws; nothing leaks if it does.
+template <class F>
+work_item* make_work_item(F&& f) {
+    using fn_type = std::decay_t<F>;
+    block_cache& cache = block_cache::local();
+    void* block = cache.allocate();
+    auto* item = ::new (block) work_item;
+    try {
+        if constexpr (fits_inline<fn_type>) {
+            ::new (work_item_storage(item)) fn_type(std::forward<F>(f));
+            item->invoke = &inline_item<fn_type>::invoke;
+        } else {
+            auto box = std::make_unique<fn_type>(std::forward<F>(f));
+            ::new (work_item_storage(item)) fn_type*(box.release());
+            item->invoke = &boxed_item<fn_type>::invoke;
+        }
+    } catch (...) {
+        cache.deallocate(block);
+        throw;
+    }
+    return item;
+}
+
+inline void free_work_item(work_item* item) noexcept {
+    block_cache::local().deallocate(item);
+}
+
+// Runs the item's callable (exceptions propagate) and frees the node either way.
+inline void run_work_item(work_item* item) {
+    struct free_guard {
+        work_item* item;
+        ~free_guard() { free_work_item(item); }
+    } guard{item};
+    item->invoke(item, true);
+}
+
+// Destroys the item's callable without running it, and frees the node.
+inline void abandon_work_item(work_item* item) noexcept {
+    try {
+        item->invoke(item, false);
+    } catch (...) {
+        // A throwing destructor of an abandoned callable: nothing sensible to report it to.
+    }
+    free_work_item(item);
+}
+
+} // namespace iocp::detail

@@ -1,0 +1,781 @@
+#pragma once
+/// @file
+/// `iocp::thread_pool`: N workers that run posted work items and the completions of
+/// overlapped I/O on handles associated with the pool.
+///
+/// @code
+/// iocp::thread_pool pool(4);
+/// pool.post([] { do_something(); });
+/// std::future<int> answer = pool.submit([] { return 42; });
+/// pool.post_after(std::chrono::milliseconds(100), [] { later(); });
+/// pool.wait();   // everything posted so far has run
+/// @endcode                                     // ~thread_pool joins
+///
+/// How it works. Work items go to a user-space FIFO in front of the completion port; the port
+/// carries I/O completions and is where idle workers sleep. A producer touches the port only
+/// when a worker sleeps and no other worker is already looking for work, so under load work
+/// items cost no kernel call at all. Workers look at the port for I/O completions whenever the
+/// FIFO is empty and at least every 64 work items.
+///
+/// Shutdown. `join()` runs queued work (and work it posts), cancels pending I/O through the
+/// registered I/O objects, waits for every started operation to complete, then posts one
+/// preallocated sentinel per worker, joins them and drains the port. `stop()` does the same
+/// but abandons queued work: each abandoned callable is destroyed without running (a future
+/// from `submit` then reports `std::future_errc::broken_promise`). Either way, every item
+/// posted runs or is abandoned exactly once, and posts that race shutdown are refused with
+/// `errc::closed`, never dropped.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "config.hpp"
+#include "detail/thread_name.hpp"
+#include "detail/timer_queue.hpp"
+#include "detail/work_item.hpp"
+#include "error.hpp"
+#include "operation.hpp"
+#include "port.hpp"
+
+namespace iocp {
+
+/// Construction options of a `thread_pool`.
+struct thread_pool_options {
+    /// Worker threads; 0 means one per processor.
+    std::size_t threads = 0;
+    /// The completion port's concurrency limit; 0 means `threads`.
+    unsigned concurrency = 0;
+    /// Work items (and port packets) a worker takes per dequeue. Larger batches cost fewer
+    /// lock round trips; smaller ones spread short bursts over more workers.
+    std::size_t batch = 16;
+    /// How long an idle worker keeps looking for work before it sleeps on the port. Bounded on
+    /// purpose: on a machine with few cores a spinning worker competes with the producer.
+    std::chrono::microseconds spin = std::chrono::microseconds(50);
+    /// Workers are named "<thread_name>-<index>" (empty: left unnamed).
+    std::string thread_name = "iocp-worker";
+    /// Called on each worker, with its index, before it runs anything / after its last item.
+    std::function<void(std::size_t)> on_thread_start;
+    std::function<void(std::size_t)> on_thread_stop;
+    /// Receives exceptions thrown by posted callables (and by the hooks above). The worker
+    /// lives on. Default: print the exception to stderr. It must not throw.
+    std::function<void(std::exception_ptr)> exception_handler;
+};
+
+/// Intrusive registration of an object that owns pending I/O on a pool (a socket, a file):
+/// at shutdown the pool calls `cancel` on each, then waits for their operations to complete.
+struct io_object_hook {
+    /// Cancels every pending operation of the object (CancelIoEx). Must not throw, block, or
+    /// remove the hook.
+    void (*cancel)(io_object_hook* self) noexcept = nullptr;
+    io_object_hook* prev_ = nullptr;
+    io_object_hook* next_ = nullptr;
+};
+
+/// A thread pool on an I/O completion port.
+///
+/// Thread safety: every member may be called from any thread, including the pool's workers,
+/// except that `wait()`, `join()` and `stop()` report an error when called from a worker (they
+/// would wait for themselves), and the destructor must not race other calls.
+class thread_pool {
+public:
+    /// Starts `threads` workers (0 = one per processor).
+    /// @throws std::system_error if the port or a thread cannot be created.
+    explicit thread_pool(std::size_t threads = 0) : thread_pool(make_options(threads)) {}
+
+    /// Starts a pool with the given options.
+    /// @throws std::system_error if the port or a thread cannot be created.
+    explicit thread_pool(thread_pool_options options)
+        : options_(normalise(std::move(options))),
+          port_(options_.concurrency),
+          sentinels_(std::make_unique<signal_op[]>(options_.threads)),
+          timers_([this](detail::work_item* item) { return enqueue(item, true) == std::error_code{}; }) {
+        workers_.reserve(options_.threads);
+        try {
+            for (std::size_t i = 0; i < options_.threads; ++i)
+                workers_.emplace_back([this, i] { worker_main(i); });
+        } catch (const std::system_error&) {
+            shutdown(false);
+            throw;
+        }
+    }
+
+    thread_pool(const thread_pool&) = delete;
+    thread_pool& operator=(const thread_pool&) = delete;
+
+    /// Joins (see `join()`).
+    ~thread_pool() {
+        if (is_worker()) {
+            // Destroying the pool from its own worker cannot join that worker: a bug in the
+            // caller, reported the only way a destructor can.
+            std::fputs("iocp::thread_pool destroyed from one of its own workers\n", stderr);
+            std::terminate();
+        }
+        shutdown(false);
+    }
+
+    /// Number of worker threads.
+    std::size_t size() const noexcept { return options_.threads; }
+
+    /// The index (0 .. size()-1) of the calling worker thread, or nothing if the caller is not
+    /// a worker of any pool.
+    static std::optional<std::size_t> this_worker_index() noexcept {
+        if (current().pool == nullptr)
+            return std::nullopt;
+        return current().index;
+    }
+
+    /// True when called from one of this pool's workers.
+    bool is_worker() const noexcept { return current().pool == this; }
+
+    // --- work --------------------------------------------------------------------------------
+
+    /// Queues `f` to run once on a worker. Fire-and-forget: an exception from `f` goes to the
+    /// exception handler.
+    /// Errors: `errc::closed` once shutdown has begun (after `join()` started, only the
+    /// pool's own workers may still post); `std::errc::invalid_argument` for an empty
+    /// `std::function` or null function pointer. A refused `f` is destroyed, never run.
+    template <class F>
+    void post(F&& f, std::error_code& ec) noexcept {
+        static_assert(std::is_invocable_v<std::decay_t<F>&>, "post needs a callable with no arguments");
+        if (is_null(f)) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return;
+        }
+        detail::work_item* item = nullptr;
+        try {
+            item = detail::make_work_item(std::forward<F>(f));
+        } catch (const std::bad_alloc&) {
+            ec = std::make_error_code(std::errc::not_enough_memory);
+            return;
+        } catch (...) {
+            ec = std::make_error_code(std::errc::invalid_argument); // F's copy threw
+            return;
+        }
+        ec = enqueue(item, false);
+        if (ec)
+            detail::abandon_work_item(item);
+    }
+    /// As above. @throws std::system_error
+    template <class F>
+    void post(F&& f) {
+        std::error_code ec;
+        post(std::forward<F>(f), ec);
+        detail::throw_if(ec, "iocp::thread_pool::post");
+    }
+
+    /// Queues `f` and returns a future for its result or its exception. If the pool abandons
+    /// it (`stop()`), the future reports `std::future_errc::broken_promise`.
+    /// @throws std::system_error as `post` does.
+    template <class F, class R = std::invoke_result_t<std::decay_t<F>&>>
+    std::future<R> submit(F&& f) {
+        std::promise<R> promise;
+        std::future<R> future = promise.get_future();
+        post([promise = std::move(promise), fn = std::forward<F>(f)]() mutable {
+            try {
+                if constexpr (std::is_void_v<R>) {
+                    fn();
+                    promise.set_value();
+                } else {
+                    promise.set_value(fn());
+                }
+            } catch (...) {
+                promise.set_exception(std::current_exception());
+            }
+        });
+        return future;
+    }
+
+    /// Blocks until every work item posted so far has finished (run or abandoned). It may
+    /// also wait for items posted while it waits. Can be called again, from several threads.
+    /// @throws std::system_error (`resource_deadlock_would_occur`) when called from a worker.
+    void wait() {
+        if (is_worker())
+            throw std::system_error(std::make_error_code(std::errc::resource_deadlock_would_occur),
+                                    "iocp::thread_pool::wait called from one of its own workers");
+        wait_until_idle(false);
+    }
+
+    /// Graceful shutdown: stops accepting posts from other threads, runs everything queued
+    /// (including what those items post), abandons pending timers, cancels pending I/O and
+    /// waits for it, then stops the workers. Idempotent; the destructor calls it.
+    /// @throws std::system_error (`resource_deadlock_would_occur`) when called from a worker.
+    void join() {
+        check_not_worker("iocp::thread_pool::join");
+        shutdown(false);
+    }
+
+    /// Immediate shutdown: refuses new posts, abandons queued work and pending timers, cancels
+    /// pending I/O and waits for it, then stops the workers. Items already running finish.
+    /// Returns how many work items (and timers) this call abandoned.
+    /// @throws std::system_error (`resource_deadlock_would_occur`) when called from a worker.
+    std::size_t stop() {
+        check_not_worker("iocp::thread_pool::stop");
+        return shutdown(true);
+    }
+
+    // --- timers ------------------------------------------------------------------------------
+
+    /// Runs `f` on the pool once `delay` has passed. Returns an id for `cancel`.
+    /// @throws std::system_error (`errc::closed`) once shutdown has begun.
+    template <class Rep, class Period, class F>
+    timer_id post_after(std::chrono::duration<Rep, Period> delay, F&& f) {
+        return post_at(std::chrono::steady_clock::now() + std::chrono::ceil<std::chrono::steady_clock::duration>(delay), std::forward<F>(f));
+    }
+
+    /// Runs `f` on the pool at `when` (a `std::chrono::steady_clock` time point).
+    template <class Duration, class F>
+    timer_id post_at(std::chrono::time_point<std::chrono::steady_clock, Duration> when, F&& f) {
+        if (is_null(f))
+            throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                                    "iocp::thread_pool::post_at: empty callable");
+        if (state_.load(std::memory_order_acquire) != state::running)
+            throw std::system_error(make_error_code(errc::closed), "iocp::thread_pool::post_at");
+        timer_id id = timers_.add(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(when),
+                                  detail::make_work_item(std::forward<F>(f)));
+        if (id.value == 0)
+            throw std::system_error(make_error_code(errc::closed), "iocp::thread_pool::post_at");
+        return id;
+    }
+
+    /// Cancels a pending timer: true if it will never run (its callable is destroyed), false
+    /// if it already ran, is running, or was cancelled before.
+    bool cancel(timer_id id) noexcept { return timers_.cancel(id); }
+
+    // --- I/O ---------------------------------------------------------------------------------
+
+    /// Binds `handle` to the pool's port: the completions of overlapped I/O on it run on the
+    /// workers, as `operation` completions (`owner` is this pool; `completion::key` is `key`).
+    void associate(native_handle_type handle, void* key, std::error_code& ec) noexcept {
+        port_.associate(handle, key, ec);
+    }
+    /// As above. @throws std::system_error
+    void associate(native_handle_type handle, void* key = nullptr) {
+        port_.associate(handle, key);
+    }
+
+    /// Queues the completion of `op` with `result` through the port, so that it runs on a
+    /// worker — never inside the caller. This is how an initiator reports an operation that
+    /// failed (or finished) synchronously.
+    void post_completion(operation* op, const completion& result, std::error_code& ec) noexcept {
+        if (result.error)
+            port_.post_failure(op, result.key, result.error, ec);
+        else
+            port_.post(op, result.key, result.bytes, ec);
+    }
+    /// As above. @throws std::system_error
+    void post_completion(operation* op, const completion& result) {
+        std::error_code ec;
+        post_completion(op, result, ec);
+        detail::throw_if(ec, "iocp::thread_pool::post_completion");
+    }
+
+    /// Counts an operation as started (call before handing it to the kernel). Returns false
+    /// once shutdown is cancelling I/O: the caller must then not start it, and completes it
+    /// with `errc::closed` through `post_completion` instead. Either way, pair it with exactly
+    /// one `operation_finished()` when its completion has run.
+    bool operation_started() noexcept {
+        io_outstanding_.fetch_add(1, std::memory_order_relaxed);
+        return !io_closed_.load(std::memory_order_acquire);
+    }
+
+    /// Counts a started operation as finished (after its handler ran or it was destroyed).
+    void operation_finished() noexcept {
+        if (io_outstanding_.fetch_sub(1, std::memory_order_acq_rel) == 1)
+            notify_idle();
+    }
+
+    /// Registers an I/O object to be cancelled at shutdown. A hook registered after the
+    /// cancel pass is cancelled at once.
+    void add_io_object(io_object_hook& hook) noexcept {
+        bool cancel_now = false;
+        {
+            std::lock_guard lock(hooks_mutex_);
+            hook.prev_ = nullptr;
+            hook.next_ = hooks_;
+            if (hooks_ != nullptr)
+                hooks_->prev_ = &hook;
+            hooks_ = &hook;
+            cancel_now = io_closed_.load(std::memory_order_acquire);
+        }
+        if (cancel_now)
+            hook.cancel(&hook);
+    }
+
+    /// Unregisters an I/O object (before it is destroyed).
+    void remove_io_object(io_object_hook& hook) noexcept {
+        std::lock_guard lock(hooks_mutex_);
+        if (hook.prev_ != nullptr)
+            hook.prev_->next_ = hook.next_;
+        else if (hooks_ == &hook)
+            hooks_ = hook.next_;
+        if (hook.next_ != nullptr)
+            hook.next_->prev_ = hook.prev_;
+        hook.prev_ = hook.next_ = nullptr;
+    }
+
+    /// The underlying completion port.
+    port<>& get_port() noexcept { return port_; }
+
+    /// Reports an exception to the pool's exception handler (for I/O layers whose handlers
+    /// run on the workers).
+    void report_exception(std::exception_ptr e) noexcept { handle_exception(std::move(e)); }
+
+private:
+    using clock = std::chrono::steady_clock;
+
+    // Posted through the port to wake a sleeping worker, or (one per worker) to make it exit.
+    // Real objects, recognised by address; their completion is never called.
+    struct signal_op : operation {
+        signal_op() noexcept : operation(&signal_op::ignore) {}
+        static void ignore(void*, operation*, const completion&) noexcept {}
+    };
+
+    enum class state : int {
+        running,  // everything accepted
+        draining, // join(): only the pool's own workers may post
+        stopped,  // nothing accepted
+    };
+
+    struct worker_identity {
+        thread_pool* pool = nullptr;
+        std::size_t index = 0;
+    };
+
+    static worker_identity& current() noexcept {
+        thread_local worker_identity id;
+        return id;
+    }
+
+    static thread_pool_options make_options(std::size_t threads) {
+        thread_pool_options o;
+        o.threads = threads;
+        return o;
+    }
+
+    static thread_pool_options normalise(thread_pool_options o) {
+        if (o.threads == 0)
+            o.threads = (std::max)(1u, std::thread::hardware_concurrency());
+        if (o.concurrency == 0)
+            o.concurrency = static_cast<unsigned>(o.threads);
+        // get_many takes at most 64 packets per call on Win32.
+        o.batch = (std::min)((std::max)(o.batch, std::size_t{1}), std::size_t{64});
+        return o;
+    }
+
+    template <class F>
+    static bool is_null(const F& f) noexcept {
+        if constexpr (std::is_pointer_v<F> || std::is_member_pointer_v<F>)
+            return f == nullptr;
+        else if constexpr (requires { f == nullptr; })
+            return f == nullptr; // std::function, std::move_only_function
+        else
+            return false;
+    }
+
+    void check_not_worker(const char* what) const {
+        if (is_worker())
+            throw std::system_error(std::make_error_code(std::errc::resource_deadlock_would_occur),
+                                    what);
+    }
+
+    // --- the work queue ------------------------------------------------------------------
+
+    // Takes ownership of `item` on success only.
+    std::error_code enqueue(detail::work_item* item, bool internal) noexcept {
+        const bool from_worker = internal || is_worker();
+        // Counted before it becomes visible, so that a worker's decrement never comes first.
+        in_flight_.fetch_add(1, std::memory_order_relaxed);
+        {
+            std::lock_guard lock(queue_mutex_);
+            // TRICKY: the state is checked under the queue lock, and shutdown changes it under
+            // the same lock before it drains the queue: an item is either queued before the
+            // drain (and then run or abandoned) or refused here, never lost in between.
+            const state s = state_.load(std::memory_order_relaxed);
+            if (s == state::stopped || (s == state::draining && !from_worker)) {
+                finish_items(1);
+                return make_error_code(errc::closed);
+            }
+            item->next = nullptr;
+            if (tail_ != nullptr)
+                tail_->next = item;
+            else
+                head_ = item;
+            tail_ = item;
+            queued_.fetch_add(1, std::memory_order_seq_cst);
+        }
+        wake_one_if_needed();
+        return {};
+    }
+
+    // Pops up to `max` items as a chain. Returns the chain's head (nullptr if empty).
+    detail::work_item* pop_chain(std::size_t max, std::size_t& count) noexcept {
+        if (queued_.load(std::memory_order_relaxed) == 0)
+            return nullptr; // the common idle check, without the lock
+        std::lock_guard lock(queue_mutex_);
+        detail::work_item* first = head_;
+        detail::work_item* last = nullptr;
+        std::size_t n = 0;
+        for (detail::work_item* p = head_; p != nullptr && n < max; p = p->next) {
+            last = p;
+            ++n;
+        }
+        if (n == 0)
+            return nullptr;
+        head_ = last->next;
+        if (head_ == nullptr)
+            tail_ = nullptr;
+        last->next = nullptr;
+        queued_.fetch_sub(n, std::memory_order_relaxed);
+        count = n;
+        return first;
+    }
+
+    // TRICKY: the wake protocol (a Dekker pair, all seq_cst). A producer increments `queued_`,
+    // then reads `spinning_` and `sleepers_`; a worker going to sleep increments `sleepers_`,
+    // then reads `queued_`. One of the two always sees the other, so a worker never sleeps
+    // while an item waits unnoticed. A producer wakes a sleeper only when no worker is
+    // spinning (a spinner will find the item) and "claims" it by decrementing `sleepers_`, so
+    // two producers never wake one sleeper twice.
+    void wake_one_if_needed() noexcept {
+        if (spinning_.load(std::memory_order_seq_cst) != 0)
+            return;
+        int sleepers = sleepers_.load(std::memory_order_seq_cst);
+        while (sleepers > 0) {
+            if (sleepers_.compare_exchange_weak(sleepers, sleepers - 1, std::memory_order_seq_cst)) {
+                post_signal(&wake_op_);
+                return;
+            }
+        }
+    }
+
+    // Posts a wake-up or a sentinel. A failed post (the kernel is out of memory) is retried:
+    // the item it announces is already queued, and a sentinel must arrive or join hangs.
+    void post_signal(signal_op* op) noexcept {
+        std::error_code ec;
+        for (int attempt = 0;; ++attempt) {
+            port_.post(op, nullptr, 0, ec);
+            if (!ec || ec == errc::closed)
+                return;
+            std::this_thread::sleep_for(std::chrono::milliseconds((std::min)(attempt + 1, 50)));
+        }
+    }
+
+    // --- workers -------------------------------------------------------------------------
+
+    void worker_main(std::size_t index) {
+        current() = {this, index};
+        if (!options_.thread_name.empty())
+            detail::set_current_thread_name(options_.thread_name + "-" + std::to_string(index));
+        call_hook(options_.on_thread_start, index);
+        run_loop();
+        call_hook(options_.on_thread_stop, index);
+        current() = {};
+    }
+
+    void call_hook(const std::function<void(std::size_t)>& hook, std::size_t index) noexcept {
+        if (!hook)
+            return;
+        try {
+            hook(index);
+        } catch (...) {
+            handle_exception(std::current_exception());
+        }
+    }
+
+    void run_loop() noexcept {
+        std::size_t since_port_check = 0;
+        for (;;) {
+            std::size_t n = 0;
+            if (detail::work_item* chain = pop_chain(options_.batch, n)) {
+                run_chain(chain, n);
+                // I/O completions must not starve behind a busy FIFO: look at the port every
+                // 64 items (one cheap non-blocking call).
+                since_port_check += n;
+                if (since_port_check >= 64) {
+                    since_port_check = 0;
+                    if (!poll_port(std::chrono::milliseconds(0)))
+                        return;
+                }
+                continue;
+            }
+            since_port_check = 0;
+            if (spin_for_work())
+                continue;
+            if (!sleep())
+                return;
+        }
+    }
+
+    void run_chain(detail::work_item* item, std::size_t n) noexcept {
+        while (item != nullptr) {
+            detail::work_item* next = item->next;
+            if (abandon_.load(std::memory_order_relaxed)) {
+                detail::abandon_work_item(item);
+                abandoned_.fetch_add(1, std::memory_order_relaxed);
+            } else {
+                try {
+                    detail::run_work_item(item);
+                } catch (...) {
+                    handle_exception(std::current_exception());
+                }
+            }
+            item = next;
+        }
+        finish_items(n);
+    }
+
+    // Bounded spin for new work; true if some appeared. At most one worker spins at a time:
+    // more would only burn the cores the producers need.
+    bool spin_for_work() noexcept {
+        if (options_.spin.count() <= 0)
+            return false;
+        int expected = 0;
+        if (!spinning_.compare_exchange_strong(expected, 1, std::memory_order_seq_cst))
+            return false;
+        const auto deadline = clock::now() + options_.spin;
+        bool found = false;
+        for (unsigned i = 1; !found; ++i) {
+            if (queued_.load(std::memory_order_seq_cst) != 0) {
+                found = true;
+                break;
+            }
+            cpu_relax();
+            if ((i & 63) == 0 && clock::now() >= deadline)
+                break;
+        }
+        spinning_.store(0, std::memory_order_seq_cst);
+        // The spinner found work and stops spinning: if more is queued than it will take and a
+        // worker sleeps, wake it (nobody else will, while we were spinning).
+        if (found && queued_.load(std::memory_order_seq_cst) > options_.batch)
+            wake_one_if_needed();
+        return found;
+    }
+
+    static void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield");
+#endif
+    }
+
+    // Sleeps on the port until woken; false when the worker must exit (it took a sentinel).
+    bool sleep() noexcept {
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        if (queued_.load(std::memory_order_seq_cst) != 0) {
+            // Work arrived while we registered: take our registration back, unless a producer
+            // already claimed it; its wake-up is then on the way and the port returns at once.
+            int sleepers = sleepers_.load(std::memory_order_seq_cst);
+            while (sleepers > 0) {
+                if (sleepers_.compare_exchange_weak(sleepers, sleepers - 1))
+                    return true;
+            }
+        }
+        return poll_port(infinite, true);
+    }
+
+    // Dequeues and runs port packets. `registered`: this worker counted itself in sleepers_.
+    bool poll_port(std::chrono::milliseconds timeout, bool registered = false) noexcept {
+        packet<void> packets[64];
+        std::error_code ec;
+        std::size_t n = port_.get_many(std::span(packets, options_.batch), timeout, ec);
+        bool woken = false;
+        std::size_t sentinels = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            overlapped* ov = packets[i].ov;
+            if (ov == &wake_op_) {
+                woken = true;
+            } else if (is_sentinel(ov)) {
+                ++sentinels;
+            } else if (ov != nullptr) {
+                operation::from(ov)->complete(
+                    this, completion{packets[i].error, packets[i].bytes, packets[i].key});
+            }
+        }
+        if (registered && !woken) {
+            // Woken by something else (I/O, a sentinel) or the port closed: leave the sleepers
+            // count, unless a producer claimed us meanwhile (its wake-up then finds another).
+            int sleepers = sleepers_.load(std::memory_order_seq_cst);
+            while (sleepers > 0 && !sleepers_.compare_exchange_weak(sleepers, sleepers - 1)) {
+            }
+        }
+        // TRICKY: a batch may hold several sentinels, but each worker must take exactly one or
+        // some other worker never gets its own: hand the extras back to the port.
+        for (std::size_t extra = 1; extra < sentinels; ++extra)
+            post_signal(&sentinels_[0]);
+        if (sentinels > 0)
+            return false;
+        if (ec && ec != errc::timed_out)
+            return false; // the port is gone: nothing more can arrive
+        return true;
+    }
+
+    bool is_sentinel(const overlapped* ov) const noexcept {
+        const signal_op* first = sentinels_.get();
+        return ov >= first && ov < first + options_.threads;
+    }
+
+    void handle_exception(std::exception_ptr e) noexcept {
+        if (options_.exception_handler) {
+            options_.exception_handler(std::move(e));
+            return;
+        }
+        try {
+            std::rethrow_exception(std::move(e));
+        } catch (const std::exception& ex) {
+            std::fprintf(stderr, "iocp::thread_pool: a posted task threw: %s\n", ex.what());
+        } catch (...) {
+            std::fputs("iocp::thread_pool: a posted task threw a non-standard exception\n", stderr);
+        }
+    }
+
+    // --- idle tracking and shutdown --------------------------------------------------------
+
+    void finish_items(std::size_t n) noexcept {
+        if (in_flight_.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_seq_cst) ==
+            static_cast<std::int64_t>(n))
+            notify_idle();
+    }
+
+    void notify_idle() noexcept {
+        if (idle_waiters_.load(std::memory_order_seq_cst) == 0)
+            return;
+        std::lock_guard lock(idle_mutex_);
+        idle_cv_.notify_all();
+    }
+
+    // Waits until no work item is in flight (and, with `with_io`, no operation either).
+    void wait_until_idle(bool with_io) {
+        idle_waiters_.fetch_add(1, std::memory_order_seq_cst);
+        {
+            std::unique_lock lock(idle_mutex_);
+            idle_cv_.wait(lock, [&] {
+                return in_flight_.load(std::memory_order_seq_cst) == 0 &&
+                       (!with_io || io_outstanding_.load(std::memory_order_seq_cst) == 0);
+            });
+        }
+        idle_waiters_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+
+    void set_state(state s) noexcept {
+        std::lock_guard lock(queue_mutex_);
+        state_.store(s, std::memory_order_release);
+    }
+
+    void cancel_io_objects() noexcept {
+        std::lock_guard lock(hooks_mutex_);
+        io_closed_.store(true, std::memory_order_release);
+        for (io_object_hook* h = hooks_; h != nullptr; h = h->next_)
+            h->cancel(h);
+    }
+
+    // The one shutdown path; `abandon` distinguishes stop() from join(). Returns the number of
+    // work items this call abandoned.
+    std::size_t shutdown(bool abandon) noexcept {
+        std::lock_guard shutdown_lock(shutdown_mutex_);
+        if (joined_)
+            return 0;
+        const std::size_t abandoned_before = abandoned_.load();
+        // 1. No more timers; pending ones are abandoned.
+        abandoned_.fetch_add(timers_.shutdown());
+        // 2. Refuse new work (join: except from the workers), and for stop() make the workers
+        //    abandon what they pop instead of running it.
+        if (abandon) {
+            abandon_.store(true, std::memory_order_relaxed);
+            set_state(state::stopped);
+        } else if (state_.load() == state::running) {
+            set_state(state::draining);
+        }
+        // 3. Let the queued work finish, then cancel I/O and wait for every operation to
+        //    complete (their handlers may post more work, from a worker: that runs too).
+        if (!workers_.empty()) {
+            wait_until_idle(false);
+            cancel_io_objects();
+            wait_until_idle(true);
+        }
+        set_state(state::stopped);
+        // 4. One sentinel per worker; any worker may take any sentinel.
+        for (std::size_t i = 0; i < workers_.size(); ++i)
+            post_signal(&sentinels_[i]);
+        for (auto& t : workers_)
+            t.join();
+        // 5. Drain: whatever is left (no workers ran it) is abandoned exactly once.
+        drain_port();
+        std::size_t n = 0;
+        if (detail::work_item* chain = pop_chain(SIZE_MAX, n)) {
+            while (chain != nullptr) {
+                detail::work_item* next = chain->next;
+                detail::abandon_work_item(chain);
+                chain = next;
+            }
+            abandoned_.fetch_add(n);
+            finish_items(n);
+        }
+        port_.close();
+        joined_ = true;
+        return abandoned_.load() - abandoned_before;
+    }
+
+    void drain_port() noexcept {
+        packet<void> packets[64];
+        std::error_code ec;
+        while (std::size_t n = port_.get_many(packets, std::chrono::milliseconds(0), ec)) {
+            for (std::size_t i = 0; i < n; ++i) {
+                overlapped* ov = packets[i].ov;
+                if (ov != nullptr && ov != &wake_op_ && !is_sentinel(ov))
+                    operation::from(ov)->destroy();
+            }
+        }
+    }
+
+    const thread_pool_options options_;
+    port<> port_;
+    std::unique_ptr<signal_op[]> sentinels_; // preallocated: shutdown never allocates
+    signal_op wake_op_;
+    std::vector<std::thread> workers_;
+
+    // The FIFO of work items.
+    std::mutex queue_mutex_;
+    detail::work_item* head_ = nullptr;
+    detail::work_item* tail_ = nullptr;
+    std::atomic<state> state_{state::running}; // written under queue_mutex_
+    alignas(64) std::atomic<std::size_t> queued_{0};
+    alignas(64) std::atomic<int> spinning_{0};
+    std::atomic<int> sleepers_{0};
+    std::atomic<bool> abandon_{false};
+
+    // Idle tracking: wait(), join().
+    alignas(64) std::atomic<std::int64_t> in_flight_{0};
+    std::atomic<std::int64_t> io_outstanding_{0};
+    std::atomic<int> idle_waiters_{0};
+    std::mutex idle_mutex_;
+    std::condition_variable idle_cv_;
+
+    // I/O objects to cancel at shutdown.
+    std::mutex hooks_mutex_;
+    io_object_hook* hooks_ = nullptr;
+    std::atomic<bool> io_closed_{false};
+
+    std::atomic<std::size_t> abandoned_{0};
+    std::mutex shutdown_mutex_;
+    bool joined_ = false;
+
+    detail::timer_queue timers_; // last: its thread calls enqueue, so it goes first
+};
+
+} // namespace iocp
