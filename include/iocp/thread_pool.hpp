@@ -48,6 +48,7 @@
 #include "detail/thread_name.hpp"
 #include "detail/timer_queue.hpp"
 #include "detail/work_item.hpp"
+#include "detail/work_queue.hpp"
 #include "error.hpp"
 #include "operation.hpp"
 #include "port.hpp"
@@ -63,6 +64,9 @@ struct thread_pool_options {
     /// Work items (and port packets) a worker takes per dequeue. Larger batches cost fewer
     /// lock round trips; smaller ones spread short bursts over more workers.
     std::size_t batch = 16;
+    /// Slots of the lock-free work ring (rounded up to a power of two; 16 bytes each). When it
+    /// is full, posts go to a slower locked overflow list: nothing is refused for lack of room.
+    std::size_t queue_capacity = 16384;
     /// How long an idle worker keeps looking for work before it sleeps on the port. Bounded on
     /// purpose: on a machine with few cores a spinning worker competes with the producer.
     std::chrono::microseconds spin = std::chrono::microseconds(50);
@@ -103,6 +107,8 @@ public:
         : options_(normalise(std::move(options))),
           port_(options_.concurrency),
           sentinels_(std::make_unique<signal_op[]>(options_.threads)),
+          queue_(options_.queue_capacity),
+          finished_(std::make_unique<finished_counter[]>(options_.threads + 1)),
           timers_([this](detail::work_item* item) { return enqueue(item, true) == std::error_code{}; }) {
         workers_.reserve(options_.threads);
         try {
@@ -397,58 +403,18 @@ private:
 
     // Takes ownership of `item` on success only.
     std::error_code enqueue(detail::work_item* item, bool internal) noexcept {
-        const bool from_worker = internal || is_worker();
-        // Counted before it becomes visible, so that a worker's decrement never comes first.
-        in_flight_.fetch_add(1, std::memory_order_relaxed);
-        {
-            std::lock_guard lock(queue_mutex_);
-            // TRICKY: the state is checked under the queue lock, and shutdown changes it under
-            // the same lock before it drains the queue: an item is either queued before the
-            // drain (and then run or abandoned) or refused here, never lost in between.
-            const state s = state_.load(std::memory_order_relaxed);
-            if (s == state::stopped || (s == state::draining && !from_worker)) {
-                finish_items(1);
-                return make_error_code(errc::closed);
-            }
-            item->next = nullptr;
-            if (tail_ != nullptr)
-                tail_->next = item;
-            else
-                head_ = item;
-            tail_ = item;
-            queued_.fetch_add(1, std::memory_order_seq_cst);
-        }
-        wake_one_if_needed();
+        // The queue checks who may post in the same atomic step that claims the item's slot
+        // (see work_queue::restrict): a post is refused, or queued before any drain.
+        if (!queue_.push(item, internal || is_worker()))
+            return make_error_code(errc::closed);
+        wake_one_if_needed(); // after the seq_cst publish: the wake-up protocol's first half
         return {};
     }
 
-    // Pops up to `max` items as a chain. Returns the chain's head (nullptr if empty).
-    detail::work_item* pop_chain(std::size_t max, std::size_t& count) noexcept {
-        if (queued_.load(std::memory_order_relaxed) == 0)
-            return nullptr; // the common idle check, without the lock
-        std::lock_guard lock(queue_mutex_);
-        detail::work_item* first = head_;
-        detail::work_item* last = nullptr;
-        std::size_t n = 0;
-        for (detail::work_item* p = head_; p != nullptr && n < max; p = p->next) {
-            last = p;
-            ++n;
-        }
-        if (n == 0)
-            return nullptr;
-        head_ = last->next;
-        if (head_ == nullptr)
-            tail_ = nullptr;
-        last->next = nullptr;
-        queued_.fetch_sub(n, std::memory_order_relaxed);
-        count = n;
-        return first;
-    }
-
-    // TRICKY: the wake protocol (a Dekker pair, all seq_cst). A producer increments `queued_`,
-    // then reads `spinning_` and `sleepers_`; a worker going to sleep increments `sleepers_`,
-    // then reads `queued_`. One of the two always sees the other, so a worker never sleeps
-    // while an item waits unnoticed. A producer wakes a sleeper only when no worker is
+    // TRICKY: the wake protocol (a Dekker pair of seq_cst operations). A producer publishes
+    // its item with a seq_cst store, then reads `spinning_` and `sleepers_`; a worker going to
+    // sleep increments `sleepers_` (seq_cst), then looks at the queue (seq_cst loads). One of the two always sees the
+    // other, so a worker never sleeps while an item waits unnoticed. A producer wakes a sleeper only when no worker is
     // spinning (a spinner will find the item) and "claims" it by decrementing `sleepers_`, so
     // two producers never wake one sleeper twice.
     void wake_one_if_needed() noexcept {
@@ -501,7 +467,10 @@ private:
         std::size_t since_port_check = 0;
         for (;;) {
             std::size_t n = 0;
-            if (detail::work_item* chain = pop_chain(options_.batch, n)) {
+            if (detail::work_item* chain = queue_.pop(options_.batch, n)) {
+                // A full batch hints at more work than one worker takes: share it.
+                if (n == options_.batch)
+                    wake_one_if_needed();
                 run_chain(chain, n);
                 // I/O completions must not starve behind a busy FIFO: look at the port every
                 // 64 items (one cheap non-blocking call).
@@ -522,6 +491,7 @@ private:
     }
 
     void run_chain(detail::work_item* item, std::size_t n) noexcept {
+        const std::size_t me = current().index;
         while (item != nullptr) {
             detail::work_item* next = item->next;
             if (abandon_.load(std::memory_order_relaxed)) {
@@ -536,7 +506,7 @@ private:
             }
             item = next;
         }
-        finish_items(n);
+        finish_items(me, n);
     }
 
     // Bounded spin for new work; true if some appeared. At most one worker spins at a time:
@@ -550,7 +520,7 @@ private:
         const auto deadline = clock::now() + options_.spin;
         bool found = false;
         for (unsigned i = 1; !found; ++i) {
-            if (queued_.load(std::memory_order_seq_cst) != 0) {
+            if (queue_.maybe_nonempty()) {
                 found = true;
                 break;
             }
@@ -559,10 +529,6 @@ private:
                 break;
         }
         spinning_.store(0, std::memory_order_seq_cst);
-        // The spinner found work and stops spinning: if more is queued than it will take and a
-        // worker sleeps, wake it (nobody else will, while we were spinning).
-        if (found && queued_.load(std::memory_order_seq_cst) > options_.batch)
-            wake_one_if_needed();
         return found;
     }
 
@@ -577,7 +543,7 @@ private:
     // Sleeps on the port until woken; false when the worker must exit (it took a sentinel).
     bool sleep() noexcept {
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
-        if (queued_.load(std::memory_order_seq_cst) != 0) {
+        if (queue_.maybe_nonempty()) {
             // Work arrived while we registered: take our registration back, unless a producer
             // already claimed it; its wake-up is then on the way and the port returns at once.
             int sleepers = sleepers_.load(std::memory_order_seq_cst);
@@ -646,14 +612,28 @@ private:
 
     // --- idle tracking and shutdown --------------------------------------------------------
 
-    void finish_items(std::size_t n) noexcept {
-        if (in_flight_.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_seq_cst) ==
-            static_cast<std::int64_t>(n))
-            notify_idle();
+    // Idle accounting without a shared counter per item: the queue counts what it accepted,
+    // each worker counts what it finished (run or abandoned) on its own cache line, and only
+    // someone waiting adds them up.
+    void finish_items(std::size_t slot, std::size_t n) noexcept {
+        finished_[slot].value.fetch_add(n, std::memory_order_release);
+        notify_idle();
     }
 
+    // TRICKY: read the finished counts first, then the accepted count. Both only grow and
+    // finished <= accepted at every instant, so equality means that at the moment the last
+    // finished count was read, nothing was queued or running.
+    bool idle() const noexcept {
+        std::uint64_t finished = 0;
+        for (std::size_t i = 0; i <= options_.threads; ++i)
+            finished += finished_[i].value.load(std::memory_order_acquire);
+        return finished == queue_.pushed();
+    }
+
+    // Called after a finished count or io_outstanding_ changed.
     void notify_idle() noexcept {
-        if (idle_waiters_.load(std::memory_order_seq_cst) == 0)
+        std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with wait_until_idle
+        if (idle_waiters_.load(std::memory_order_relaxed) == 0)
             return;
         std::lock_guard lock(idle_mutex_);
         idle_cv_.notify_all();
@@ -662,10 +642,11 @@ private:
     // Waits until no work item is in flight (and, with `with_io`, no operation either).
     void wait_until_idle(bool with_io) {
         idle_waiters_.fetch_add(1, std::memory_order_seq_cst);
+        std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with finish_items
         {
             std::unique_lock lock(idle_mutex_);
             idle_cv_.wait(lock, [&] {
-                return in_flight_.load(std::memory_order_seq_cst) == 0 &&
+                return idle() &&
                        (!with_io || io_outstanding_.load(std::memory_order_seq_cst) == 0);
             });
         }
@@ -673,8 +654,9 @@ private:
     }
 
     void set_state(state s) noexcept {
-        std::lock_guard lock(queue_mutex_);
-        state_.store(s, std::memory_order_release);
+        state_.store(s, std::memory_order_seq_cst);
+        queue_.restrict(s == state::stopped ? detail::work_queue::access::closed
+                                            : detail::work_queue::access::privileged_only);
     }
 
     void cancel_io_objects() noexcept {
@@ -716,15 +698,22 @@ private:
             t.join();
         // 5. Drain: whatever is left (no workers ran it) is abandoned exactly once.
         drain_port();
-        std::size_t n = 0;
-        if (detail::work_item* chain = pop_chain(SIZE_MAX, n)) {
+        // TRICKY: a post that claimed its slot just before the queue closed may not have
+        // published it yet; wait for it rather than leave it behind.
+        while (!queue_.drained()) {
+            std::size_t n = 0;
+            detail::work_item* chain = queue_.pop(SIZE_MAX, n);
+            if (chain == nullptr) {
+                std::this_thread::yield();
+                continue;
+            }
             while (chain != nullptr) {
                 detail::work_item* next = chain->next;
                 detail::abandon_work_item(chain);
                 chain = next;
             }
             abandoned_.fetch_add(n);
-            finish_items(n);
+            finish_items(options_.threads, n); // the slot after the workers' is shutdown's
         }
         port_.close();
         joined_ = true;
@@ -749,19 +738,19 @@ private:
     signal_op wake_op_;
     std::vector<std::thread> workers_;
 
-    // The FIFO of work items.
-    std::mutex queue_mutex_;
-    detail::work_item* head_ = nullptr;
-    detail::work_item* tail_ = nullptr;
-    std::atomic<state> state_{state::running}; // written under queue_mutex_
-    alignas(64) std::atomic<std::size_t> queued_{0};
+    // The FIFO of work items and the wake-up protocol's counters.
+    detail::work_queue queue_;
+    std::atomic<state> state_{state::running};
     alignas(64) std::atomic<int> spinning_{0};
     std::atomic<int> sleepers_{0};
     std::atomic<bool> abandon_{false};
 
-    // Idle tracking: wait(), join().
-    alignas(64) std::atomic<std::int64_t> in_flight_{0};
-    std::atomic<std::int64_t> io_outstanding_{0};
+    // Idle tracking: wait(), join(). One finished count per worker, plus one for shutdown.
+    struct alignas(64) finished_counter {
+        std::atomic<std::uint64_t> value{0};
+    };
+    std::unique_ptr<finished_counter[]> finished_;
+    alignas(64) std::atomic<std::int64_t> io_outstanding_{0};
     std::atomic<int> idle_waiters_{0};
     std::mutex idle_mutex_;
     std::condition_variable idle_cv_;

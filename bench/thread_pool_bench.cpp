@@ -1,0 +1,402 @@
+// iocp::thread_pool against the pools users pick today, same workloads, one binary, 2 workers.
+//
+//   W1  one producer posts 2,000,000 empty tasks; tasks/s until all have run
+//   W2  post one task and wait for it, repeated; round trip p50 / p99 (blocking and spinning
+//       waiter)
+//   W3  100,000 submit() with futures, then get() them all
+//   W4  two producers, 1,000,000 tasks each
+//
+// Every peer runs the same task body: count down a shared latch (the last one wakes the
+// producer). Run: build/release/bench/thread_pool_bench (see bench/README.md).
+
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "iocp/port.hpp"
+#include "iocp/thread_pool.hpp"
+#include "plain_pool.hpp"
+
+#ifdef IOCP_BENCH_ASIO
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <asio/thread_pool.hpp>
+#endif
+#ifdef IOCP_BENCH_TBB
+#include <tbb/global_control.h>
+#include <tbb/task_arena.h>
+#endif
+#ifdef IOCP_BENCH_MOODYCAMEL
+#include <concurrentqueue/concurrentqueue.h>
+#endif
+
+namespace {
+
+constexpr std::size_t workers = 2;
+constexpr std::int64_t w1_tasks = 2'000'000;
+constexpr std::int64_t w3_tasks = 100'000;
+constexpr std::int64_t w4_tasks_per_producer = 1'000'000;
+
+// The one shared piece of every task: the last to finish wakes the waiting producer.
+struct latch {
+    std::atomic<std::int64_t> remaining{0};
+    std::atomic<bool> done{false};
+
+    void reset(std::int64_t n) {
+        remaining.store(n);
+        done.store(false);
+    }
+    void count_down() noexcept {
+        if (remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            done.store(true, std::memory_order_release);
+            done.notify_one();
+        }
+    }
+    void wait() const noexcept { done.wait(false, std::memory_order_acquire); }
+};
+
+// --- peers: each posts a callable and can make a future ---------------------------------------
+
+struct iocp_peer {
+    static constexpr const char* name = "iocp";
+    iocp::thread_pool pool{workers};
+    template <class F>
+    void post(F&& f) {
+        pool.post(std::forward<F>(f));
+    }
+    template <class F>
+    auto submit(F&& f) {
+        return pool.submit(std::forward<F>(f));
+    }
+};
+
+struct plain_peer {
+    iocp_bench::plain_pool pool{workers};
+    template <class F>
+    void post(F&& f) {
+        pool.post(std::forward<F>(f));
+    }
+    template <class F>
+    auto submit(F&& f) {
+        // std::function needs a copyable callable: the usual shared packaged_task.
+        using R = std::invoke_result_t<F&>;
+        auto task = std::make_shared<std::packaged_task<R()>>(std::forward<F>(f));
+        auto future = task->get_future();
+        pool.post([task] { (*task)(); });
+        return future;
+    }
+};
+
+#ifdef IOCP_BENCH_ASIO
+struct asio_pool_peer {
+    asio::thread_pool pool{workers};
+    ~asio_pool_peer() { pool.join(); }
+    template <class F>
+    void post(F&& f) {
+        asio::post(pool, std::forward<F>(f));
+    }
+    template <class F>
+    auto submit(F&& f) {
+        using R = std::invoke_result_t<F&>;
+        std::packaged_task<R()> task(std::forward<F>(f));
+        auto future = task.get_future();
+        asio::post(pool, std::move(task));
+        return future;
+    }
+};
+
+struct asio_io_context_peer {
+    asio::io_context context{static_cast<int>(workers)};
+    asio::executor_work_guard<asio::io_context::executor_type> guard{context.get_executor()};
+    std::vector<std::thread> threads;
+    asio_io_context_peer() {
+        for (std::size_t i = 0; i < workers; ++i)
+            threads.emplace_back([this] { context.run(); });
+    }
+    ~asio_io_context_peer() {
+        guard.reset();
+        for (auto& t : threads)
+            t.join();
+    }
+    template <class F>
+    void post(F&& f) {
+        asio::post(context, std::forward<F>(f));
+    }
+    template <class F>
+    auto submit(F&& f) {
+        using R = std::invoke_result_t<F&>;
+        std::packaged_task<R()> task(std::forward<F>(f));
+        auto future = task.get_future();
+        asio::post(context, std::move(task));
+        return future;
+    }
+};
+#endif
+
+#ifdef IOCP_BENCH_TBB
+struct tbb_peer {
+    // The producer thread plus two workers; without this TBB's market has one worker on a
+    // two-core machine.
+    tbb::global_control parallelism{tbb::global_control::max_allowed_parallelism, workers + 1};
+    tbb::task_arena arena{static_cast<int>(workers), 0}; // no slot reserved for the producer
+    template <class F>
+    void post(F&& f) {
+        arena.enqueue(std::forward<F>(f));
+    }
+    template <class F>
+    auto submit(F&& f) {
+        using R = std::invoke_result_t<F&>;
+        auto task = std::make_shared<std::packaged_task<R()>>(std::forward<F>(f));
+        auto future = task->get_future();
+        arena.enqueue([task] { (*task)(); });
+        return future;
+    }
+};
+#endif
+
+#ifdef IOCP_BENCH_MOODYCAMEL
+// The floor: a lock-free queue handing function pointers to two consumers that spin. Not a
+// usable pool (no sleeping, no futures); what moving a task between threads costs at least.
+struct floor_peer {
+    struct task {
+        void (*fn)(void*);
+        void* arg;
+    };
+    moodycamel::ConcurrentQueue<task> queue;
+    std::atomic<bool> stopping{false};
+    std::vector<std::thread> threads;
+    floor_peer() {
+        for (std::size_t i = 0; i < workers; ++i)
+            threads.emplace_back([this] {
+                moodycamel::ConsumerToken token(queue);
+                task batch[64];
+                while (!stopping.load(std::memory_order_relaxed)) {
+                    std::size_t n = queue.try_dequeue_bulk(token, batch, 64);
+                    for (std::size_t k = 0; k < n; ++k)
+                        batch[k].fn(batch[k].arg);
+                }
+            });
+    }
+    ~floor_peer() {
+        stopping = true;
+        for (auto& t : threads)
+            t.join();
+    }
+    // Only the latch task is supported: the floor moves two pointers, nothing more.
+    void post_count_down(latch& l) {
+        thread_local moodycamel::ProducerToken* token = nullptr;
+        thread_local floor_peer* token_owner = nullptr;
+        if (token_owner != this) {
+            delete token;
+            token = new moodycamel::ProducerToken(queue);
+            token_owner = this;
+        }
+        queue.enqueue(*token, task{[](void* p) { static_cast<latch*>(p)->count_down(); }, &l});
+    }
+};
+#endif
+
+template <class Peer>
+Peer& peer_instance() {
+    // One pool per peer for the whole run: start-up is not what is measured.
+    static Peer peer;
+    return peer;
+}
+
+template <class Peer>
+void post_count_down(Peer& peer, latch& l) {
+#ifdef IOCP_BENCH_MOODYCAMEL
+    if constexpr (std::is_same_v<Peer, floor_peer>) {
+        peer.post_count_down(l);
+        return;
+    } else
+#endif
+    {
+        peer.post([&l] { l.count_down(); });
+    }
+}
+
+// --- W1 / W4: throughput ----------------------------------------------------------------------
+
+template <class Peer>
+void throughput(benchmark::State& state, int producers, std::int64_t per_producer) {
+    Peer& peer = peer_instance<Peer>();
+    latch l;
+    for (auto _ : state) {
+        l.reset(producers * per_producer);
+        std::vector<std::thread> extra;
+        for (int p = 1; p < producers; ++p)
+            extra.emplace_back([&] {
+                for (std::int64_t i = 0; i < per_producer; ++i)
+                    post_count_down(peer, l);
+            });
+        for (std::int64_t i = 0; i < per_producer; ++i)
+            post_count_down(peer, l);
+        for (auto& t : extra)
+            t.join();
+        l.wait();
+    }
+    state.SetItemsProcessed(state.iterations() * producers * per_producer);
+}
+
+template <class Peer>
+void BM_W1_one_producer(benchmark::State& state) {
+    throughput<Peer>(state, 1, w1_tasks);
+}
+
+template <class Peer>
+void BM_W4_two_producers(benchmark::State& state) {
+    throughput<Peer>(state, 2, w4_tasks_per_producer);
+}
+
+// --- W2: round trip latency -------------------------------------------------------------------
+
+template <class Peer, bool spin>
+void BM_W2_round_trip(benchmark::State& state) {
+    Peer& peer = peer_instance<Peer>();
+    std::vector<double> samples;
+    samples.reserve(static_cast<std::size_t>(state.max_iterations));
+    for (auto _ : state) {
+        auto start = std::chrono::steady_clock::now();
+        if constexpr (spin) {
+            std::atomic<bool> ran{false};
+            peer.post([&ran] { ran.store(true, std::memory_order_release); });
+            while (!ran.load(std::memory_order_acquire)) {
+            }
+        } else {
+            std::promise<void> ran;
+            auto f = ran.get_future();
+            peer.post([&ran] { ran.set_value(); });
+            f.wait();
+        }
+        samples.push_back(
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+                .count());
+    }
+    std::sort(samples.begin(), samples.end());
+    auto at = [&](double q) { return samples[static_cast<std::size_t>(q * (samples.size() - 1))]; };
+    state.counters["p50_us"] = at(0.50);
+    state.counters["p99_us"] = at(0.99);
+}
+
+// --- W3: submit with futures ------------------------------------------------------------------
+
+template <class Peer>
+void BM_W3_submit_futures(benchmark::State& state) {
+    Peer& peer = peer_instance<Peer>();
+    std::vector<std::future<int>> futures;
+    futures.reserve(w3_tasks);
+    for (auto _ : state) {
+        futures.clear();
+        for (std::int64_t i = 0; i < w3_tasks; ++i)
+            futures.push_back(peer.submit([i] { return static_cast<int>(i); }));
+        std::int64_t sum = 0;
+        for (auto& f : futures)
+            sum += f.get();
+        benchmark::DoNotOptimize(sum);
+    }
+    state.SetItemsProcessed(state.iterations() * w3_tasks);
+}
+
+// --- the raw port: post/get with no pool around it ---------------------------------------------
+
+void BM_W1_raw_port(benchmark::State& state) {
+    iocp::port<> port(workers);
+    latch l;
+    std::atomic<bool> stopping{false};
+    std::vector<std::thread> consumers;
+    for (std::size_t i = 0; i < workers; ++i)
+        consumers.emplace_back([&] {
+            iocp::packet<void> packets[16];
+            std::error_code ec;
+            while (!stopping.load(std::memory_order_relaxed)) {
+                std::size_t n = port.get_many(packets, std::chrono::milliseconds(10), ec);
+                for (std::size_t k = 0; k < n; ++k)
+                    static_cast<latch*>(packets[k].key)->count_down();
+            }
+        });
+    for (auto _ : state) {
+        l.reset(w1_tasks);
+        for (std::int64_t i = 0; i < w1_tasks; ++i)
+            port.post(nullptr, &l, 0);
+        l.wait();
+    }
+    stopping = true;
+    for (auto& t : consumers)
+        t.join();
+    state.SetItemsProcessed(state.iterations() * w1_tasks);
+}
+
+} // namespace
+
+// Iterations are fixed so that every peer does the same work; medians come from repetitions.
+#define IOCP_BENCH_PEER(Peer, label)                                                          \
+    BENCHMARK_TEMPLATE(BM_W1_one_producer, Peer)                                               \
+        ->Name("BM_thread_pool_W1_one_producer/" label)                                       \
+        ->Iterations(1)                                                                        \
+        ->Repetitions(5)                                                                       \
+        ->UseRealTime()                                                                        \
+        ->Unit(benchmark::kMillisecond);                                                       \
+    BENCHMARK_TEMPLATE(BM_W2_round_trip, Peer, false)                                          \
+        ->Name("BM_thread_pool_W2_round_trip_blocking/" label)                                \
+        ->Iterations(20000)                                                                    \
+        ->Repetitions(3)                                                                       \
+        ->UseRealTime();                                                                       \
+    BENCHMARK_TEMPLATE(BM_W2_round_trip, Peer, true)                                           \
+        ->Name("BM_thread_pool_W2_round_trip_spinning/" label)                                \
+        ->Iterations(20000)                                                                    \
+        ->Repetitions(3)                                                                       \
+        ->UseRealTime();                                                                       \
+    BENCHMARK_TEMPLATE(BM_W3_submit_futures, Peer)                                             \
+        ->Name("BM_thread_pool_W3_submit_futures/" label)                                     \
+        ->Iterations(1)                                                                        \
+        ->Repetitions(5)                                                                       \
+        ->UseRealTime()                                                                        \
+        ->Unit(benchmark::kMillisecond);                                                       \
+    BENCHMARK_TEMPLATE(BM_W4_two_producers, Peer)                                              \
+        ->Name("BM_thread_pool_W4_two_producers/" label)                                      \
+        ->Iterations(1)                                                                        \
+        ->Repetitions(5)                                                                       \
+        ->UseRealTime()                                                                        \
+        ->Unit(benchmark::kMillisecond)
+
+IOCP_BENCH_PEER(iocp_peer, "iocp");
+IOCP_BENCH_PEER(plain_peer, "plain_mutex_cv");
+#ifdef IOCP_BENCH_ASIO
+IOCP_BENCH_PEER(asio_pool_peer, "asio_thread_pool");
+IOCP_BENCH_PEER(asio_io_context_peer, "asio_io_context");
+#endif
+#ifdef IOCP_BENCH_TBB
+IOCP_BENCH_PEER(tbb_peer, "tbb_arena_enqueue");
+#endif
+#ifdef IOCP_BENCH_MOODYCAMEL
+BENCHMARK_TEMPLATE(BM_W1_one_producer, floor_peer)
+    ->Name("BM_thread_pool_W1_one_producer/floor_moodycamel_spin")
+    ->Iterations(1)
+    ->Repetitions(5)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_W4_two_producers, floor_peer)
+    ->Name("BM_thread_pool_W4_two_producers/floor_moodycamel_spin")
+    ->Iterations(1)
+    ->Repetitions(5)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+#endif
+BENCHMARK(BM_W1_raw_port)
+    ->Name("BM_thread_pool_W1_one_producer/raw_port")
+    ->Iterations(1)
+    ->Repetitions(5)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
