@@ -227,9 +227,36 @@ void post_count_down(Peer& peer, latch& l) {
 
 // --- W1 / W4: throughput ----------------------------------------------------------------------
 
+// For our pool: the completion-port calls (wake-ups posted, blocking waits, polls) per item,
+// which on Win32 are PostQueuedCompletionStatus / GetQueuedCompletionStatusEx calls.
+template <class Peer>
+struct port_call_counter {
+    explicit port_call_counter(Peer&) {}
+    void report(benchmark::State&, std::int64_t) {}
+};
+
+template <>
+struct port_call_counter<iocp_peer> {
+    iocp_peer& peer;
+    iocp::thread_pool_stats before;
+    explicit port_call_counter(iocp_peer& p) : peer(p), before(p.pool.stats()) {}
+    void report(benchmark::State& state, std::int64_t items) {
+        auto after = peer.pool.stats();
+        auto per_item = [&](std::uint64_t a, std::uint64_t b) {
+            return static_cast<double>(a - b) / static_cast<double>(items);
+        };
+        state.counters["wakeups_per_item"] = per_item(after.wakeups, before.wakeups);
+        state.counters["sleeps_per_item"] = per_item(after.sleeps, before.sleeps);
+        state.counters["port_calls_per_item"] =
+            per_item(after.wakeups + after.sleeps + after.port_polls,
+                     before.wakeups + before.sleeps + before.port_polls);
+    }
+};
+
 template <class Peer>
 void throughput(benchmark::State& state, int producers, std::int64_t per_producer) {
     Peer& peer = peer_instance<Peer>();
+    port_call_counter<Peer> calls(peer);
     latch l;
     for (auto _ : state) {
         l.reset(producers * per_producer);
@@ -246,6 +273,7 @@ void throughput(benchmark::State& state, int producers, std::int64_t per_produce
         l.wait();
     }
     state.SetItemsProcessed(state.iterations() * producers * per_producer);
+    calls.report(state, state.iterations() * producers * per_producer);
 }
 
 template <class Peer>

@@ -631,3 +631,73 @@ TEST(thread_pool_test, packets_left_in_the_port_are_destroyed_at_shutdown) {
     }
     EXPECT_EQ(stray.completed + stray.destroyed, 1) << "exactly once, whichever way";
 }
+
+// --- the work ring's overflow path -------------------------------------------------------------
+
+TEST(thread_pool_test, a_full_ring_overflows_without_losing_or_reordering_work) {
+    iocp::thread_pool_options o;
+    o.threads = 1;
+    o.queue_capacity = 4; // tiny, so that most posts take the overflow path
+    o.batch = 3;
+    iocp::thread_pool pool(o);
+    std::atomic<bool> release{false};
+    pool.post([&] { spin_until(release); }); // hold the only worker while the ring fills
+    const int n = 100;
+    std::vector<int> order;
+    std::mutex m;
+    for (int i = 0; i < n; ++i)
+        pool.post([&, i] {
+            std::lock_guard lock(m);
+            order.push_back(i);
+        });
+    release = true;
+    pool.wait();
+    ASSERT_EQ(order.size(), static_cast<std::size_t>(n));
+    // One worker runs them in the order posted, across the ring and the overflow list.
+    for (int i = 0; i < n; ++i)
+        EXPECT_EQ(order[static_cast<std::size_t>(i)], i);
+}
+
+TEST(thread_pool_test, stop_abandons_work_waiting_in_the_overflow_list) {
+    ledger l;
+    iocp::thread_pool_options o;
+    o.threads = 1;
+    o.queue_capacity = 2;
+    iocp::thread_pool pool(o);
+    std::atomic<bool> release{false};
+    std::atomic<bool> blocked{false};
+    pool.post([&] {
+        blocked = true;
+        spin_until(release);
+    });
+    spin_until(blocked);
+    const int n = 50;
+    for (int i = 0; i < n; ++i)
+        pool.post(tracked(l));
+    std::size_t abandoned = 0;
+    std::thread stopper([&] { abandoned = pool.stop(); });
+    std::error_code ec;
+    std::size_t probes = 0;
+    while (!ec) {
+        pool.post(std::function<void()>([] {}), ec); // until stop() refuses posts
+        probes += ec ? 0 : 1;
+        std::this_thread::yield();
+    }
+    release = true;
+    stopper.join();
+    EXPECT_EQ(l.ran, 0);
+    EXPECT_EQ(l.abandoned, n);
+    EXPECT_EQ(abandoned, static_cast<std::size_t>(n) + probes);
+}
+
+TEST(thread_pool_test, stats_count_port_calls) {
+    iocp::thread_pool pool(2);
+    auto before = pool.stats();
+    for (int i = 0; i < 10; ++i) {
+        pool.submit([] {}).get(); // each round trip finds the workers asleep or spinning
+        std::this_thread::sleep_for(2ms);
+    }
+    auto after = pool.stats();
+    EXPECT_GE(after.wakeups, before.wakeups);
+    EXPECT_GT(after.sleeps, before.sleeps) << "idle workers sleep on the port";
+}

@@ -80,6 +80,16 @@ struct thread_pool_options {
     std::function<void(std::exception_ptr)> exception_handler;
 };
 
+/// Counts of the pool's calls into the completion port since it started: the kernel calls a
+/// work item may cost. On Win32 these are PostQueuedCompletionStatus and
+/// GetQueuedCompletionStatusEx calls; on the POSIX backend, a post or blocking wait on the
+/// user-space port (each at most one futex wake or wait).
+struct thread_pool_stats {
+    std::uint64_t wakeups = 0;    ///< packets posted to wake a sleeping worker
+    std::uint64_t sleeps = 0;     ///< blocking waits of an idle worker on the port
+    std::uint64_t port_polls = 0; ///< non-blocking looks at the port by busy workers
+};
+
 /// Intrusive registration of an object that owns pending I/O on a pool (a socket, a file):
 /// at shutdown the pool calls `cancel` on each, then waits for their operations to complete.
 struct io_object_hook {
@@ -337,6 +347,12 @@ public:
     /// The underlying completion port.
     port<>& get_port() noexcept { return port_; }
 
+    /// How often the pool called into the port (see `thread_pool_stats`).
+    thread_pool_stats stats() const noexcept {
+        return {wakeups_.load(std::memory_order_relaxed), sleeps_.load(std::memory_order_relaxed),
+                port_polls_.load(std::memory_order_relaxed)};
+    }
+
     /// Reports an exception to the pool's exception handler (for I/O layers whose handlers
     /// run on the workers).
     void report_exception(std::exception_ptr e) noexcept { handle_exception(std::move(e)); }
@@ -423,6 +439,7 @@ private:
         int sleepers = sleepers_.load(std::memory_order_seq_cst);
         while (sleepers > 0) {
             if (sleepers_.compare_exchange_weak(sleepers, sleepers - 1, std::memory_order_seq_cst)) {
+                wakeups_.fetch_add(1, std::memory_order_relaxed);
                 post_signal(&wake_op_);
                 return;
             }
@@ -477,6 +494,7 @@ private:
                 since_port_check += n;
                 if (since_port_check >= 64) {
                     since_port_check = 0;
+                    port_polls_.fetch_add(1, std::memory_order_relaxed);
                     if (!poll_port(std::chrono::milliseconds(0)))
                         return;
                 }
@@ -552,6 +570,7 @@ private:
                     return true;
             }
         }
+        sleeps_.fetch_add(1, std::memory_order_relaxed);
         return poll_port(infinite, true);
     }
 
@@ -761,6 +780,10 @@ private:
     std::atomic<bool> io_closed_{false};
 
     std::atomic<std::size_t> abandoned_{0};
+    // Port call counts (slow paths only): stats().
+    alignas(64) std::atomic<std::uint64_t> wakeups_{0};
+    std::atomic<std::uint64_t> sleeps_{0};
+    std::atomic<std::uint64_t> port_polls_{0};
     std::mutex shutdown_mutex_;
     bool joined_ = false;
 
