@@ -30,7 +30,7 @@ inline constexpr std::size_t max_buffers = 8;
 
 /// A writable region of memory that an operation fills (a receive, a file read).
 struct mutable_buffer {
-    void* data = nullptr;  ///< first byte
+    void* data = nullptr; ///< first byte
     std::size_t size = 0; ///< length in bytes
 };
 
@@ -55,10 +55,11 @@ inline const_buffer buffer(const void* p, std::size_t n) noexcept { return {p, n
 /// The bytes of a contiguous range of trivially copyable elements (an array, a
 /// `std::vector`, a `std::span`, a `std::string`...).
 template <class Range>
-    requires requires(Range& r) {
-        std::data(r);
-        std::size(r);
-    } && std::is_trivially_copyable_v<std::remove_pointer_t<decltype(std::data(std::declval<Range&>()))>>
+requires requires(Range& r) {
+    std::data(r);
+    std::size(r);
+} &&
+    std::is_trivially_copyable_v<std::remove_pointer_t<decltype(std::data(std::declval<Range&>()))>>
 auto buffer(Range&& r) noexcept {
     using element = std::remove_pointer_t<decltype(std::data(r))>;
     const std::size_t bytes = std::size(r) * sizeof(element);

@@ -135,8 +135,7 @@ struct io_access {
     // immediate or not, arrives through the port.
     template <class Issue>
     static std::error_code start(thread_pool& pool, io_state* st, io_operation& op,
-                                 finish_fn finish, std::size_t requested,
-                                 Issue&& issue) noexcept {
+                                 finish_fn finish, std::size_t requested, Issue&& issue) noexcept {
         op.reset_overlapped();
         op.pool_ = &pool;
         op.state_ = st;
@@ -191,9 +190,8 @@ struct io_access {
                 st->pool_cancelling.load(std::memory_order_seq_cst) || !io_state::valid(h)) {
                 ec = make_error_code(errc::operation_aborted);
             } else if (const DWORD error = issue(h, static_cast<OVERLAPPED*>(&op)); error != 0) {
-                ec = translate_error(std::error_code(static_cast<int>(error),
-                                                     std::system_category()),
-                                     st);
+                ec = translate_error(
+                    std::error_code(static_cast<int>(error), std::system_category()), st);
             } else {
                 started = true;
                 // TRICKY: as in start(): the pool's cancel pass may have just missed it.

@@ -10,3 +10,13 @@
 #include "thread_pool.hpp"
 #include "unique_handle.hpp"
 #include "version.hpp"
+
+#if IOCP_HAS_IOCP
+// Overlapped file and socket I/O on the pool (the POSIX I/O backend is future work).
+#include "acceptor.hpp"
+#include "buffer.hpp"
+#include "endpoint.hpp"
+#include "file.hpp"
+#include "io_operation.hpp"
+#include "socket.hpp"
+#endif

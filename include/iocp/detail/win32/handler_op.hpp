@@ -20,6 +20,11 @@ namespace iocp::detail::win32 {
 // pointers; 512 hold a send_all operation (its 8 buffer descriptors) with a handler of the same
 // size. Bigger operations are plain heap allocations. 16 blocks per size and thread keep a
 // burst of operations started and completed on one worker off the heap.
+//
+// The per-thread cache lives in a fiber-local storage slot, not in a C++ thread_local: with
+// MinGW-w64 (emutls over winpthreads) the storage of a thread_local object can be freed before
+// its destructor runs at thread exit (measured here: the destructor then reads reused heap
+// memory). The FLS callback runs at thread exit on Windows and Wine alike, with the pointer.
 class op_memory {
 public:
     static constexpr std::size_t small_block = 256;
@@ -28,9 +33,11 @@ public:
 
     static void* allocate(std::size_t n) {
         if (n <= large_block) {
-            cache::bin& b = local().pick(n);
-            if (b.count > 0)
-                return b.blocks[--b.count];
+            if (cache* c = local(); c != nullptr) {
+                cache::bin& b = c->pick(n);
+                if (b.count > 0)
+                    return b.blocks[--b.count];
+            }
             return ::operator new(n <= small_block ? small_block : large_block);
         }
         return ::operator new(n);
@@ -38,10 +45,12 @@ public:
 
     static void deallocate(void* p, std::size_t n) noexcept {
         if (n <= large_block) {
-            cache::bin& b = local().pick(n);
-            if (b.count < slots) {
-                b.blocks[b.count++] = p;
-                return;
+            if (cache* c = local(); c != nullptr) {
+                cache::bin& b = c->pick(n);
+                if (b.count < slots) {
+                    b.blocks[b.count++] = p;
+                    return;
+                }
             }
         }
         ::operator delete(p);
@@ -66,8 +75,27 @@ private:
         }
     };
 
-    static cache& local() noexcept {
-        thread_local cache c;
+    static void WINAPI release(void* c) noexcept { delete static_cast<cache*>(c); }
+
+    static DWORD slot() noexcept {
+        static const DWORD index = ::FlsAlloc(&op_memory::release);
+        return index;
+    }
+
+    // This thread's cache, created on first use; nullptr if none can be had (no FLS slot or no
+    // memory): the blocks then come from the heap and go back to it.
+    static cache* local() noexcept {
+        const DWORD index = slot();
+        if (index == FLS_OUT_OF_INDEXES)
+            return nullptr;
+        auto* c = static_cast<cache*>(::FlsGetValue(index));
+        if (c == nullptr) {
+            c = new (std::nothrow) cache;
+            if (c != nullptr && !::FlsSetValue(index, c)) {
+                delete c;
+                c = nullptr;
+            }
+        }
         return c;
     }
 };
@@ -111,8 +139,7 @@ private:
     template <class H>
     explicit handler_op(H&& h) : Base(&handler_op::invoke), handler_(std::forward<H>(h)) {}
 
-    static void invoke(io_operation* base, const std::error_code& ec,
-                       std::size_t bytes) noexcept {
+    static void invoke(io_operation* base, const std::error_code& ec, std::size_t bytes) noexcept {
         auto* self = static_cast<handler_op*>(base);
         thread_pool* pool = self->pool();
         if constexpr (std::is_nothrow_move_constructible_v<Handler>) {

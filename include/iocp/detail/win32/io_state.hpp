@@ -21,6 +21,10 @@
 
 namespace iocp::detail::win32 {
 
+// ERROR_HANDLES_CLOSED: what Wine's closesocket gives pending socket I/O. Not every SDK's
+// <winerror.h> names it.
+inline constexpr int error_handles_closed = 676;
+
 enum class handle_kind : unsigned char { file, socket };
 
 struct io_state : io_object_hook {
@@ -149,7 +153,7 @@ inline std::error_code translate_error(const std::error_code& e, const io_state*
                                         st->pool_cancelling.load(std::memory_order_seq_cst));
     switch (e.value()) {
     case ERROR_OPERATION_ABORTED: // 995, CancelIoEx (and closesocket on Windows)
-    case ERROR_HANDLES_CLOSED:    // 676, closesocket under Wine
+    case error_handles_closed:    // 676, closesocket under Wine
     case WSAECANCELLED: return make_error_code(errc::operation_aborted);
     case ERROR_NETNAME_DELETED: // 64: closesocket with the I/O pending, or a peer RST
     case WSAECONNRESET:

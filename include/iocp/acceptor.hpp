@@ -1,0 +1,416 @@
+#pragma once
+/// @file
+/// `iocp::acceptor`: a listening TCP socket whose accepts (AcceptEx) complete on a
+/// `thread_pool`, handing over connected `iocp::socket`s.
+///
+/// @code
+/// iocp::thread_pool pool(4);
+/// iocp::acceptor listener(pool, iocp::endpoint::any(iocp::address_family::ipv4, 8080));
+/// std::function<void()> accept_next = [&] {
+///     listener.accept([&](std::error_code ec, iocp::socket conn, iocp::endpoint peer) {
+///         if (ec == iocp::errc::operation_aborted) return;     // listener closed
+///         if (!ec) serve(std::move(conn), peer);
+///         accept_next();
+///     });
+/// };
+/// accept_next();
+/// @endcode
+///
+/// Available with the Win32 backend only (`IOCP_HAS_IOCP`); the POSIX I/O backend is future
+/// work.
+
+#include "config.hpp"
+
+#if IOCP_HAS_IOCP
+
+#include <cstddef>
+#include <exception>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include "detail/win32/handler_op.hpp"
+#include "detail/win32/io_state.hpp"
+#include "detail/win32/windows.hpp"
+#include "detail/win32/winsock.hpp"
+#include "endpoint.hpp"
+#include "error.hpp"
+#include "io_operation.hpp"
+#include "socket.hpp"
+#include "thread_pool.hpp"
+
+namespace iocp {
+
+class acceptor;
+class accept_operation;
+
+/// Starts accepting one connection with your own operation object (no allocation besides
+/// the accepted socket's own state). Completes `op` exactly once on a worker of the
+/// acceptor's pool: on success `op.take_socket()` returns the connection and
+/// `op.remote_endpoint()` the peer; `errc::operation_aborted` after `cancel`/`close` (a
+/// connection accepted but not yet delivered when the acceptor closes is closed too);
+/// `errc::invalid_handle` if the acceptor is not open; `errc::closed` while the pool shuts
+/// down. A connection reset by its client before it was accepted is skipped (the accept goes
+/// on), as servers want.
+/// @returns an error only if nothing was started: `std::errc::invalid_argument` (no pool) or
+/// `errc::closed` (the pool has shut down for good).
+std::error_code start_accept(acceptor& a, accept_operation& op) noexcept;
+
+/// The operation of one accept (AcceptEx): it creates the socket to accept into, updates its
+/// context (SO_UPDATE_ACCEPT_CONTEXT) and decodes both endpoints (GetAcceptExSockaddrs).
+class accept_operation : public io_operation {
+public:
+    /// After a successful completion: the accepted connection, associated with the
+    /// acceptor's pool. Later calls (and calls after a failure) return a closed socket.
+    socket take_socket() noexcept {
+        thread_pool* p = pool();
+        detail::win32::io_state* st = std::exchange(accepted_state_, nullptr);
+        if (p == nullptr)
+            return socket();
+        if (st == nullptr)
+            return socket(*p);
+        return socket(*p, st);
+    }
+
+    /// After a successful completion: the local address of the connection.
+    const endpoint& local_endpoint() const noexcept { return local_; }
+
+    /// After a successful completion: the peer's address.
+    const endpoint& remote_endpoint() const noexcept { return remote_; }
+
+protected:
+    /// An idle operation that calls `handler` when a connection was accepted or accepting
+    /// failed.
+    explicit accept_operation(handler_fn handler) noexcept : io_operation(handler) {}
+
+    /// Closes a connection that was accepted but never taken.
+    ~accept_operation() { discard_result(); }
+
+private:
+    friend std::error_code start_accept(acceptor&, accept_operation&) noexcept;
+
+    // AcceptEx wants room for each address plus 16 bytes.
+    static constexpr DWORD address_space = sizeof(sockaddr_in6) + 16;
+
+    void discard_result() noexcept {
+        (void)detail::win32::close_state(std::exchange(accepted_state_, nullptr));
+        if (accepted_ != INVALID_SOCKET)
+            ::closesocket(std::exchange(accepted_, INVALID_SOCKET));
+    }
+
+    // Creates the socket to accept into and calls AcceptEx. Runs before the operation is
+    // handed to the kernel (from start_accept, or from finish when skipping a reset client).
+    DWORD issue(HANDLE listener, int family, OVERLAPPED* ov) noexcept {
+        std::error_code ec;
+        accepted_ = detail::win32::make_tcp_socket(family, ec);
+        if (ec)
+            return static_cast<DWORD>(ec.value());
+        LPFN_ACCEPTEX accept_ex =
+            detail::win32::accept_ex(reinterpret_cast<SOCKET>(listener), family, ec);
+        if (ec)
+            return static_cast<DWORD>(ec.value());
+        DWORD bytes = 0;
+        if (accept_ex(reinterpret_cast<SOCKET>(listener), accepted_, addresses_, 0, address_space,
+                      address_space, &bytes, ov))
+            return 0; // done already; the packet is queued all the same
+        const int error = ::WSAGetLastError();
+        return error == ERROR_IO_PENDING ? 0 : static_cast<DWORD>(error);
+    }
+
+    static bool finish(io_operation* op, std::error_code& ec, std::size_t&) noexcept {
+        auto* self = static_cast<accept_operation*>(op);
+        detail::win32::io_state* st = detail::win32::io_access::state(*op); // the listener
+        if (!ec) {
+            // Under the listener's lock: its owner may be closing it on another thread, and
+            // SO_UPDATE_ACCEPT_CONTEXT reads the listening socket.
+            std::lock_guard lock(st->mutex);
+            SOCKET listener = st->socket();
+            if (st->closed_by_us.load(std::memory_order_seq_cst)) {
+                ec = make_error_code(errc::operation_aborted);
+            } else if (::setsockopt(self->accepted_, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
+                                    reinterpret_cast<const char*>(&listener),
+                                    sizeof listener) != 0) {
+                ec = detail::win32::last_wsa_error();
+            } else {
+                self->decode_addresses(listener, st->family);
+            }
+        }
+        if (!ec) {
+            self->accepted_state_ =
+                detail::win32::open_state(*op->pool(), reinterpret_cast<HANDLE>(self->accepted_),
+                                          detail::win32::handle_kind::socket, st->family, ec);
+            if (!ec)
+                self->accepted_ = INVALID_SOCKET; // owned by its state now
+        }
+        if (!ec)
+            return true;
+        self->discard_result();
+        // A client that reset its connection before we accepted it is not the server's
+        // problem: accept the next one instead (unless we are closing).
+        if (ec == errc::connection_reset ||
+            ec == std::error_code(ERROR_CONNECTION_ABORTED, std::system_category()) ||
+            ec == std::error_code(WSAECONNABORTED, std::system_category())) {
+            const int family = st->family;
+            if (detail::win32::io_access::restart(*op, ec,
+                                                  [self, family](HANDLE h, OVERLAPPED* ov) {
+                                                      return self->issue(h, family, ov);
+                                                  }))
+                return false;
+            self->discard_result(); // restart may have created a socket before failing
+        }
+        return true;
+    }
+
+    void decode_addresses(SOCKET listener, int family) noexcept {
+        std::error_code ec;
+        LPFN_GETACCEPTEXSOCKADDRS get =
+            detail::win32::get_accept_ex_sockaddrs(listener, family, ec);
+        local_ = endpoint();
+        remote_ = endpoint();
+        if (ec)
+            return;
+        sockaddr* local = nullptr;
+        sockaddr* remote = nullptr;
+        int local_len = 0;
+        int remote_len = 0;
+        get(addresses_, 0, address_space, address_space, &local, &local_len, &remote, &remote_len);
+        local_ = endpoint(local, static_cast<std::size_t>(local_len));
+        remote_ = endpoint(remote, static_cast<std::size_t>(remote_len));
+    }
+
+    SOCKET accepted_ = INVALID_SOCKET;                  // accepting into; ours until success
+    detail::win32::io_state* accepted_state_ = nullptr; // the connection, until taken
+    endpoint local_;
+    endpoint remote_;
+    char addresses_[2 * address_space];
+};
+
+/// A listening TCP socket associated with a `thread_pool`.
+///
+/// Lifetime and thread safety: as for `iocp::socket` (the pool must outlive it; closing or
+/// destroying it cancels pending accepts, which complete with `errc::operation_aborted`;
+/// shutting the pool down cancels them too). Several accepts may be pending at once: that is
+/// how a server keeps up with bursts of connections.
+class acceptor {
+public:
+    /// A closed acceptor without a pool.
+    acceptor() noexcept = default;
+
+    /// A closed acceptor whose operations will run on `pool`.
+    explicit acceptor(thread_pool& pool) noexcept : pool_(&pool) {}
+
+    /// Listens on `local` (see `open`). @throws std::system_error
+    acceptor(thread_pool& pool, const endpoint& local, int backlog = SOMAXCONN) : pool_(&pool) {
+        open(local, backlog);
+    }
+
+    /// Takes over `other`'s socket, pool and pending accepts.
+    acceptor(acceptor&& other) noexcept
+        : pool_(other.pool_), state_(std::exchange(other.state_, nullptr)) {}
+
+    /// Closes this acceptor (cancelling its accepts), then takes over `other`'s.
+    acceptor& operator=(acceptor&& other) noexcept {
+        if (this != &other) {
+            (void)detail::win32::close_state(std::exchange(state_, nullptr));
+            pool_ = other.pool_;
+            state_ = std::exchange(other.state_, nullptr);
+        }
+        return *this;
+    }
+
+    acceptor(const acceptor&) = delete;
+    acceptor& operator=(const acceptor&) = delete;
+
+    /// Closes the acceptor, cancelling pending accepts.
+    ~acceptor() { (void)detail::win32::close_state(state_); }
+
+    /// Creates a socket of `local`'s family, binds it to `local` (port 0: the system picks
+    /// one, see `local_endpoint`) and listens with `backlog`. An IPv6 acceptor accepts IPv6
+    /// only. An acceptor that was open is closed first.
+    /// Errors: the system's (WSAEADDRINUSE, WSAEAFNOSUPPORT...); `std::errc::invalid_argument`
+    /// without a pool or for an unspecified endpoint.
+    void open(const endpoint& local, int backlog, std::error_code& ec) noexcept {
+        close(ec);
+        if (pool_ == nullptr || !local.is_specified()) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return;
+        }
+        const int af = native_family(local.family());
+        SOCKET s = detail::win32::make_tcp_socket(af, ec);
+        if (ec)
+            return;
+        // Load the extension functions now, so that a provider without them fails here.
+        if (::bind(s, local.data(), local.size()) != 0 || ::listen(s, backlog) != 0) {
+            ec = detail::win32::last_wsa_error();
+        } else {
+            (void)detail::win32::accept_ex(s, af, ec);
+            if (!ec)
+                (void)detail::win32::get_accept_ex_sockaddrs(s, af, ec);
+        }
+        if (!ec)
+            state_ = detail::win32::open_state(*pool_, reinterpret_cast<HANDLE>(s),
+                                               detail::win32::handle_kind::socket, af, ec);
+        if (ec)
+            ::closesocket(s);
+    }
+    /// As above. @throws std::system_error
+    void open(const endpoint& local, int backlog = SOMAXCONN) {
+        std::error_code ec;
+        open(local, backlog, ec);
+        detail::throw_if(ec, "iocp::acceptor::open");
+    }
+
+    /// True while listening.
+    bool is_open() const noexcept { return state_ != nullptr; }
+
+    /// The listening SOCKET (INVALID_SOCKET when closed).
+    SOCKET native_handle() const noexcept {
+        return state_ != nullptr ? state_->socket() : INVALID_SOCKET;
+    }
+
+    /// The pool accepts complete on.
+    thread_pool* pool() const noexcept { return pool_; }
+
+    /// The address listened on, with the port the system picked for port 0.
+    /// Errors: `errc::invalid_handle` when closed, the system's.
+    endpoint local_endpoint(std::error_code& ec) const noexcept {
+        if (state_ == nullptr) {
+            ec = make_error_code(errc::invalid_handle);
+            return {};
+        }
+        endpoint e;
+        int len = endpoint::capacity();
+        if (::getsockname(native_handle(), e.data(), &len) != 0) {
+            ec = detail::win32::last_wsa_error();
+            return {};
+        }
+        ec.clear();
+        return e;
+    }
+    /// As above. @throws std::system_error
+    endpoint local_endpoint() const {
+        std::error_code ec;
+        endpoint e = local_endpoint(ec);
+        detail::throw_if(ec, "iocp::acceptor::local_endpoint");
+        return e;
+    }
+
+    /// Accepts one connection; calls `handler(std::error_code, iocp::socket)` or
+    /// `handler(std::error_code, iocp::socket, iocp::endpoint peer)` once, on a worker of the
+    /// pool, never inside this call. The socket is connected and associated with the pool
+    /// (closed on error). Errors in the handler: `errc::operation_aborted` (closed or
+    /// cancelled), `errc::invalid_handle` (not open), `errc::closed` (pool shutting down),
+    /// the system's. An exception from the handler goes to the pool's exception handler.
+    /// @throws std::system_error if the acceptor has no pool (`std::errc::invalid_argument`)
+    /// or the pool has shut down (`errc::closed`): the handler is then destroyed without
+    /// running. `std::bad_alloc`.
+    template <class Handler>
+    void accept(Handler&& handler) {
+        using op_type = handler_op<std::decay_t<Handler>>;
+        op_type* op = op_type::create(std::forward<Handler>(handler));
+        if (std::error_code ec = start_accept(*this, *op)) {
+            op_type::discard(op);
+            throw std::system_error(ec, "iocp::acceptor::accept");
+        }
+    }
+
+    /// Cancels pending accepts (they complete with `errc::operation_aborted`); the acceptor
+    /// keeps listening. Errors: `errc::invalid_handle` when closed.
+    void cancel(std::error_code& ec) noexcept { ec = detail::win32::cancel_state(state_); }
+    /// As above. @throws std::system_error
+    void cancel() {
+        detail::throw_if(detail::win32::cancel_state(state_), "iocp::acceptor::cancel");
+    }
+
+    /// Stops listening; pending accepts complete with `errc::operation_aborted`. Closing a
+    /// closed acceptor does nothing.
+    void close(std::error_code& ec) noexcept {
+        ec = detail::win32::close_state(std::exchange(state_, nullptr));
+    }
+    /// As above. @throws std::system_error if closesocket reports an error (closed anyway).
+    void close() {
+        std::error_code ec;
+        close(ec);
+        detail::throw_if(ec, "iocp::acceptor::close");
+    }
+
+private:
+    friend std::error_code start_accept(acceptor&, accept_operation&) noexcept;
+
+    // The operation behind accept(handler): like detail::win32::handler_op, plus the socket
+    // and the peer's endpoint taken out of the operation before it is freed.
+    template <class Handler>
+    class handler_op final : public accept_operation {
+    public:
+        template <class H>
+        static handler_op* create(H&& h) {
+            void* mem = detail::win32::op_memory::allocate(sizeof(handler_op));
+            try {
+                return ::new (mem) handler_op(std::forward<H>(h));
+            } catch (...) {
+                detail::win32::op_memory::deallocate(mem, sizeof(handler_op));
+                throw;
+            }
+        }
+
+        static void discard(handler_op* op) noexcept {
+            op->~handler_op();
+            detail::win32::op_memory::deallocate(op, sizeof(handler_op));
+        }
+
+    private:
+        template <class H>
+        explicit handler_op(H&& h)
+            : accept_operation(&handler_op::invoke), handler_(std::forward<H>(h)) {}
+
+        static void invoke(io_operation* base, const std::error_code& ec, std::size_t) noexcept {
+            auto* self = static_cast<handler_op*>(base);
+            thread_pool* pool = self->pool();
+            socket conn = self->take_socket();
+            endpoint peer = self->remote_endpoint();
+            if constexpr (std::is_nothrow_move_constructible_v<Handler>) {
+                Handler h(std::move(self->handler_));
+                discard(self);
+                run(pool, h, ec, std::move(conn), peer);
+            } else {
+                run(pool, self->handler_, ec, std::move(conn), peer);
+                discard(self);
+            }
+        }
+
+        static void run(thread_pool* pool, Handler& h, const std::error_code& ec, socket conn,
+                        const endpoint& peer) noexcept {
+            try {
+                if constexpr (std::is_invocable_v<Handler&, const std::error_code&, socket,
+                                                  const endpoint&>)
+                    h(ec, std::move(conn), peer);
+                else
+                    h(ec, std::move(conn));
+            } catch (...) {
+                pool->report_exception(std::current_exception());
+            }
+        }
+
+        Handler handler_;
+    };
+
+    thread_pool* pool_ = nullptr;
+    detail::win32::io_state* state_ = nullptr; // non-null while open
+};
+
+inline std::error_code start_accept(acceptor& a, accept_operation& op) noexcept {
+    if (a.pool_ == nullptr)
+        return std::make_error_code(std::errc::invalid_argument);
+    op.discard_result(); // a connection from an earlier use that nobody took
+    const int family = a.state_ != nullptr ? a.state_->family : AF_INET;
+    std::error_code ec = detail::win32::io_access::start(
+        *a.pool_, a.state_, op, &accept_operation::finish, 0,
+        [&op, family](HANDLE h, OVERLAPPED* ov) { return op.issue(h, family, ov); });
+    if (ec)
+        op.discard_result(); // nothing started: close the socket it may have created
+    return ec;
+}
+
+} // namespace iocp
+
+#endif // IOCP_HAS_IOCP

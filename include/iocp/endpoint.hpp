@@ -1,0 +1,196 @@
+#pragma once
+/// @file
+/// `iocp::endpoint`: an IPv4 or IPv6 address and a port, as a socket address.
+///
+/// @code
+/// auto local = iocp::endpoint::loopback(iocp::address_family::ipv4, 8080);
+/// auto peer = iocp::endpoint::parse("::1", 8080);              // throws on a bad address
+/// std::printf("%s\n", peer.to_string().c_str());              // "[::1]:8080"
+/// @endcode
+///
+/// Available with the Win32 backend only (`IOCP_HAS_IOCP`); the POSIX I/O backend is future
+/// work.
+
+#include "config.hpp"
+
+#if IOCP_HAS_IOCP
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "detail/win32/windows.hpp"
+#include "detail/win32/winsock.hpp"
+#include "error.hpp"
+
+namespace iocp {
+
+/// The IP version of an endpoint or socket.
+enum class address_family {
+    ipv4, ///< AF_INET
+    ipv6, ///< AF_INET6
+};
+
+/// An IPv4 or IPv6 socket address (address, port, and for IPv6 the scope id).
+///
+/// A regular value type: copyable, comparable, no resources. Thread safety: as an `int`.
+class endpoint {
+public:
+    /// An unspecified endpoint (family AF_UNSPEC, port 0): what a failed query returns.
+    endpoint() noexcept { std::memset(&addr_, 0, sizeof addr_); }
+
+    /// Copies a socket address of family AF_INET or AF_INET6; anything else (or a length too
+    /// short for its family) gives the unspecified endpoint.
+    endpoint(const sockaddr* address, std::size_t length) noexcept : endpoint() {
+        if (address == nullptr)
+            return;
+        if (address->sa_family == AF_INET && length >= sizeof(sockaddr_in))
+            std::memcpy(&addr_.v4, address, sizeof(sockaddr_in));
+        else if (address->sa_family == AF_INET6 && length >= sizeof(sockaddr_in6))
+            std::memcpy(&addr_.v6, address, sizeof(sockaddr_in6));
+    }
+
+    /// The loopback address of `family` (127.0.0.1 or ::1) with `port`.
+    static endpoint loopback(address_family family, std::uint16_t port) noexcept {
+        endpoint e = any(family, port);
+        if (family == address_family::ipv4)
+            e.addr_.v4.sin_addr.s_addr = ::htonl(INADDR_LOOPBACK);
+        else
+            e.addr_.v6.sin6_addr.s6_addr[15] = 1;
+        return e;
+    }
+
+    /// The wildcard address of `family` (0.0.0.0 or ::) with `port`: listen on every
+    /// interface, or (port 0) let the system pick a local address.
+    static endpoint any(address_family family, std::uint16_t port) noexcept {
+        endpoint e;
+        if (family == address_family::ipv4) {
+            e.addr_.v4.sin_family = AF_INET;
+            e.addr_.v4.sin_port = ::htons(port);
+        } else {
+            e.addr_.v6.sin6_family = AF_INET6;
+            e.addr_.v6.sin6_port = ::htons(port);
+        }
+        return e;
+    }
+
+    /// Parses a numeric IPv4 ("127.0.0.1") or IPv6 ("::1", no brackets) address.
+    /// Errors: `std::errc::invalid_argument` if `address` is neither.
+    static endpoint parse(std::string_view address, std::uint16_t port,
+                          std::error_code& ec) noexcept {
+        endpoint e;
+        char text[INET6_ADDRSTRLEN + 1] = {};
+        if (address.size() >= sizeof text) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return e;
+        }
+        std::memcpy(text, address.data(), address.size());
+        (void)detail::win32::winsock_init();
+        if (::inet_pton(AF_INET, text, &e.addr_.v4.sin_addr) == 1) {
+            e.addr_.v4.sin_family = AF_INET;
+            e.addr_.v4.sin_port = ::htons(port);
+        } else if (::inet_pton(AF_INET6, text, &e.addr_.v6.sin6_addr) == 1) {
+            e.addr_.v6.sin6_family = AF_INET6;
+            e.addr_.v6.sin6_port = ::htons(port);
+        } else {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return endpoint();
+        }
+        ec.clear();
+        return e;
+    }
+    /// As above. @throws std::system_error
+    static endpoint parse(std::string_view address, std::uint16_t port) {
+        std::error_code ec;
+        endpoint e = parse(address, port, ec);
+        detail::throw_if(ec, "iocp::endpoint::parse: not a numeric IPv4 or IPv6 address");
+        return e;
+    }
+
+    /// IPv4 or IPv6. (The unspecified endpoint reports ipv4.)
+    address_family family() const noexcept {
+        return addr_.base.sa_family == AF_INET6 ? address_family::ipv6 : address_family::ipv4;
+    }
+
+    /// True for AF_INET or AF_INET6, false for the unspecified endpoint.
+    bool is_specified() const noexcept {
+        return addr_.base.sa_family == AF_INET || addr_.base.sa_family == AF_INET6;
+    }
+
+    /// The port, in host byte order.
+    std::uint16_t port() const noexcept {
+        return ::ntohs(addr_.base.sa_family == AF_INET6 ? addr_.v6.sin6_port : addr_.v4.sin_port);
+    }
+
+    /// Sets the port (host byte order).
+    void set_port(std::uint16_t port) noexcept {
+        if (addr_.base.sa_family == AF_INET6)
+            addr_.v6.sin6_port = ::htons(port);
+        else
+            addr_.v4.sin_port = ::htons(port);
+    }
+
+    /// The address in numeric form ("127.0.0.1", "::1"); empty when unspecified.
+    std::string address() const {
+        char text[INET6_ADDRSTRLEN + 1] = {};
+        const void* raw = addr_.base.sa_family == AF_INET6
+                              ? static_cast<const void*>(&addr_.v6.sin6_addr)
+                              : static_cast<const void*>(&addr_.v4.sin_addr);
+        if (!is_specified() || ::inet_ntop(addr_.base.sa_family, raw, text, sizeof text) == nullptr)
+            return {};
+        return text;
+    }
+
+    /// "address:port", with the IPv6 address in brackets ("[::1]:80").
+    std::string to_string() const {
+        if (addr_.base.sa_family == AF_INET6)
+            return "[" + address() + "]:" + std::to_string(port());
+        return address() + ":" + std::to_string(port());
+    }
+
+    /// The socket address, for the Winsock calls.
+    const sockaddr* data() const noexcept { return &addr_.base; }
+    /// The socket address, for the Winsock calls that fill it in.
+    sockaddr* data() noexcept { return &addr_.base; }
+
+    /// The length of the socket address of this family.
+    int size() const noexcept {
+        return addr_.base.sa_family == AF_INET6 ? static_cast<int>(sizeof(sockaddr_in6))
+                                                : static_cast<int>(sizeof(sockaddr_in));
+    }
+
+    /// The largest socket address an endpoint holds (for `getsockname` and the like).
+    static constexpr int capacity() noexcept { return static_cast<int>(sizeof(sockaddr_in6)); }
+
+    /// Same family, address, port (and IPv6 scope id).
+    friend bool operator==(const endpoint& a, const endpoint& b) noexcept {
+        if (a.addr_.base.sa_family != b.addr_.base.sa_family)
+            return false;
+        if (a.addr_.base.sa_family == AF_INET6)
+            return a.addr_.v6.sin6_port == b.addr_.v6.sin6_port &&
+                   a.addr_.v6.sin6_scope_id == b.addr_.v6.sin6_scope_id &&
+                   std::memcmp(&a.addr_.v6.sin6_addr, &b.addr_.v6.sin6_addr, sizeof(in6_addr)) == 0;
+        if (a.addr_.base.sa_family == AF_INET)
+            return a.addr_.v4.sin_port == b.addr_.v4.sin_port &&
+                   a.addr_.v4.sin_addr.s_addr == b.addr_.v4.sin_addr.s_addr;
+        return true;
+    }
+
+private:
+    union storage {
+        sockaddr base;
+        sockaddr_in v4;
+        sockaddr_in6 v6;
+    } addr_;
+};
+
+/// The Winsock address family (AF_INET, AF_INET6) of `f`.
+constexpr int native_family(address_family f) noexcept {
+    return f == address_family::ipv6 ? AF_INET6 : AF_INET;
+}
+
+} // namespace iocp
+
+#endif // IOCP_HAS_IOCP

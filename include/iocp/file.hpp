@@ -1,0 +1,360 @@
+#pragma once
+/// @file
+/// `iocp::file`: a file opened for overlapped I/O, whose reads and writes at explicit offsets
+/// complete on a `thread_pool`.
+///
+/// @code
+/// iocp::thread_pool pool(4);
+/// iocp::file in(pool, "input.bin", iocp::file_mode::read);
+/// std::vector<char> chunk(64 * 1024);
+/// in.read_at(0, iocp::buffer(chunk), [&](std::error_code ec, std::size_t n) {
+///     if (ec == iocp::errc::eof) { /* nothing at that offset */ }
+///     else if (!ec) { /* chunk[0, n) holds the data */ }
+/// });
+/// @endcode
+///
+/// Each handler-based call allocates one small operation object (recycled per thread, so a
+/// handler that starts the next read on its worker allocates nothing). `iocp::start_read_at`
+/// and `iocp::start_write_at` take an `iocp::io_operation` of your own instead and allocate
+/// nothing at all. Completions always arrive through the pool's port: the library does not
+/// use FILE_SKIP_COMPLETION_PORT_ON_SUCCESS (Wine never completes file I/O synchronously
+/// anyway), so a handler never runs inside the call that started it.
+///
+/// Available with the Win32 backend only (`IOCP_HAS_IOCP`); the POSIX I/O backend is future
+/// work.
+
+#include "config.hpp"
+
+#if IOCP_HAS_IOCP
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include "buffer.hpp"
+#include "detail/win32/handler_op.hpp"
+#include "detail/win32/io_state.hpp"
+#include "detail/win32/windows.hpp"
+#include "error.hpp"
+#include "io_operation.hpp"
+#include "thread_pool.hpp"
+#include "unique_handle.hpp"
+
+namespace iocp {
+
+/// How `file::open` opens a file: an access (`read`, `write` or both) combined with `|` with
+/// what to do about a file that exists or not.
+enum class file_mode : unsigned {
+    read = 1,       ///< read access
+    write = 2,      ///< write access
+    read_write = 3, ///< both
+    create = 4,     ///< create the file if it does not exist
+    truncate = 8,   ///< empty the file if it exists
+    exclusive = 16, ///< with `create`: fail (ERROR_FILE_EXISTS) if the file exists
+};
+
+/// Combines file modes.
+constexpr file_mode operator|(file_mode a, file_mode b) noexcept {
+    return static_cast<file_mode>(static_cast<unsigned>(a) | static_cast<unsigned>(b));
+}
+
+/// True if `mode` includes every bit of `flag`.
+constexpr bool has_mode(file_mode mode, file_mode flag) noexcept {
+    return (static_cast<unsigned>(mode) & static_cast<unsigned>(flag)) ==
+           static_cast<unsigned>(flag);
+}
+
+class file;
+
+/// Starts an overlapped read of up to `buffer.size` bytes at `offset` into `buffer`, with
+/// your own operation object (no allocation). Completes `op` exactly once on a worker of the
+/// file's pool with the bytes read, or `errc::eof` when `offset` is at or past the end of the
+/// file (whether Windows reports it at once or in the packet), `errc::operation_aborted`
+/// after `cancel`/`close`, `errc::invalid_handle` if the file is not open, `errc::closed`
+/// while the pool shuts down. At most 2 GiB are read per call.
+/// @returns an error only if nothing was started: the file has no pool
+/// (`std::errc::invalid_argument`) or its pool has shut down for good (`errc::closed`); `op`
+/// is then not completed.
+std::error_code start_read_at(file& f, io_operation& op, std::uint64_t offset,
+                              mutable_buffer buffer) noexcept;
+
+/// Starts an overlapped write of `buffer` at `offset` with your own operation object, as
+/// `start_read_at` does (same completion rules, same returned errors).
+std::error_code start_write_at(file& f, io_operation& op, std::uint64_t offset,
+                               const_buffer buffer) noexcept;
+
+/// A file opened for overlapped I/O and associated with a `thread_pool`.
+///
+/// Lifetime: the pool must outlive the file. Destroying or closing the file cancels its
+/// pending operations: each still completes exactly once, on the pool, with
+/// `errc::operation_aborted` (or its result, if it finished first); the memory the kernel
+/// writes to stays valid because each operation object lives until its completion. The
+/// buffers are yours: they must stay valid until the completion. If the pool shuts down
+/// while the file is open, its pending operations are cancelled the same way, new ones
+/// complete with `errc::closed`, and once the pool has joined they fail to start (the
+/// handler-based calls throw).
+///
+/// Thread safety: one file object must not be used from two threads at once (like any
+/// object), but its operations complete on any worker, concurrently with the owner's calls.
+class file {
+public:
+    /// A closed file without a pool: it can only be assigned to.
+    file() noexcept = default;
+
+    /// A closed file whose operations will run on `pool`.
+    explicit file(thread_pool& pool) noexcept : pool_(&pool) {}
+
+    /// Opens `path` (see `open`).
+    /// @throws std::system_error naming the path: ERROR_FILE_NOT_FOUND / ERROR_PATH_NOT_FOUND
+    /// for a missing file (`== std::errc::no_such_file_or_directory`), ERROR_ACCESS_DENIED
+    /// (`== std::errc::permission_denied`), ERROR_FILE_EXISTS with `exclusive`, ...
+    file(thread_pool& pool, const std::filesystem::path& path, file_mode mode) : pool_(&pool) {
+        open(path, mode);
+    }
+
+    /// Takes ownership of a handle opened with FILE_FLAG_OVERLAPPED and associates it with
+    /// `pool`. @throws std::system_error as `assign`.
+    file(thread_pool& pool, unique_handle handle) : pool_(&pool) { assign(std::move(handle)); }
+
+    /// Takes over `other`'s handle, pool and pending operations.
+    file(file&& other) noexcept
+        : pool_(other.pool_), state_(std::exchange(other.state_, nullptr)) {}
+
+    /// Closes this file (cancelling its operations), then takes over `other`'s.
+    file& operator=(file&& other) noexcept {
+        if (this != &other) {
+            (void)detail::win32::close_state(std::exchange(state_, nullptr));
+            pool_ = other.pool_;
+            state_ = std::exchange(other.state_, nullptr);
+        }
+        return *this;
+    }
+
+    file(const file&) = delete;
+    file& operator=(const file&) = delete;
+
+    /// Closes the file, cancelling pending operations (they still complete, aborted).
+    ~file() { (void)detail::win32::close_state(state_); }
+
+    /// Opens (or creates, per `mode`) `path` for overlapped I/O and associates it with the
+    /// pool. A file that was open is closed first. Sharing: others may read, write and delete
+    /// the file meanwhile.
+    /// Errors: the system's (ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND, ERROR_ACCESS_DENIED,
+    /// ERROR_FILE_EXISTS, ERROR_SHARING_VIOLATION...); `std::errc::invalid_argument` if
+    /// `mode` has no access bit or the file has no pool.
+    void open(const std::filesystem::path& path, file_mode mode, std::error_code& ec) noexcept {
+        close(ec);
+        if (pool_ == nullptr ||
+            (!has_mode(mode, file_mode::read) && !has_mode(mode, file_mode::write))) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return;
+        }
+        DWORD access = 0;
+        if (has_mode(mode, file_mode::read))
+            access |= GENERIC_READ;
+        if (has_mode(mode, file_mode::write))
+            access |= GENERIC_WRITE;
+        DWORD disposition = OPEN_EXISTING;
+        if (has_mode(mode, file_mode::create)) {
+            if (has_mode(mode, file_mode::exclusive))
+                disposition = CREATE_NEW;
+            else if (has_mode(mode, file_mode::truncate))
+                disposition = CREATE_ALWAYS;
+            else
+                disposition = OPEN_ALWAYS;
+        } else if (has_mode(mode, file_mode::truncate)) {
+            disposition = TRUNCATE_EXISTING;
+        }
+        HANDLE h = ::CreateFileW(
+            path.c_str(), access, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, nullptr,
+            disposition, FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OVERLAPPED, nullptr);
+        if (h == INVALID_HANDLE_VALUE) {
+            ec.assign(static_cast<int>(::GetLastError()), std::system_category());
+            return;
+        }
+        adopt(h, ec);
+    }
+    /// As above. @throws std::system_error whose message names the path.
+    void open(const std::filesystem::path& path, file_mode mode) {
+        std::error_code ec;
+        open(path, mode, ec);
+        if (ec)
+            throw std::system_error(ec, describe("iocp::file::open: cannot open ", path));
+    }
+
+    /// Takes ownership of `handle` (opened with FILE_FLAG_OVERLAPPED) and associates it with
+    /// the pool; a file that was open is closed first. On failure `handle` is closed.
+    /// Errors: `errc::invalid_handle` for an empty handle, the system's for a bogus one or one
+    /// already associated with a port, `std::errc::invalid_argument` without a pool.
+    void assign(unique_handle handle, std::error_code& ec) noexcept {
+        close(ec);
+        if (pool_ == nullptr) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return;
+        }
+        HANDLE h = handle.release();
+        adopt(h, ec);
+    }
+    /// As above. @throws std::system_error
+    void assign(unique_handle handle) {
+        std::error_code ec;
+        assign(std::move(handle), ec);
+        detail::throw_if(ec, "iocp::file::assign");
+    }
+
+    /// True while a handle is held.
+    bool is_open() const noexcept { return state_ != nullptr; }
+
+    /// The handle (INVALID_HANDLE_VALUE when closed), still owned by the file.
+    HANDLE native_handle() const noexcept {
+        return state_ != nullptr ? state_->handle.load(std::memory_order_relaxed)
+                                 : INVALID_HANDLE_VALUE;
+    }
+
+    /// The pool the file's operations complete on (nullptr for a default-constructed file).
+    thread_pool* pool() const noexcept { return pool_; }
+
+    /// The file's size in bytes. Errors: `errc::invalid_handle` when closed, or the system's.
+    std::uint64_t size(std::error_code& ec) const noexcept {
+        LARGE_INTEGER n{};
+        if (state_ == nullptr) {
+            ec = make_error_code(errc::invalid_handle);
+            return 0;
+        }
+        if (!::GetFileSizeEx(native_handle(), &n)) {
+            ec.assign(static_cast<int>(::GetLastError()), std::system_category());
+            return 0;
+        }
+        ec.clear();
+        return static_cast<std::uint64_t>(n.QuadPart);
+    }
+    /// As above. @throws std::system_error
+    std::uint64_t size() const {
+        std::error_code ec;
+        std::uint64_t n = size(ec);
+        detail::throw_if(ec, "iocp::file::size");
+        return n;
+    }
+
+    /// Reads up to `buffer.size` bytes at `offset`; calls `handler(std::error_code, std::size_t
+    /// bytes)` once, on a worker of the pool, never inside this call. `errc::eof` when
+    /// `offset` is at or past the end of the file; a read that straddles the end returns
+    /// fewer bytes. The buffer must stay valid until the handler runs. An exception from the
+    /// handler goes to the pool's exception handler.
+    /// @throws std::system_error (`errc::closed`) if the pool has already shut down, or
+    /// `std::errc::invalid_argument` if the file has no pool: the handler is then destroyed
+    /// without running. `std::bad_alloc` if the operation cannot be allocated.
+    template <class Handler>
+    void read_at(std::uint64_t offset, mutable_buffer buffer, Handler&& handler) {
+        detail::win32::start_handler_op<io_operation>(
+            std::forward<Handler>(handler), "iocp::file::read_at",
+            [&](io_operation& op) { return start_read_at(*this, op, offset, buffer); });
+    }
+
+    /// Writes `buffer` at `offset` (extending the file if needed); calls `handler(std::
+    /// error_code, std::size_t bytes)` once, on a worker. Same rules and errors as `read_at`.
+    template <class Handler>
+    void write_at(std::uint64_t offset, const_buffer buffer, Handler&& handler) {
+        detail::win32::start_handler_op<io_operation>(
+            std::forward<Handler>(handler), "iocp::file::write_at",
+            [&](io_operation& op) { return start_write_at(*this, op, offset, buffer); });
+    }
+
+    /// Cancels the pending operations (they complete with `errc::operation_aborted`, or with
+    /// their result if they finished first); the file stays open.
+    /// Errors: `errc::invalid_handle` when closed.
+    void cancel(std::error_code& ec) noexcept { ec = detail::win32::cancel_state(state_); }
+    /// As above. @throws std::system_error
+    void cancel() { detail::throw_if(detail::win32::cancel_state(state_), "iocp::file::cancel"); }
+
+    /// Closes the file; pending operations complete with `errc::operation_aborted`. Closing a
+    /// closed file does nothing. The file keeps its pool and can be opened again.
+    void close(std::error_code& ec) noexcept {
+        ec = detail::win32::close_state(std::exchange(state_, nullptr));
+    }
+    /// As above. @throws std::system_error if the system reports an error closing the handle
+    /// (the file is closed anyway).
+    void close() {
+        std::error_code ec;
+        close(ec);
+        detail::throw_if(ec, "iocp::file::close");
+    }
+
+private:
+    friend std::error_code start_read_at(file&, io_operation&, std::uint64_t,
+                                         mutable_buffer) noexcept;
+    friend std::error_code start_write_at(file&, io_operation&, std::uint64_t,
+                                          const_buffer) noexcept;
+
+    // Largest transfer per call: ReadFile/WriteFile take a DWORD, and 2 GiB keeps well clear of
+    // the limits some file systems put below 4 GiB.
+    static constexpr std::size_t max_transfer = 0x80000000u;
+
+    void adopt(HANDLE h, std::error_code& ec) noexcept {
+        state_ = detail::win32::open_state(*pool_, h, detail::win32::handle_kind::file, 0, ec);
+        if (ec && detail::win32::io_state::valid(h))
+            ::CloseHandle(h);
+    }
+
+    static std::string describe(const char* what, const std::filesystem::path& path) {
+        try {
+            return what + path.string();
+        } catch (...) {
+            return what; // the path has no narrow form
+        }
+    }
+
+    template <class Issue>
+    std::error_code start(io_operation& op, std::size_t requested, Issue&& issue) noexcept {
+        if (pool_ == nullptr)
+            return std::make_error_code(std::errc::invalid_argument);
+        return detail::win32::io_access::start(*pool_, state_, op,
+                                               requested > 0 ? &finish_read : nullptr, requested,
+                                               std::forward<Issue>(issue));
+    }
+
+    // A successful read of 0 bytes into a non-empty buffer is the end of the file, as
+    // ERROR_HANDLE_EOF is (that one is mapped with the other errors).
+    static bool finish_read(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
+        if (!ec && bytes == 0 && detail::win32::io_access::requested(*op) > 0)
+            ec = make_error_code(errc::eof);
+        return true;
+    }
+
+    thread_pool* pool_ = nullptr;
+    detail::win32::io_state* state_ = nullptr; // non-null while open
+};
+
+inline std::error_code start_read_at(file& f, io_operation& op, std::uint64_t offset,
+                                     mutable_buffer buffer) noexcept {
+    const auto n = static_cast<DWORD>((std::min)(buffer.size, file::max_transfer));
+    // Reads into nothing are not eof: only a non-empty read gets the eof check.
+    return f.start(op, n, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
+        set_offset(*ov, offset);
+        if (::ReadFile(h, buffer.data, n, nullptr, ov))
+            return 0; // done already; the packet is queued all the same
+        const DWORD error = ::GetLastError();
+        return error == ERROR_IO_PENDING ? 0 : error;
+    });
+}
+
+inline std::error_code start_write_at(file& f, io_operation& op, std::uint64_t offset,
+                                      const_buffer buffer) noexcept {
+    const auto n = static_cast<DWORD>((std::min)(buffer.size, file::max_transfer));
+    std::error_code ec = f.start(op, 0, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
+        set_offset(*ov, offset);
+        if (::WriteFile(h, buffer.data, n, nullptr, ov))
+            return 0;
+        const DWORD error = ::GetLastError();
+        return error == ERROR_IO_PENDING ? 0 : error;
+    });
+    return ec;
+}
+
+} // namespace iocp
+
+#endif // IOCP_HAS_IOCP

@@ -1,0 +1,655 @@
+#pragma once
+/// @file
+/// `iocp::socket`: a TCP socket (IPv4 or IPv6) whose connect, receive and send complete on a
+/// `thread_pool`. Accepting connections is `iocp::acceptor` (acceptor.hpp).
+///
+/// @code
+/// iocp::thread_pool pool(4);
+/// iocp::socket sock(pool);
+/// char reply[512];
+/// sock.connect(iocp::endpoint::loopback(iocp::address_family::ipv4, 7), [&](std::error_code ec) {
+///     if (ec) return;                                   // e.g. errc::connection_refused
+///     sock.send_all(iocp::buffer("ping", 4), [&](std::error_code ec, std::size_t) {
+///         if (!ec)
+///             sock.recv(iocp::buffer(reply), [](std::error_code ec, std::size_t n) {
+///                 // ec == iocp::errc::eof: the peer closed its side
+///             });
+///     });
+/// });
+/// @endcode
+///
+/// Costs: each handler-based call allocates one small operation object (recycled per thread:
+/// a handler that starts the next operation on its worker allocates nothing in steady state);
+/// `iocp::start_recv` / `start_send` / `start_send_all` / `start_connect` take an operation
+/// of your own and allocate nothing. Completions always go through the pool's port: the
+/// library does not use FILE_SKIP_COMPLETION_PORT_ON_SUCCESS, so a handler never runs inside
+/// the call that started it and no completion recurses.
+///
+/// Winsock is started (WSAStartup) by the library, once, on first use.
+///
+/// Available with the Win32 backend only (`IOCP_HAS_IOCP`); the POSIX I/O backend is future
+/// work.
+
+#include "config.hpp"
+
+#if IOCP_HAS_IOCP
+
+#include <algorithm>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <system_error>
+#include <utility>
+
+#include "buffer.hpp"
+#include "detail/win32/handler_op.hpp"
+#include "detail/win32/io_state.hpp"
+#include "detail/win32/windows.hpp"
+#include "detail/win32/winsock.hpp"
+#include "endpoint.hpp"
+#include "error.hpp"
+#include "io_operation.hpp"
+#include "thread_pool.hpp"
+
+namespace iocp {
+
+/// Which direction(s) `socket::shutdown` closes.
+enum class shutdown_type {
+    receive, ///< SD_RECEIVE
+    send,    ///< SD_SEND: the peer's receives then end with `errc::eof`
+    both,    ///< SD_BOTH
+};
+
+class socket;
+class accept_operation;
+
+/// An operation that sends a whole sequence of buffers, starting a new send after each
+/// partial one (the seeds' "send the remaining 512K"). Derive from it for
+/// `iocp::start_send_all`; the completion function receives the total bytes sent (also on
+/// error: what was sent before the error).
+class send_all_operation : public io_operation {
+protected:
+    /// An idle operation that calls `handler` when everything was sent or sending failed.
+    explicit send_all_operation(handler_fn handler) noexcept : io_operation(handler) {}
+    ~send_all_operation() = default;
+
+private:
+    friend std::error_code start_send_all(socket&, send_all_operation&,
+                                          std::span<const const_buffer>) noexcept;
+
+    // Fills `out` with what is left to send; returns how many WSABUFs it used.
+    DWORD remaining(WSABUF* out) const noexcept {
+        DWORD n = 0;
+        std::size_t skip = offset_;
+        for (std::size_t i = first_; i < count_; ++i, skip = 0) {
+            out[n].buf = static_cast<char*>(const_cast<void*>(buffers_[i].data)) + skip;
+            out[n].len =
+                static_cast<ULONG>((std::min)(buffers_[i].size - skip, std::size_t{ULONG_MAX}));
+            ++n;
+        }
+        if (n == 0) {
+            // Nothing (left) to send: one empty send still completes the usual way.
+            out[0].buf = nullptr;
+            out[0].len = 0;
+            n = 1;
+        }
+        return n;
+    }
+
+    // Consumes `bytes` from the front; true when nothing is left.
+    bool consume(std::size_t bytes) noexcept {
+        while (first_ < count_) {
+            const std::size_t left = buffers_[first_].size - offset_;
+            if (bytes < left) {
+                offset_ += bytes;
+                return false;
+            }
+            bytes -= left;
+            ++first_;
+            offset_ = 0;
+        }
+        return true;
+    }
+
+    DWORD issue(HANDLE h, OVERLAPPED* ov) noexcept {
+        WSABUF bufs[max_buffers];
+        const DWORD n = remaining(bufs);
+        if (::WSASend(reinterpret_cast<SOCKET>(h), bufs, n, nullptr, 0, ov, nullptr) == 0)
+            return 0;
+        const int error = ::WSAGetLastError();
+        return error == WSA_IO_PENDING ? 0 : static_cast<DWORD>(error);
+    }
+
+    static bool finish(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
+        auto* self = static_cast<send_all_operation*>(op);
+        self->sent_ += bytes;
+        if (!ec && !self->consume(bytes)) {
+            if (bytes == 0) {
+                ec = std::make_error_code(std::errc::io_error); // no progress: never loop
+            } else if (detail::win32::io_access::restart(*op, ec, [self](HANDLE h, OVERLAPPED* ov) {
+                           return self->issue(h, ov);
+                       })) {
+                return false; // the rest is on its way
+            }
+        }
+        bytes = self->sent_;
+        return true;
+    }
+
+    const_buffer buffers_[max_buffers];
+    std::size_t count_ = 0;
+    std::size_t first_ = 0;  // first buffer not completely sent
+    std::size_t offset_ = 0; // bytes of buffers_[first_] already sent
+    std::size_t sent_ = 0;   // total sent so far
+};
+
+/// Starts an overlapped receive into up to `max_buffers` buffers (filled in order) with your
+/// own operation object (no allocation). Completes `op` exactly once on a worker of the
+/// socket's pool with the bytes received; `errc::eof` when the peer closed its side (a 0-byte
+/// receive into a non-empty buffer); `errc::connection_reset`; `errc::operation_aborted`
+/// after `cancel`/`close` or at pool shutdown; `errc::invalid_handle` if the socket is not
+/// open; `errc::closed` while the pool shuts down.
+/// @returns an error only if nothing was started: `std::errc::invalid_argument` (no buffer,
+/// more than `max_buffers`, or a socket without a pool) or `errc::closed` (the pool has shut
+/// down for good); `op` is then not completed.
+std::error_code start_recv(socket& s, io_operation& op,
+                           std::span<const mutable_buffer> buffers) noexcept;
+/// As above, one buffer.
+std::error_code start_recv(socket& s, io_operation& op, mutable_buffer buffer) noexcept;
+
+/// Starts one overlapped send of up to `max_buffers` buffers (gathered in order). The
+/// completion reports how many bytes the send took, which may be fewer than offered: see
+/// `start_send_all`. Same completion rules and returned errors as `start_recv` (no eof).
+std::error_code start_send(socket& s, io_operation& op,
+                           std::span<const const_buffer> buffers) noexcept;
+/// As above, one buffer.
+std::error_code start_send(socket& s, io_operation& op, const_buffer buffer) noexcept;
+
+/// Starts sending all of `buffers` (at most `max_buffers`; the descriptors are copied into
+/// `op`), continuing after partial sends. The completion reports the total sent. Same rules
+/// and returned errors as `start_recv`.
+std::error_code start_send_all(socket& s, send_all_operation& op,
+                               std::span<const const_buffer> buffers) noexcept;
+
+/// Starts connecting to `peer` with ConnectEx. A closed socket is opened for `peer`'s family
+/// first, and an unbound one is bound to the wildcard address. Completes with `errc::
+/// connection_refused` when nobody listens, `errc::operation_aborted` after `close`, or the
+/// system's error.
+/// @returns an error only if nothing was started (as `start_recv`), or if opening or
+/// binding the socket failed.
+std::error_code start_connect(socket& s, io_operation& op, const endpoint& peer) noexcept;
+
+/// A TCP socket associated with a `thread_pool`.
+///
+/// Lifetime: the pool must outlive the socket. Closing or destroying the socket cancels its
+/// pending operations (CancelIoEx, then closesocket): each completes exactly once, on the
+/// pool, with `errc::operation_aborted` (or its result, if it finished first). The operation
+/// objects live until their completion, so the kernel never writes to freed memory; the
+/// buffers are yours and must stay valid until the completion. If the pool shuts down while
+/// the socket is open, its pending operations are cancelled the same way, new ones complete
+/// with `errc::closed`, and once the pool has joined they fail to start (the handler-based
+/// calls throw).
+///
+/// Thread safety: one socket object must not be used from two threads at once (like any
+/// object); its operations complete on any worker, concurrently with the owner's calls. At
+/// most one receive and one send-type operation should be pending at a time (several pending
+/// sends may interleave their bytes).
+class socket {
+public:
+    /// A closed socket without a pool: it can only be assigned to.
+    socket() noexcept = default;
+
+    /// A closed socket whose operations will run on `pool` (`connect` opens it).
+    explicit socket(thread_pool& pool) noexcept : pool_(&pool) {}
+
+    /// An open, unconnected socket of `family`. @throws std::system_error
+    socket(thread_pool& pool, address_family family) : pool_(&pool) { open(family); }
+
+    /// Takes over `other`'s handle, pool and pending operations.
+    socket(socket&& other) noexcept
+        : pool_(other.pool_), state_(std::exchange(other.state_, nullptr)),
+          bound_(std::exchange(other.bound_, false)) {}
+
+    /// Closes this socket (cancelling its operations), then takes over `other`'s.
+    socket& operator=(socket&& other) noexcept {
+        if (this != &other) {
+            (void)detail::win32::close_state(std::exchange(state_, nullptr));
+            pool_ = other.pool_;
+            state_ = std::exchange(other.state_, nullptr);
+            bound_ = std::exchange(other.bound_, false);
+        }
+        return *this;
+    }
+
+    socket(const socket&) = delete;
+    socket& operator=(const socket&) = delete;
+
+    /// Closes the socket, cancelling pending operations (they still complete, aborted).
+    ~socket() { (void)detail::win32::close_state(state_); }
+
+    /// Creates an overlapped TCP socket of `family` and associates it with the pool. A socket
+    /// that was open is closed first.
+    /// Errors: the system's (WSAEAFNOSUPPORT when the family is unavailable...);
+    /// `std::errc::invalid_argument` without a pool.
+    void open(address_family family, std::error_code& ec) noexcept {
+        close(ec);
+        if (pool_ == nullptr) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return;
+        }
+        const int af = native_family(family);
+        SOCKET s = detail::win32::make_tcp_socket(af, ec);
+        if (ec)
+            return;
+        state_ = detail::win32::open_state(*pool_, reinterpret_cast<HANDLE>(s),
+                                           detail::win32::handle_kind::socket, af, ec);
+        if (ec)
+            ::closesocket(s);
+    }
+    /// As above. @throws std::system_error
+    void open(address_family family) {
+        std::error_code ec;
+        open(family, ec);
+        detail::throw_if(ec, "iocp::socket::open");
+    }
+
+    /// True while a socket is held.
+    bool is_open() const noexcept { return state_ != nullptr; }
+
+    /// The SOCKET (INVALID_SOCKET when closed), still owned by this object.
+    SOCKET native_handle() const noexcept {
+        return state_ != nullptr ? state_->socket() : INVALID_SOCKET;
+    }
+
+    /// The pool the socket's operations complete on (nullptr when default-constructed).
+    thread_pool* pool() const noexcept { return pool_; }
+
+    /// Binds the socket to a local address (opening it for that family if closed).
+    /// Errors: the system's (WSAEADDRINUSE...).
+    void bind(const endpoint& local, std::error_code& ec) noexcept {
+        if (!ensure_open(local.family(), ec))
+            return;
+        if (::bind(native_handle(), local.data(), local.size()) != 0) {
+            ec = detail::win32::last_wsa_error();
+            return;
+        }
+        bound_ = true;
+        ec.clear();
+    }
+    /// As above. @throws std::system_error
+    void bind(const endpoint& local) {
+        std::error_code ec;
+        bind(local, ec);
+        detail::throw_if(ec, "iocp::socket::bind");
+    }
+
+    /// The local address (getsockname). Errors: `errc::invalid_handle` when closed, or the
+    /// system's (WSAEINVAL when not bound).
+    endpoint local_endpoint(std::error_code& ec) const noexcept {
+        return query(&::getsockname, ec);
+    }
+    /// As above. @throws std::system_error
+    endpoint local_endpoint() const {
+        std::error_code ec;
+        endpoint e = local_endpoint(ec);
+        detail::throw_if(ec, "iocp::socket::local_endpoint");
+        return e;
+    }
+
+    /// The peer's address (getpeername). Errors: `errc::invalid_handle` when closed, the
+    /// system's (WSAENOTCONN when not connected).
+    endpoint remote_endpoint(std::error_code& ec) const noexcept {
+        return query(&::getpeername, ec);
+    }
+    /// As above. @throws std::system_error
+    endpoint remote_endpoint() const {
+        std::error_code ec;
+        endpoint e = remote_endpoint(ec);
+        detail::throw_if(ec, "iocp::socket::remote_endpoint");
+        return e;
+    }
+
+    /// Disables (true) or enables Nagle's algorithm (TCP_NODELAY).
+    void set_no_delay(bool on, std::error_code& ec) noexcept {
+        ec = set_int(IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0);
+    }
+    /// As above. @throws std::system_error
+    void set_no_delay(bool on) {
+        detail::throw_if(set_int(IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0),
+                         "iocp::socket::set_no_delay");
+    }
+
+    /// Sets the send buffer size (SO_SNDBUF) in bytes. With 0, overlapped sends go straight
+    /// from your buffers.
+    void set_send_buffer_size(int bytes, std::error_code& ec) noexcept {
+        ec = set_int(SOL_SOCKET, SO_SNDBUF, bytes);
+    }
+    /// As above. @throws std::system_error
+    void set_send_buffer_size(int bytes) {
+        detail::throw_if(set_int(SOL_SOCKET, SO_SNDBUF, bytes),
+                         "iocp::socket::set_send_buffer_size");
+    }
+
+    /// Sets the receive buffer size (SO_RCVBUF) in bytes.
+    void set_receive_buffer_size(int bytes, std::error_code& ec) noexcept {
+        ec = set_int(SOL_SOCKET, SO_RCVBUF, bytes);
+    }
+    /// As above. @throws std::system_error
+    void set_receive_buffer_size(int bytes) {
+        detail::throw_if(set_int(SOL_SOCKET, SO_RCVBUF, bytes),
+                         "iocp::socket::set_receive_buffer_size");
+    }
+
+    /// SO_LINGER. `on` with 0 seconds makes `close` reset the connection (the peer's pending
+    /// and next receives fail with `errc::connection_reset`) instead of a graceful close.
+    /// Avoid a non-zero timeout: `close` may then block that long.
+    void set_linger(bool on, int seconds, std::error_code& ec) noexcept {
+        if (state_ == nullptr) {
+            ec = make_error_code(errc::invalid_handle);
+            return;
+        }
+        LINGER l{};
+        l.l_onoff = on ? 1 : 0;
+        l.l_linger = static_cast<u_short>(seconds);
+        ec.clear();
+        if (::setsockopt(native_handle(), SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&l),
+                         sizeof l) != 0)
+            ec = detail::win32::last_wsa_error();
+    }
+    /// As above. @throws std::system_error
+    void set_linger(bool on, int seconds) {
+        std::error_code ec;
+        set_linger(on, seconds, ec);
+        detail::throw_if(ec, "iocp::socket::set_linger");
+    }
+
+    /// Connects to `peer` (ConnectEx); calls `handler(std::error_code)` once, on a worker of
+    /// the pool, never inside this call. A closed socket is opened for `peer`'s family and
+    /// an unbound one bound to the wildcard address first. Errors in the handler: `errc::
+    /// connection_refused`, `errc::operation_aborted` (closed meanwhile), the system's
+    /// (WSAETIMEDOUT, WSAENETUNREACH...). An exception from the handler goes to the pool's
+    /// exception handler.
+    /// @throws std::system_error if opening/binding the socket fails, if the socket has no
+    /// pool (`std::errc::invalid_argument`) or the pool has shut down (`errc::closed`): the
+    /// handler is then destroyed without running. `std::bad_alloc`.
+    template <class Handler>
+    void connect(const endpoint& peer, Handler&& handler) {
+        detail::win32::start_handler_op<io_operation>(
+            std::forward<Handler>(handler), "iocp::socket::connect",
+            [&](io_operation& op) { return start_connect(*this, op, peer); });
+    }
+
+    /// Receives into `buffer`; calls `handler(std::error_code, std::size_t bytes)` once, on a
+    /// worker, never inside this call. `errc::eof` when the peer has closed its side;
+    /// `errc::connection_reset`; `errc::operation_aborted` after `cancel`/`close`. The buffer
+    /// must stay valid until the handler runs.
+    /// @throws std::system_error as `connect` does (no pool, pool shut down), and
+    /// `std::errc::invalid_argument` for an empty span or more than `max_buffers` buffers.
+    template <class Handler>
+    void recv(mutable_buffer buffer, Handler&& handler) {
+        recv(std::span<const mutable_buffer>(&buffer, 1), std::forward<Handler>(handler));
+    }
+    /// As above, scattering into up to `max_buffers` buffers (in order).
+    template <class Handler>
+    void recv(std::span<const mutable_buffer> buffers, Handler&& handler) {
+        detail::win32::start_handler_op<io_operation>(
+            std::forward<Handler>(handler), "iocp::socket::recv",
+            [&](io_operation& op) { return start_recv(*this, op, buffers); });
+    }
+
+    /// Sends `buffer` with one overlapped send; calls `handler(std::error_code, std::size_t
+    /// bytes)` with what that send took, which may be less than offered (see `send_all`).
+    /// Same rules as `recv`.
+    template <class Handler>
+    void send(const_buffer buffer, Handler&& handler) {
+        send(std::span<const const_buffer>(&buffer, 1), std::forward<Handler>(handler));
+    }
+    /// As above, gathering up to `max_buffers` buffers (in order).
+    template <class Handler>
+    void send(std::span<const const_buffer> buffers, Handler&& handler) {
+        detail::win32::start_handler_op<io_operation>(
+            std::forward<Handler>(handler), "iocp::socket::send",
+            [&](io_operation& op) { return start_send(*this, op, buffers); });
+    }
+
+    /// Sends all of `buffer`, starting a new send after each partial one; calls
+    /// `handler(std::error_code, std::size_t total)` once, when everything was sent or a send
+    /// failed (`total` is then what was sent before). Same rules as `recv`.
+    template <class Handler>
+    void send_all(const_buffer buffer, Handler&& handler) {
+        send_all(std::span<const const_buffer>(&buffer, 1), std::forward<Handler>(handler));
+    }
+    /// As above, for up to `max_buffers` buffers (the descriptors are copied).
+    template <class Handler>
+    void send_all(std::span<const const_buffer> buffers, Handler&& handler) {
+        detail::win32::start_handler_op<send_all_operation>(
+            std::forward<Handler>(handler), "iocp::socket::send_all",
+            [&](send_all_operation& op) { return start_send_all(*this, op, buffers); });
+    }
+
+    /// Shuts down one or both directions (graceful: after `shutdown_type::send` the peer's
+    /// receives end with `errc::eof` once it has read everything).
+    /// Errors: `errc::invalid_handle` when closed, the system's (WSAENOTCONN...).
+    void shutdown(shutdown_type what, std::error_code& ec) noexcept {
+        if (state_ == nullptr) {
+            ec = make_error_code(errc::invalid_handle);
+            return;
+        }
+        const int how = what == shutdown_type::receive ? SD_RECEIVE
+                        : what == shutdown_type::send  ? SD_SEND
+                                                       : SD_BOTH;
+        ec.clear();
+        if (::shutdown(native_handle(), how) != 0)
+            ec = detail::win32::last_wsa_error();
+    }
+    /// As above. @throws std::system_error
+    void shutdown(shutdown_type what) {
+        std::error_code ec;
+        shutdown(what, ec);
+        detail::throw_if(ec, "iocp::socket::shutdown");
+    }
+
+    /// Cancels the pending operations (CancelIoEx): they complete with
+    /// `errc::operation_aborted`, or with their result if they finished first. The socket
+    /// stays open (but a cancelled receive may have lost data: usually close next).
+    /// Errors: `errc::invalid_handle` when closed.
+    void cancel(std::error_code& ec) noexcept { ec = detail::win32::cancel_state(state_); }
+    /// As above. @throws std::system_error
+    void cancel() { detail::throw_if(detail::win32::cancel_state(state_), "iocp::socket::cancel"); }
+
+    /// Closes the socket: cancels pending operations (CancelIoEx, then closesocket; they
+    /// complete with `errc::operation_aborted`). Closing a closed socket does nothing. The
+    /// socket keeps its pool and can be opened again.
+    void close(std::error_code& ec) noexcept {
+        bound_ = false;
+        ec = detail::win32::close_state(std::exchange(state_, nullptr));
+    }
+    /// As above. @throws std::system_error if closesocket reports an error (the socket is
+    /// closed anyway).
+    void close() {
+        std::error_code ec;
+        close(ec);
+        detail::throw_if(ec, "iocp::socket::close");
+    }
+
+private:
+    friend class accept_operation;
+    friend std::error_code start_recv(socket&, io_operation&,
+                                      std::span<const mutable_buffer>) noexcept;
+    friend std::error_code start_send(socket&, io_operation&,
+                                      std::span<const const_buffer>) noexcept;
+    friend std::error_code start_send_all(socket&, send_all_operation&,
+                                          std::span<const const_buffer>) noexcept;
+    friend std::error_code start_connect(socket&, io_operation&, const endpoint&) noexcept;
+
+    // An accepted connection, already associated with `pool`.
+    socket(thread_pool& pool, detail::win32::io_state* st) noexcept : pool_(&pool), state_(st) {}
+
+    bool ensure_open(address_family family, std::error_code& ec) noexcept {
+        if (state_ == nullptr)
+            open(family, ec);
+        else
+            ec.clear();
+        return !ec;
+    }
+
+    std::error_code set_int(int level, int name, int value) noexcept {
+        if (state_ == nullptr)
+            return make_error_code(errc::invalid_handle);
+        if (::setsockopt(native_handle(), level, name, reinterpret_cast<const char*>(&value),
+                         sizeof value) != 0)
+            return detail::win32::last_wsa_error();
+        return {};
+    }
+
+    using name_query = int(WSAAPI*)(SOCKET, sockaddr*, int*);
+    endpoint query(name_query fn, std::error_code& ec) const noexcept {
+        if (state_ == nullptr) {
+            ec = make_error_code(errc::invalid_handle);
+            return {};
+        }
+        endpoint e;
+        int len = endpoint::capacity();
+        if (fn(native_handle(), e.data(), &len) != 0) {
+            ec = detail::win32::last_wsa_error();
+            return {};
+        }
+        ec.clear();
+        return e;
+    }
+
+    template <class Issue>
+    std::error_code start(io_operation& op, detail::win32::finish_fn finish, std::size_t requested,
+                          Issue&& issue) noexcept {
+        if (pool_ == nullptr)
+            return std::make_error_code(std::errc::invalid_argument);
+        return detail::win32::io_access::start(*pool_, state_, op, finish, requested,
+                                               std::forward<Issue>(issue));
+    }
+
+    static bool finish_recv(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
+        if (!ec && bytes == 0 && detail::win32::io_access::requested(*op) > 0)
+            ec = make_error_code(errc::eof); // the peer closed its sending side
+        return true;
+    }
+
+    static bool finish_connect(io_operation* op, std::error_code& ec, std::size_t&) noexcept {
+        if (ec)
+            return true;
+        detail::win32::io_state* st = detail::win32::io_access::state(*op);
+        // Makes getpeername, shutdown and the like work on the connected socket. Under the
+        // state's lock: the owner may be closing the socket on another thread.
+        std::lock_guard lock(st->mutex);
+        if (st->closed_by_us.load(std::memory_order_seq_cst))
+            ec = make_error_code(errc::operation_aborted);
+        else if (::setsockopt(st->socket(), SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, nullptr, 0) != 0)
+            ec = detail::win32::last_wsa_error();
+        return true;
+    }
+
+    static DWORD wsa_result(int rc) noexcept {
+        if (rc == 0)
+            return 0; // done already; the packet is queued all the same
+        const int error = ::WSAGetLastError();
+        return error == WSA_IO_PENDING ? 0 : static_cast<DWORD>(error);
+    }
+
+    template <class Buffer>
+    static bool to_wsabufs(std::span<const Buffer> in, WSABUF* out, std::size_t& total) noexcept {
+        if (in.empty() || in.size() > max_buffers)
+            return false;
+        total = 0;
+        for (std::size_t i = 0; i < in.size(); ++i) {
+            out[i].buf =
+                static_cast<char*>(const_cast<void*>(static_cast<const void*>(in[i].data)));
+            out[i].len = static_cast<ULONG>((std::min)(in[i].size, std::size_t{ULONG_MAX}));
+            total += out[i].len;
+        }
+        return true;
+    }
+
+    thread_pool* pool_ = nullptr;
+    detail::win32::io_state* state_ = nullptr; // non-null while open
+    bool bound_ = false;                       // bind() was called (ConnectEx needs it)
+};
+
+inline std::error_code start_recv(socket& s, io_operation& op,
+                                  std::span<const mutable_buffer> buffers) noexcept {
+    WSABUF bufs[max_buffers];
+    std::size_t total = 0;
+    if (!socket::to_wsabufs(buffers, bufs, total))
+        return std::make_error_code(std::errc::invalid_argument);
+    const auto n = static_cast<DWORD>(buffers.size());
+    return s.start(op, &socket::finish_recv, total, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
+        // The flags are in and out; the WSABUF array is captured by the call (the provider
+        // copies it before returning), so both may live on this stack.
+        DWORD flags = 0;
+        return socket::wsa_result(
+            ::WSARecv(reinterpret_cast<SOCKET>(h), bufs, n, nullptr, &flags, ov, nullptr));
+    });
+}
+
+inline std::error_code start_recv(socket& s, io_operation& op, mutable_buffer buffer) noexcept {
+    return start_recv(s, op, std::span<const mutable_buffer>(&buffer, 1));
+}
+
+inline std::error_code start_send(socket& s, io_operation& op,
+                                  std::span<const const_buffer> buffers) noexcept {
+    WSABUF bufs[max_buffers];
+    std::size_t total = 0;
+    if (!socket::to_wsabufs(buffers, bufs, total))
+        return std::make_error_code(std::errc::invalid_argument);
+    const auto n = static_cast<DWORD>(buffers.size());
+    return s.start(op, nullptr, 0, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
+        return socket::wsa_result(
+            ::WSASend(reinterpret_cast<SOCKET>(h), bufs, n, nullptr, 0, ov, nullptr));
+    });
+}
+
+inline std::error_code start_send(socket& s, io_operation& op, const_buffer buffer) noexcept {
+    return start_send(s, op, std::span<const const_buffer>(&buffer, 1));
+}
+
+inline std::error_code start_send_all(socket& s, send_all_operation& op,
+                                      std::span<const const_buffer> buffers) noexcept {
+    if (buffers.empty() || buffers.size() > max_buffers)
+        return std::make_error_code(std::errc::invalid_argument);
+    std::copy(buffers.begin(), buffers.end(), op.buffers_);
+    op.count_ = buffers.size();
+    op.first_ = 0;
+    op.offset_ = 0;
+    op.sent_ = 0;
+    (void)op.consume(0); // skips empty buffers at the front
+    return s.start(op, &send_all_operation::finish, 0,
+                   [&op](HANDLE h, OVERLAPPED* ov) { return op.issue(h, ov); });
+}
+
+inline std::error_code start_connect(socket& s, io_operation& op, const endpoint& peer) noexcept {
+    std::error_code ec;
+    if (s.pool_ == nullptr)
+        return std::make_error_code(std::errc::invalid_argument);
+    if (!s.ensure_open(peer.family(), ec))
+        return ec;
+    if (!s.bound_) {
+        // ConnectEx needs a bound socket.
+        s.bind(endpoint::any(peer.family(), 0), ec);
+        if (ec)
+            return ec;
+    }
+    LPFN_CONNECTEX connect_ex =
+        detail::win32::connect_ex(s.native_handle(), native_family(peer.family()), ec);
+    if (ec)
+        return ec;
+    return s.start(op, &socket::finish_connect, 0, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
+        if (connect_ex(reinterpret_cast<SOCKET>(h), peer.data(), peer.size(), nullptr, 0, nullptr,
+                       ov))
+            return 0;
+        const int error = ::WSAGetLastError();
+        return error == ERROR_IO_PENDING ? 0 : static_cast<DWORD>(error);
+    });
+}
+
+} // namespace iocp
+
+#endif // IOCP_HAS_IOCP
