@@ -367,34 +367,34 @@ void BM_W1_raw_port(benchmark::State& state) {
 } // namespace
 
 // Iterations are fixed so that every peer does the same work; medians come from repetitions.
-#define IOCP_BENCH_PEER(Peer, label)                                                          \
-    BENCHMARK_TEMPLATE(BM_W1_one_producer, Peer)                                               \
-        ->Name("BM_thread_pool_W1_one_producer/" label)                                       \
-        ->Iterations(1)                                                                        \
-        ->Repetitions(5)                                                                       \
-        ->UseRealTime()                                                                        \
-        ->Unit(benchmark::kMillisecond);                                                       \
-    BENCHMARK_TEMPLATE(BM_W2_round_trip, Peer, false)                                          \
-        ->Name("BM_thread_pool_W2_round_trip_blocking/" label)                                \
-        ->Iterations(20000)                                                                    \
-        ->Repetitions(3)                                                                       \
-        ->UseRealTime();                                                                       \
-    BENCHMARK_TEMPLATE(BM_W2_round_trip, Peer, true)                                           \
-        ->Name("BM_thread_pool_W2_round_trip_spinning/" label)                                \
-        ->Iterations(20000)                                                                    \
-        ->Repetitions(3)                                                                       \
-        ->UseRealTime();                                                                       \
-    BENCHMARK_TEMPLATE(BM_W3_submit_futures, Peer)                                             \
-        ->Name("BM_thread_pool_W3_submit_futures/" label)                                     \
-        ->Iterations(1)                                                                        \
-        ->Repetitions(5)                                                                       \
-        ->UseRealTime()                                                                        \
-        ->Unit(benchmark::kMillisecond);                                                       \
-    BENCHMARK_TEMPLATE(BM_W4_two_producers, Peer)                                              \
-        ->Name("BM_thread_pool_W4_two_producers/" label)                                      \
-        ->Iterations(1)                                                                        \
-        ->Repetitions(5)                                                                       \
-        ->UseRealTime()                                                                        \
+#define IOCP_BENCH_PEER(Peer, label)                                                               \
+    BENCHMARK_TEMPLATE(BM_W1_one_producer, Peer)                                                   \
+        ->Name("BM_thread_pool_W1_one_producer/" label)                                            \
+        ->Iterations(1)                                                                            \
+        ->Repetitions(5)                                                                           \
+        ->UseRealTime()                                                                            \
+        ->Unit(benchmark::kMillisecond);                                                           \
+    BENCHMARK_TEMPLATE(BM_W2_round_trip, Peer, false)                                              \
+        ->Name("BM_thread_pool_W2_round_trip_blocking/" label)                                     \
+        ->Iterations(20000)                                                                        \
+        ->Repetitions(3)                                                                           \
+        ->UseRealTime();                                                                           \
+    BENCHMARK_TEMPLATE(BM_W2_round_trip, Peer, true)                                               \
+        ->Name("BM_thread_pool_W2_round_trip_spinning/" label)                                     \
+        ->Iterations(20000)                                                                        \
+        ->Repetitions(3)                                                                           \
+        ->UseRealTime();                                                                           \
+    BENCHMARK_TEMPLATE(BM_W3_submit_futures, Peer)                                                 \
+        ->Name("BM_thread_pool_W3_submit_futures/" label)                                          \
+        ->Iterations(1)                                                                            \
+        ->Repetitions(5)                                                                           \
+        ->UseRealTime()                                                                            \
+        ->Unit(benchmark::kMillisecond);                                                           \
+    BENCHMARK_TEMPLATE(BM_W4_two_producers, Peer)                                                  \
+        ->Name("BM_thread_pool_W4_two_producers/" label)                                           \
+        ->Iterations(1)                                                                            \
+        ->Repetitions(5)                                                                           \
+        ->UseRealTime()                                                                            \
         ->Unit(benchmark::kMillisecond)
 
 IOCP_BENCH_PEER(iocp_peer, "iocp");

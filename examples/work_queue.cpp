@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
                 "post after join: %s\n",
                 processed.load(), requests, primes.load(), answers_ok ? "ok" : "WRONG",
                 refused.message().c_str());
-    const bool ok = processed == requests && answers_ok && failures == 0 &&
-                    refused == iocp::errc::closed;
+    const bool ok =
+        processed == requests && answers_ok && failures == 0 && refused == iocp::errc::closed;
     return ok ? 0 : 1;
 }

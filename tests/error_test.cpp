@@ -6,8 +6,8 @@
 
 TEST(error_test, own_codes_have_readable_messages_and_compare_equal) {
     for (auto e : {iocp::errc::operation_aborted, iocp::errc::eof, iocp::errc::timed_out,
-                   iocp::errc::closed, iocp::errc::connection_reset,
-                   iocp::errc::connection_refused, iocp::errc::invalid_handle}) {
+                   iocp::errc::closed, iocp::errc::connection_reset, iocp::errc::connection_refused,
+                   iocp::errc::invalid_handle}) {
         std::error_code ec = iocp::make_error_code(e);
         EXPECT_EQ(ec, e);
         EXPECT_STREQ(ec.category().name(), "iocp");

@@ -373,10 +373,9 @@ TEST(port_test, reading_past_end_of_file_is_that_operations_eof) {
     wchar_t path[MAX_PATH];
     ASSERT_NE(::GetTempPathW(MAX_PATH, dir), 0u);
     ASSERT_NE(::GetTempFileNameW(dir, L"iop", 0, path), 0u);
-    iocp::unique_handle file(::CreateFileW(path, GENERIC_READ | GENERIC_WRITE, 0, nullptr,
-                                           CREATE_ALWAYS,
-                                           FILE_FLAG_OVERLAPPED | FILE_FLAG_DELETE_ON_CLOSE,
-                                           nullptr));
+    iocp::unique_handle file(
+        ::CreateFileW(path, GENERIC_READ | GENERIC_WRITE, 0, nullptr, CREATE_ALWAYS,
+                      FILE_FLAG_OVERLAPPED | FILE_FLAG_DELETE_ON_CLOSE, nullptr));
     ASSERT_TRUE(file) << ::GetLastError();
     p.associate(file.get(), &c);
 

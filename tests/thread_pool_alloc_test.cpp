@@ -27,10 +27,14 @@ TEST(thread_pool_alloc_test, steady_state_posting_of_small_callables_allocates_n
     iocp::thread_pool pool(2);
     std::atomic<long long> sum{0};
     const int n = 20000;
+    // Steady state: bursts of 200 posts, each drained before the next, so that how many items
+    // are in flight at once (and so how many blocks exist) does not depend on scheduling.
     auto round = [&] {
         for (int i = 0; i < n; ++i) {
             long long value = i;
             pool.post([&sum, value] { sum.fetch_add(value, std::memory_order_relaxed); });
+            if (i % 200 == 199)
+                pool.wait();
         }
         pool.wait();
     };

@@ -38,9 +38,7 @@ public:
         if (ledger_ != nullptr)
             ++ledger_->abandoned;
     }
-    void operator()() {
-        ++std::exchange(ledger_, nullptr)->ran;
-    }
+    void operator()() { ++std::exchange(ledger_, nullptr)->ran; }
 
 private:
     ledger* ledger_;
@@ -67,7 +65,8 @@ TEST(thread_pool_test, runs_every_posted_item) {
 
 TEST(thread_pool_test, zero_threads_means_one_per_processor) {
     iocp::thread_pool pool(0);
-    EXPECT_EQ(pool.size(), static_cast<std::size_t>((std::max)(1u, std::thread::hardware_concurrency())));
+    EXPECT_EQ(pool.size(),
+              static_cast<std::size_t>((std::max)(1u, std::thread::hardware_concurrency())));
 }
 
 TEST(thread_pool_test, submit_returns_the_result) {
@@ -537,7 +536,8 @@ namespace {
 // An operation that records how it ended, and tells the pool it finished.
 struct probe_op : iocp::operation {
     probe_op() : operation(&probe_op::on_complete) {}
-    static void on_complete(void* owner, iocp::operation* base, const iocp::completion& c) noexcept {
+    static void on_complete(void* owner, iocp::operation* base,
+                            const iocp::completion& c) noexcept {
         auto* self = static_cast<probe_op*>(base);
         if (owner != nullptr) {
             self->result = c.error;

@@ -114,12 +114,13 @@ public:
     /// Starts a pool with the given options.
     /// @throws std::system_error if the port or a thread cannot be created.
     explicit thread_pool(thread_pool_options options)
-        : options_(normalise(std::move(options))),
-          port_(options_.concurrency),
+        : options_(normalise(std::move(options))), port_(options_.concurrency),
           sentinels_(std::make_unique<signal_op[]>(options_.threads)),
           queue_(options_.queue_capacity),
           finished_(std::make_unique<finished_counter[]>(options_.threads + 1)),
-          timers_([this](detail::work_item* item) { return enqueue(item, true) == std::error_code{}; }) {
+          timers_([this](detail::work_item* item) {
+              return enqueue(item, true) == std::error_code{};
+          }) {
         workers_.reserve(options_.threads);
         try {
             for (std::size_t i = 0; i < options_.threads; ++i)
@@ -167,7 +168,8 @@ public:
     /// `std::function` or null function pointer. A refused `f` is destroyed, never run.
     template <class F>
     void post(F&& f, std::error_code& ec) noexcept {
-        static_assert(std::is_invocable_v<std::decay_t<F>&>, "post needs a callable with no arguments");
+        static_assert(std::is_invocable_v<std::decay_t<F>&>,
+                      "post needs a callable with no arguments");
         if (is_null(f)) {
             ec = std::make_error_code(std::errc::invalid_argument);
             return;
@@ -250,7 +252,9 @@ public:
     /// @throws std::system_error (`errc::closed`) once shutdown has begun.
     template <class Rep, class Period, class F>
     timer_id post_after(std::chrono::duration<Rep, Period> delay, F&& f) {
-        return post_at(std::chrono::steady_clock::now() + std::chrono::ceil<std::chrono::steady_clock::duration>(delay), std::forward<F>(f));
+        return post_at(std::chrono::steady_clock::now() +
+                           std::chrono::ceil<std::chrono::steady_clock::duration>(delay),
+                       std::forward<F>(f));
     }
 
     /// Runs `f` on the pool at `when` (a `std::chrono::steady_clock` time point).
@@ -261,8 +265,9 @@ public:
                                     "iocp::thread_pool::post_at: empty callable");
         if (state_.load(std::memory_order_acquire) != state::running)
             throw std::system_error(make_error_code(errc::closed), "iocp::thread_pool::post_at");
-        timer_id id = timers_.add(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(when),
-                                  detail::make_work_item(std::forward<F>(f)));
+        timer_id id =
+            timers_.add(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(when),
+                        detail::make_work_item(std::forward<F>(f)));
         if (id.value == 0)
             throw std::system_error(make_error_code(errc::closed), "iocp::thread_pool::post_at");
         return id;
@@ -280,9 +285,7 @@ public:
         port_.associate(handle, key, ec);
     }
     /// As above. @throws std::system_error
-    void associate(native_handle_type handle, void* key = nullptr) {
-        port_.associate(handle, key);
-    }
+    void associate(native_handle_type handle, void* key = nullptr) { port_.associate(handle, key); }
 
     /// Queues the completion of `op` with `result` through the port, so that it runs on a
     /// worker — never inside the caller. This is how an initiator reports an operation that
@@ -429,16 +432,17 @@ private:
 
     // TRICKY: the wake protocol (a Dekker pair of seq_cst operations). A producer publishes
     // its item with a seq_cst store, then reads `spinning_` and `sleepers_`; a worker going to
-    // sleep increments `sleepers_` (seq_cst), then looks at the queue (seq_cst loads). One of the two always sees the
-    // other, so a worker never sleeps while an item waits unnoticed. A producer wakes a sleeper only when no worker is
-    // spinning (a spinner will find the item) and "claims" it by decrementing `sleepers_`, so
-    // two producers never wake one sleeper twice.
+    // sleep increments `sleepers_` (seq_cst), then looks at the queue (seq_cst loads). One of the
+    // two always sees the other, so a worker never sleeps while an item waits unnoticed. A producer
+    // wakes a sleeper only when no worker is spinning (a spinner will find the item) and "claims"
+    // it by decrementing `sleepers_`, so two producers never wake one sleeper twice.
     void wake_one_if_needed() noexcept {
         if (spinning_.load(std::memory_order_seq_cst) != 0)
             return;
         int sleepers = sleepers_.load(std::memory_order_seq_cst);
         while (sleepers > 0) {
-            if (sleepers_.compare_exchange_weak(sleepers, sleepers - 1, std::memory_order_seq_cst)) {
+            if (sleepers_.compare_exchange_weak(sleepers, sleepers - 1,
+                                                std::memory_order_seq_cst)) {
                 wakeups_.fetch_add(1, std::memory_order_relaxed);
                 post_signal(&wake_op_);
                 return;
@@ -592,6 +596,11 @@ private:
                     this, completion{packets[i].error, packets[i].bytes, packets[i].key});
             }
         }
+        if (!registered && woken) {
+            // A busy worker's poll took a wake-up meant for a sleeper: pass it on, or that
+            // sleeper, no longer counted in sleepers_, would sleep through the work.
+            post_signal(&wake_op_);
+        }
         if (registered && !woken) {
             // Woken by something else (I/O, a sentinel) or the port closed: leave the sleepers
             // count, unless a producer claimed us meanwhile (its wake-up then finds another).
@@ -665,8 +674,7 @@ private:
         {
             std::unique_lock lock(idle_mutex_);
             idle_cv_.wait(lock, [&] {
-                return idle() &&
-                       (!with_io || io_outstanding_.load(std::memory_order_seq_cst) == 0);
+                return idle() && (!with_io || io_outstanding_.load(std::memory_order_seq_cst) == 0);
             });
         }
         idle_waiters_.fetch_sub(1, std::memory_order_seq_cst);
@@ -760,16 +768,19 @@ private:
     // The FIFO of work items and the wake-up protocol's counters.
     detail::work_queue queue_;
     std::atomic<state> state_{state::running};
-    alignas(64) std::atomic<int> spinning_{0};
+    detail::cache_line_pad pad0_{};
+    std::atomic<int> spinning_{0};
     std::atomic<int> sleepers_{0};
     std::atomic<bool> abandon_{false};
 
     // Idle tracking: wait(), join(). One finished count per worker, plus one for shutdown.
-    struct alignas(64) finished_counter {
+    struct finished_counter {
         std::atomic<std::uint64_t> value{0};
+        detail::cache_line_pad pad{}; // one counter per cache line
     };
     std::unique_ptr<finished_counter[]> finished_;
-    alignas(64) std::atomic<std::int64_t> io_outstanding_{0};
+    detail::cache_line_pad pad1_{};
+    std::atomic<std::int64_t> io_outstanding_{0};
     std::atomic<int> idle_waiters_{0};
     std::mutex idle_mutex_;
     std::condition_variable idle_cv_;
@@ -781,7 +792,8 @@ private:
 
     std::atomic<std::size_t> abandoned_{0};
     // Port call counts (slow paths only): stats().
-    alignas(64) std::atomic<std::uint64_t> wakeups_{0};
+    detail::cache_line_pad pad2_{};
+    std::atomic<std::uint64_t> wakeups_{0};
     std::atomic<std::uint64_t> sleeps_{0};
     std::atomic<std::uint64_t> port_polls_{0};
     std::mutex shutdown_mutex_;

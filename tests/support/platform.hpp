@@ -28,9 +28,9 @@ inline int scaled(int native_count, int wine_count) noexcept {
 } // namespace iocp_test
 
 // Skips a test of a kernel-IOCP behaviour that Wine does not implement.
-#define IOCP_SKIP_UNDER_WINE_IF_NATIVE(reason)                                                  \
-    do {                                                                                       \
-        if (IOCP_HAS_IOCP && ::iocp_test::running_under_wine())                                \
-            GTEST_SKIP() << "Wine does not implement this IOCP behaviour (" reason               \
-                            "); the POSIX backend variant of this test proves it";             \
+#define IOCP_SKIP_UNDER_WINE_IF_NATIVE(reason)                                                     \
+    do {                                                                                           \
+        if (IOCP_HAS_IOCP && ::iocp_test::running_under_wine())                                    \
+            GTEST_SKIP() << "Wine does not implement this IOCP behaviour (" reason                 \
+                            "); the POSIX backend variant of this test proves it";                 \
     } while (0)

@@ -10,7 +10,17 @@
 #include <type_traits>
 #include <utility>
 
+#include "per_thread.hpp"
+
 namespace iocp::detail {
+
+// Keeps the members around it on different cache lines (64 bytes on the targets we know), so
+// that counters written by different threads do not false-share. Padding rather than alignas:
+// MinGW-w64 GCC does not honour over-alignment of stack objects and then faults on aligned
+// moves (GCC bug 54412).
+struct cache_line_pad {
+    unsigned char bytes[64];
+};
 
 // Every node is one block of this size: a cache line's worth of callable plus the header.
 // 64 bytes hold a lambda capturing up to 8 pointers, or a std::promise and a small capture;
@@ -54,10 +64,11 @@ struct block_batch {
 class block_depot {
 public:
     static block_depot& instance() noexcept {
-        // Constructed on first use and destroyed after every thread_local cache that used it
-        // (thread-local objects are destroyed before statics constructed before them finish).
-        static block_depot depot;
-        return depot;
+        // Never destroyed: threads may hand their caches back at any point of process exit,
+        // after static destructors have run. Its blocks stay reachable, so leak checkers are
+        // quiet, and the process returns the memory at exit.
+        static block_depot* depot = new block_depot;
+        return *depot;
     }
 
     void give(block_batch b) noexcept {
@@ -90,17 +101,6 @@ public:
         return b;
     }
 
-    ~block_depot() {
-        while (batches_ != nullptr) {
-            batch_node* node = batches_;
-            batches_ = node->next_batch;
-            free_block* rest = node->rest;
-            ::operator delete(static_cast<void*>(node));
-            while (rest != nullptr)
-                ::operator delete(static_cast<void*>(std::exchange(rest, rest->next)));
-        }
-    }
-
 private:
     struct batch_node {
         batch_node* next_batch;
@@ -119,10 +119,7 @@ public:
     // and at most 128 idle blocks (12 KiB) parked per thread.
     static constexpr std::size_t batch = 64;
 
-    static block_cache& local() noexcept {
-        thread_local block_cache cache;
-        return cache;
-    }
+    static block_cache& local() { return per_thread<block_cache>(); }
 
     void* allocate() {
         if (free_.head == nullptr) {
@@ -196,8 +193,8 @@ struct boxed_item {
 
 template <class F>
 inline constexpr bool fits_inline =
-    sizeof(F) <= work_item_capacity && alignof(F) <= alignof(std::max_align_t) &&
-    std::is_nothrow_move_constructible_v<F>;
+    sizeof(F) <= work_item_capacity &&
+    alignof(F) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<F>;
 
 // Allocates a node holding `f` (decayed). Throws std::bad_alloc, or whatever F's constructor
 // throws; nothing leaks if it does.
@@ -224,7 +221,11 @@ work_item* make_work_item(F&& f) {
 }
 
 inline void free_work_item(work_item* item) noexcept {
-    block_cache::local().deallocate(item);
+    try {
+        block_cache::local().deallocate(item);
+    } catch (const std::bad_alloc&) {
+        ::operator delete(static_cast<void*>(item)); // no cache for this thread (Windows)
+    }
 }
 
 // Runs the item's callable (exceptions propagate) and frees the node either way.

@@ -163,9 +163,8 @@ private:
         for (;;) {
             // Count the consecutive published slots from `pos`, up to `max`.
             std::size_t ready = 0;
-            while (ready < max &&
-                   slots_[(pos + ready) & mask_].seq.load(std::memory_order_acquire) ==
-                       pos + ready + 1)
+            while (ready < max && slots_[(pos + ready) & mask_].seq.load(
+                                      std::memory_order_acquire) == pos + ready + 1)
                 ++ready;
             if (ready == 0) {
                 const std::uint64_t seq = slots_[pos & mask_].seq.load(std::memory_order_acquire);
@@ -207,12 +206,16 @@ private:
 
     // Producers' and consumers' counters on separate cache lines: each side writes only its
     // own, and the slots carry the hand-off.
-    alignas(64) std::atomic<std::uint64_t> enqueue_pos_{0};
-    alignas(64) std::atomic<std::uint64_t> dequeue_pos_{0};
-    alignas(64) std::unique_ptr<slot[]> slots_;
+    cache_line_pad pad0_{};
+    std::atomic<std::uint64_t> enqueue_pos_{0};
+    cache_line_pad pad1_{};
+    std::atomic<std::uint64_t> dequeue_pos_{0};
+    cache_line_pad pad2_{};
+    std::unique_ptr<slot[]> slots_;
     const std::size_t mask_;
 
-    alignas(64) std::atomic<std::size_t> overflow_size_{0};
+    cache_line_pad pad3_{};
+    std::atomic<std::size_t> overflow_size_{0};
     std::atomic<std::uint64_t> overflow_pushed_{0};
     std::mutex overflow_mutex_;
     work_item* overflow_head_ = nullptr;

@@ -26,6 +26,7 @@
 #include "../../config.hpp"
 #include "../../error.hpp"
 #include "../packet.hpp"
+#include "../per_thread.hpp"
 
 #if IOCP_WINDOWS
 #include "../win32/windows.hpp"
@@ -82,13 +83,13 @@ class port_state;
 struct thread_binding {
     std::shared_ptr<port_state> port;
     bool active = false;
+    // Reused by every wait of this thread: constructing one per wait allocates on some
+    // platforms (winpthreads).
+    std::condition_variable cv;
     inline ~thread_binding();
 };
 
-inline thread_binding& this_thread_binding() noexcept {
-    thread_local thread_binding binding;
-    return binding;
-}
+inline thread_binding& this_thread_binding() { return per_thread<thread_binding>(); }
 
 class port_state : public std::enable_shared_from_this<port_state> {
 public:
@@ -136,7 +137,7 @@ public:
 
         // Block: push a waiter record on the LIFO stack. Whoever releases it hands it its
         // packets and counts it active on its behalf.
-        waiter w{out, capacity};
+        waiter w{self.cv, out, capacity};
         w.next = waiters_;
         waiters_ = &w;
         auto released = [&w] { return w.released; };
@@ -196,8 +197,9 @@ public:
 
 private:
     struct waiter {
-        waiter(packet_sink o, std::size_t c) noexcept : out(o), capacity(c) {}
-        std::condition_variable cv;
+        waiter(std::condition_variable& v, packet_sink o, std::size_t c) noexcept
+            : cv(v), out(o), capacity(c) {}
+        std::condition_variable& cv; // the waiting thread's own (see thread_binding)
         packet_sink out;
         std::size_t capacity;
         std::size_t count = 0;

@@ -38,10 +38,10 @@ inline constexpr std::uintptr_t facility_iocp = 2;
 inline std::uintptr_t encode_posted(const std::error_code& result) noexcept {
     if (!result)
         return 0; // STATUS_SUCCESS
-    std::uintptr_t facility = result.category() == ::iocp::category() ? facility_iocp
-                                                                      : facility_system;
-    return posted_error_mask | (facility << 16) | (static_cast<std::uintptr_t>(result.value()) &
-                                                   0xFFFFu);
+    std::uintptr_t facility =
+        result.category() == ::iocp::category() ? facility_iocp : facility_system;
+    return posted_error_mask | (facility << 16) |
+           (static_cast<std::uintptr_t>(result.value()) & 0xFFFFu);
 }
 
 using rtl_nt_status_to_dos_error_fn = ULONG(WINAPI*)(LONG);
