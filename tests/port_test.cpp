@@ -479,12 +479,13 @@ TEST(port_test, waiters_are_released_lifo) {
             if (auto pk = p.get(10s))
                 got_bytes[static_cast<std::size_t>(i)] = static_cast<int>(pk->bytes);
         });
-        wait_for_waiters(p, static_cast<std::size_t>(i + 1));
+        wait_for_waiters(p, static_cast<std::size_t>(i) + 1);
     }
     // Each post releases the most recent waiter still blocked.
     for (int k = 0; k < waiters; ++k) {
-        p.post(nullptr, nullptr, static_cast<std::size_t>(100 + k));
-        const std::size_t expected_thread = static_cast<std::size_t>(waiters - 1 - k);
+        p.post(nullptr, nullptr, 100 + static_cast<std::size_t>(k));
+        const auto expected_thread =
+            static_cast<std::size_t>(waiters) - 1 - static_cast<std::size_t>(k);
         while (got_bytes[expected_thread] == -1)
             std::this_thread::yield();
         EXPECT_EQ(got_bytes[expected_thread], 100 + k) << "post " << k;
@@ -622,7 +623,8 @@ TEST(port_test, stress_many_producers_and_consumers_deliver_each_packet_once) {
         threads.emplace_back([&, pr] {
             std::mt19937 rng(static_cast<unsigned>(pr));
             for (int i = 0; i < per_producer; ++i) {
-                auto index = static_cast<std::size_t>(pr * per_producer + i);
+                auto index = static_cast<std::size_t>(pr) * static_cast<std::size_t>(per_producer) +
+                             static_cast<std::size_t>(i);
                 p.post(&ovs[index], nullptr, index);
                 if (rng() % 1024 == 0)
                     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 200));

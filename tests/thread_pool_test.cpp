@@ -115,7 +115,7 @@ TEST(thread_pool_test, fire_and_forget_exception_reaches_the_handler_and_the_wor
     std::mutex m;
     iocp::thread_pool_options o;
     o.threads = 1;
-    o.exception_handler = [&](std::exception_ptr e) {
+    o.exception_handler = [&](const std::exception_ptr& e) {
         try {
             std::rethrow_exception(e);
         } catch (const std::exception& ex) {
@@ -600,8 +600,9 @@ TEST(thread_pool_test, join_cancels_pending_io_and_waits_for_its_completion) {
         io.cancel = [](iocp::io_object_hook* h) noexcept {
             auto* self = static_cast<fake_io*>(h);
             ++self->cancels;
+            std::error_code ec;
             self->pool->post_completion(
-                &self->op, {iocp::make_error_code(iocp::errc::operation_aborted), 0, nullptr});
+                &self->op, {iocp::make_error_code(iocp::errc::operation_aborted), 0, nullptr}, ec);
         };
         pool.add_io_object(io);
         ASSERT_TRUE(pool.operation_started());

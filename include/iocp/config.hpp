@@ -8,14 +8,18 @@
 ///   Windows too (that is how the tests run both backends there).
 
 #if defined(_WIN32)
+/// 1 when compiling for Windows, else 0.
 #define IOCP_WINDOWS 1
 #else
+/// 1 when compiling for Windows, else 0.
 #define IOCP_WINDOWS 0
 #endif
 
 #if IOCP_WINDOWS && !defined(IOCP_FORCE_POSIX_BACKEND)
+/// 1 when the completion port is the kernel's IOCP, 0 for the user-space port.
 #define IOCP_HAS_IOCP 1
 #else
+/// 1 when the completion port is the kernel's IOCP, 0 for the user-space port.
 #define IOCP_HAS_IOCP 0
 #endif
 

@@ -60,12 +60,13 @@ public:
     /// Intrusive link for queues of operations (no allocation to queue one).
     operation* next_ = nullptr;
 
-protected:
-    explicit operation(complete_fn fn) noexcept : overlapped{}, fn_(fn) {}
-
     // Copying an operation that may be in flight makes no sense; derived types decide on moves.
     operation(const operation&) = delete;
     operation& operator=(const operation&) = delete;
+
+protected:
+    /// Derived types pass their completion function.
+    explicit operation(complete_fn fn) noexcept : overlapped{}, fn_(fn) {}
 
     // Not virtual: operations are destroyed by their own completion function, which knows the
     // complete type.

@@ -52,7 +52,9 @@ class port {
     using native_handle_type_for_io = typename impl_type::io_handle_type;
 
 public:
+    /// The pointee type of completion keys.
     using key_type = Key;
+    /// What get and get_many return.
     using packet_type = packet<Key>;
     /// `HANDLE` on the Win32 backend; an opaque pointer on the POSIX backend.
     using native_handle_type = typename impl_type::native_handle_type;
@@ -69,6 +71,7 @@ public:
     /// As above; on failure `ec` is set and the port is closed.
     port(unsigned concurrency, std::error_code& ec) noexcept : impl_(concurrency, ec) {}
 
+    /// Takes `other`'s port; `other` is closed afterwards.
     port(port&&) noexcept = default;
     /// Closes the port held so far, then takes `other`'s.
     port& operator=(port&&) noexcept = default;

@@ -74,6 +74,7 @@ struct thread_pool_options {
     std::string thread_name = "iocp-worker";
     /// Called on each worker, with its index, before it runs anything / after its last item.
     std::function<void(std::size_t)> on_thread_start;
+    /// Called on each worker, with its index, after its last item (see on_thread_start).
     std::function<void(std::size_t)> on_thread_stop;
     /// Receives exceptions thrown by posted callables (and by the hooks above). The worker
     /// lives on. Default: print the exception to stderr. It must not throw.
@@ -96,8 +97,8 @@ struct io_object_hook {
     /// Cancels every pending operation of the object (CancelIoEx). Must not throw, block, or
     /// remove the hook.
     void (*cancel)(io_object_hook* self) noexcept = nullptr;
-    io_object_hook* prev_ = nullptr;
-    io_object_hook* next_ = nullptr;
+    io_object_hook* prev_ = nullptr; ///< the pool's list link (owned by the pool)
+    io_object_hook* next_ = nullptr; ///< the pool's list link (owned by the pool)
 };
 
 /// A thread pool on an I/O completion port.
@@ -135,7 +136,9 @@ public:
     thread_pool& operator=(const thread_pool&) = delete;
 
     /// Joins (see `join()`).
-    ~thread_pool() {
+    // Only std::mutex/condition_variable can throw in here, on OS resource exhaustion, where
+    // terminating is all a destructor can do.
+    ~thread_pool() { // NOLINT(bugprone-exception-escape)
         if (is_worker()) {
             // Destroying the pool from its own worker cannot join that worker: a bug in the
             // caller, reported the only way a destructor can.
@@ -404,10 +407,9 @@ private:
 
     template <class F>
     static bool is_null(const F& f) noexcept {
-        if constexpr (std::is_pointer_v<F> || std::is_member_pointer_v<F>)
+        // Pointers, std::function, std::move_only_function: anything comparable to nullptr.
+        if constexpr (requires { f == nullptr; })
             return f == nullptr;
-        else if constexpr (requires { f == nullptr; })
-            return f == nullptr; // std::function, std::move_only_function
         else
             return false;
     }
@@ -695,6 +697,7 @@ private:
 
     // The one shutdown path; `abandon` distinguishes stop() from join(). Returns the number of
     // work items this call abandoned.
+    // NOLINTNEXTLINE(bugprone-exception-escape): as for the destructor.
     std::size_t shutdown(bool abandon) noexcept {
         std::lock_guard shutdown_lock(shutdown_mutex_);
         if (joined_)
@@ -768,7 +771,7 @@ private:
     // The FIFO of work items and the wake-up protocol's counters.
     detail::work_queue queue_;
     std::atomic<state> state_{state::running};
-    detail::cache_line_pad pad0_{};
+    [[maybe_unused]] detail::cache_line_pad pad0_{};
     std::atomic<int> spinning_{0};
     std::atomic<int> sleepers_{0};
     std::atomic<bool> abandon_{false};
@@ -776,10 +779,10 @@ private:
     // Idle tracking: wait(), join(). One finished count per worker, plus one for shutdown.
     struct finished_counter {
         std::atomic<std::uint64_t> value{0};
-        detail::cache_line_pad pad{}; // one counter per cache line
+        [[maybe_unused]] detail::cache_line_pad pad{}; // one counter per cache line
     };
     std::unique_ptr<finished_counter[]> finished_;
-    detail::cache_line_pad pad1_{};
+    [[maybe_unused]] detail::cache_line_pad pad1_{};
     std::atomic<std::int64_t> io_outstanding_{0};
     std::atomic<int> idle_waiters_{0};
     std::mutex idle_mutex_;
@@ -792,7 +795,7 @@ private:
 
     std::atomic<std::size_t> abandoned_{0};
     // Port call counts (slow paths only): stats().
-    detail::cache_line_pad pad2_{};
+    [[maybe_unused]] detail::cache_line_pad pad2_{};
     std::atomic<std::uint64_t> wakeups_{0};
     std::atomic<std::uint64_t> sleeps_{0};
     std::atomic<std::uint64_t> port_polls_{0};

@@ -25,6 +25,7 @@ namespace iocp {
 template <class Traits>
 class basic_unique_handle {
 public:
+    /// The OS handle type (`HANDLE`, `int`).
     using native_type = typename Traits::native_type;
 
     /// An empty handle.
@@ -33,6 +34,7 @@ public:
     /// Takes ownership of `h` (which may be the invalid value).
     explicit basic_unique_handle(native_type h) noexcept : handle_(h) {}
 
+    /// Takes `other`'s handle; `other` becomes empty.
     basic_unique_handle(basic_unique_handle&& other) noexcept : handle_(other.release()) {}
 
     /// Closes the handle held so far, then takes `other`'s.

@@ -59,7 +59,7 @@ public:
                 by_id_.erase(next_id_);
                 throw;
             }
-            node.release();
+            (void)node.release(); // owned by the heap and by_id_ now
         } catch (...) {
             lock.unlock();
             abandon_work_item(item);

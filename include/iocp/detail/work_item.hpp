@@ -67,7 +67,7 @@ public:
         // Never destroyed: threads may hand their caches back at any point of process exit,
         // after static destructors have run. Its blocks stay reachable, so leak checkers are
         // quiet, and the process returns the memory at exit.
-        static block_depot* depot = new block_depot;
+        static auto* depot = new block_depot;
         return *depot;
     }
 

@@ -206,15 +206,15 @@ private:
 
     // Producers' and consumers' counters on separate cache lines: each side writes only its
     // own, and the slots carry the hand-off.
-    cache_line_pad pad0_{};
+    [[maybe_unused]] cache_line_pad pad0_{};
     std::atomic<std::uint64_t> enqueue_pos_{0};
-    cache_line_pad pad1_{};
+    [[maybe_unused]] cache_line_pad pad1_{};
     std::atomic<std::uint64_t> dequeue_pos_{0};
-    cache_line_pad pad2_{};
+    [[maybe_unused]] cache_line_pad pad2_{};
     std::unique_ptr<slot[]> slots_;
     const std::size_t mask_;
 
-    cache_line_pad pad3_{};
+    [[maybe_unused]] cache_line_pad pad3_{};
     std::atomic<std::size_t> overflow_size_{0};
     std::atomic<std::uint64_t> overflow_pushed_{0};
     std::mutex overflow_mutex_;

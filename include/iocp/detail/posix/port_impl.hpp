@@ -46,12 +46,12 @@ public:
     void push(raw_packet p) {
         if (size_ == capacity_)
             grow();
-        slots_[(head_ + size_) & (capacity_ - 1)] = std::move(p);
+        slots_[(head_ + size_) & (capacity_ - 1)] = p;
         ++size_;
     }
 
     raw_packet pop() noexcept {
-        raw_packet p = std::move(slots_[head_]);
+        raw_packet p = slots_[head_];
         head_ = (head_ + 1) & (capacity_ - 1);
         --size_;
         return p;
@@ -63,7 +63,7 @@ private:
         std::size_t capacity = capacity_ == 0 ? 64 : capacity_ * 2;
         auto slots = std::make_unique<raw_packet[]>(capacity);
         for (std::size_t i = 0; i < size_; ++i)
-            slots[i] = std::move(slots_[(head_ + i) & (capacity_ - 1)]);
+            slots[i] = slots_[(head_ + i) & (capacity_ - 1)];
         slots_ = std::move(slots);
         capacity_ = capacity;
         head_ = 0;
@@ -100,7 +100,7 @@ public:
         if (closed_)
             return make_error_code(errc::closed);
         try {
-            queue_.push(std::move(p));
+            queue_.push(p);
         } catch (const std::bad_alloc&) {
             return std::make_error_code(std::errc::not_enough_memory);
         }
