@@ -68,7 +68,15 @@ class accept_operation;
 /// partial one (the seeds' "send the remaining 512K"). Derive from it for
 /// `iocp::start_send_all`; the completion function receives the total bytes sent (also on
 /// error: what was sent before the error).
+///
+/// Each send offers at most `max_send` bytes: an overlapped send locks its bytes in memory
+/// until it completes, and a bound keeps that, and the time one connection holds a worker's
+/// attention, small. Larger sequences go out as several sends, one after the other.
 class send_all_operation : public io_operation {
+public:
+    /// The most bytes one send of the sequence offers (1 MiB).
+    static constexpr std::size_t max_send = std::size_t{1} << 20;
+
 protected:
     /// An idle operation that calls `handler` when everything was sent or sending failed.
     explicit send_all_operation(handler_fn handler) noexcept : io_operation(handler) {}
@@ -78,14 +86,17 @@ private:
     friend std::error_code start_send_all(socket&, send_all_operation&,
                                           std::span<const const_buffer>) noexcept;
 
-    // Fills `out` with what is left to send; returns how many WSABUFs it used.
+    // Fills `out` with what is left to send, at most max_send bytes; returns how many
+    // WSABUFs it used.
     DWORD remaining(WSABUF* out) const noexcept {
         DWORD n = 0;
         std::size_t skip = offset_;
-        for (std::size_t i = first_; i < count_; ++i, skip = 0) {
+        std::size_t budget = max_send;
+        for (std::size_t i = first_; i < count_ && budget > 0; ++i, skip = 0) {
+            const std::size_t len = (std::min)(buffers_[i].size - skip, budget);
             out[n].buf = static_cast<char*>(const_cast<void*>(buffers_[i].data)) + skip;
-            out[n].len =
-                static_cast<ULONG>((std::min)(buffers_[i].size - skip, std::size_t{ULONG_MAX}));
+            out[n].len = static_cast<ULONG>(len);
+            budget -= len;
             ++n;
         }
         if (n == 0) {
