@@ -1,0 +1,19 @@
+# Runs echo_server and echo_client as one pipeline, the server's "listening on port P" line
+# feeding the client (ctest -P script: -DSERVER= -DCLIENT= [-DEMULATOR=] [-DCLIENTS=]
+# [-DBYTES=]). Passes when both exit with 0.
+if(NOT DEFINED CLIENTS)
+  set(CLIENTS 8)
+endif()
+if(NOT DEFINED BYTES)
+  set(BYTES 262144)
+endif()
+separate_arguments(emulator UNIX_COMMAND "${EMULATOR}")
+execute_process(
+  COMMAND ${emulator} "${SERVER}" --port 0 --once ${CLIENTS}
+  COMMAND ${emulator} "${CLIENT}" --port - --clients ${CLIENTS} --bytes ${BYTES}
+  RESULTS_VARIABLE results
+  TIMEOUT 100)
+message(STATUS "echo_server, echo_client: ${results}")
+if(NOT results STREQUAL "0;0")
+  message(FATAL_ERROR "the echo pair failed: exit codes ${results} (server;client)")
+endif()
