@@ -79,6 +79,24 @@ struct iocp_peer {
     }
 };
 
+// The same pool with spinning off: idle workers go straight to sleep on the port.
+struct iocp_no_spin_peer {
+    iocp::thread_pool pool{[] {
+        iocp::thread_pool_options o;
+        o.threads = workers;
+        o.spin = std::chrono::microseconds(0);
+        return o;
+    }()};
+    template <class F>
+    void post(F&& f) {
+        pool.post(std::forward<F>(f));
+    }
+    template <class F>
+    auto submit(F&& f) {
+        return pool.submit(std::forward<F>(f));
+    }
+};
+
 struct plain_peer {
     iocp_bench::plain_pool pool{workers};
     template <class F>
@@ -398,6 +416,7 @@ void BM_W1_raw_port(benchmark::State& state) {
         ->Unit(benchmark::kMillisecond)
 
 IOCP_BENCH_PEER(iocp_peer, "iocp");
+IOCP_BENCH_PEER(iocp_no_spin_peer, "iocp_spin_0us");
 IOCP_BENCH_PEER(plain_peer, "plain_mutex_cv");
 #ifdef IOCP_BENCH_ASIO
 IOCP_BENCH_PEER(asio_pool_peer, "asio_thread_pool");

@@ -367,10 +367,11 @@ private:
     using clock = std::chrono::steady_clock;
 
     // Posted through the port to wake a sleeping worker, or (one per worker) to make it exit.
-    // Real objects, recognised by address; their completion is never called.
-    struct signal_op : operation {
-        signal_op() noexcept : operation(&signal_op::ignore) {}
-        static void ignore(void*, operation*, const completion&) noexcept {}
+    // Real objects, recognised by address: a signal is a packet with no OVERLAPPED whose key is
+    // the signal. (Not an OVERLAPPED of ours: several threads post the same wake-up at once,
+    // and a post writes the OVERLAPPED's status field.)
+    struct signal_op {
+        unsigned char unused = 0;
     };
 
     enum class state : int {
@@ -457,7 +458,7 @@ private:
     void post_signal(signal_op* op) noexcept {
         std::error_code ec;
         for (int attempt = 0;; ++attempt) {
-            port_.post(op, nullptr, 0, ec);
+            port_.post(nullptr, op, 0, ec);
             if (!ec || ec == errc::closed)
                 return;
             std::this_thread::sleep_for(std::chrono::milliseconds((std::min)(attempt + 1, 50)));
@@ -589,14 +590,14 @@ private:
         std::size_t sentinels = 0;
         for (std::size_t i = 0; i < n; ++i) {
             overlapped* ov = packets[i].ov;
-            if (ov == &wake_op_) {
-                woken = true;
-            } else if (is_sentinel(ov)) {
-                ++sentinels;
-            } else if (ov != nullptr) {
+            if (ov != nullptr) {
                 operation::from(ov)->complete(
                     this, completion{packets[i].error, packets[i].bytes, packets[i].key});
-            }
+            } else if (packets[i].key == &wake_op_) {
+                woken = true;
+            } else if (is_sentinel(packets[i].key)) {
+                ++sentinels;
+            } // else: a packet without an operation posted by someone else; nothing to run
         }
         if (!registered && woken) {
             // A busy worker's poll took a wake-up meant for a sleeper: pass it on, or that
@@ -621,9 +622,9 @@ private:
         return true;
     }
 
-    bool is_sentinel(const overlapped* ov) const noexcept {
+    bool is_sentinel(const void* key) const noexcept {
         const signal_op* first = sentinels_.get();
-        return ov >= first && ov < first + options_.threads;
+        return key >= first && key < first + options_.threads;
     }
 
     void handle_exception(std::exception_ptr e) noexcept {
@@ -756,8 +757,8 @@ private:
         while (std::size_t n = port_.get_many(packets, std::chrono::milliseconds(0), ec)) {
             for (std::size_t i = 0; i < n; ++i) {
                 overlapped* ov = packets[i].ov;
-                if (ov != nullptr && ov != &wake_op_ && !is_sentinel(ov))
-                    operation::from(ov)->destroy();
+                if (ov != nullptr)
+                    operation::from(ov)->destroy(); // signals have no OVERLAPPED
             }
         }
     }
