@@ -179,9 +179,13 @@ struct io_access {
     template <class Issue>
     static bool restart(io_operation& op, std::error_code& ec, Issue&& issue) noexcept {
         io_state* st = op.state_;
+        if (st == nullptr) { // never: a restarted operation was started on a handle
+            ec = make_error_code(errc::invalid_handle);
+            return false;
+        }
         op.reset_overlapped();
         // Our own reference: once `issue` returns, `op` (and its reference) may be gone.
-        add_ref(st);
+        st->refs.fetch_add(1, std::memory_order_relaxed);
         bool started = false;
         {
             std::lock_guard lock(st->mutex);
