@@ -909,6 +909,65 @@ TEST(socket_test, pool_shutdown_with_open_sockets_completes_every_operation_once
     EXPECT_EQ(completed.load(), started.load());
 }
 
+TEST(socket_test, pool_shutdown_racing_busy_connections_neither_hangs_nor_loses_operations) {
+    // Pairs ping-pong as fast as they can, every handler starting the next operation, while the
+    // pool shuts down: operations start during the cancel pass and must still be cancelled (or
+    // refused with errc::closed), each completing once, and join must return.
+    std::atomic<long long> started{0};
+    std::atomic<long long> completed{0};
+    const int rounds = iocp_test::scaled(20, 5);
+    for (int round = 0; round < rounds; ++round) {
+        iocp::thread_pool pool(3);
+        std::vector<connected_pair> pairs;
+        for (int i = 0; i < 4; ++i)
+            pairs.push_back(make_pair(pool));
+        struct pinger {
+            static void go(iocp::socket& out, iocp::socket& in, std::atomic<long long>& started,
+                           std::atomic<long long>& completed) {
+                static const char byte = 'p';
+                static char sink[64];
+                started += 2;
+                try {
+                    out.send(iocp::buffer(&byte, 1),
+                             [&](std::error_code, std::size_t) { ++completed; });
+                } catch (const std::system_error&) {
+                    --started; // refused after the join: never started
+                }
+                try {
+                    in.recv(iocp::buffer(sink), [&](std::error_code ec, std::size_t) {
+                        ++completed;
+                        if (!ec)
+                            go(in, out, started, completed); // answer: the other direction
+                    });
+                } catch (const std::system_error&) {
+                    --started;
+                }
+            }
+        };
+        for (auto& pr : pairs)
+            pool.post([&pr, &started, &completed] {
+                pinger::go(pr.client, pr.server, started, completed);
+            });
+        std::this_thread::sleep_for(std::chrono::milliseconds(5 + round % 7));
+        std::atomic<bool> joined{false};
+        std::thread watchdog([&] {
+            const auto end = std::chrono::steady_clock::now() + deadline;
+            while (!joined.load()) {
+                if (std::chrono::steady_clock::now() > end) {
+                    std::fprintf(stderr, "join hung with I/O in flight\n");
+                    std::fflush(stderr);
+                    std::abort();
+                }
+                std::this_thread::sleep_for(1ms);
+            }
+        });
+        pool.join();
+        joined = true;
+        watchdog.join();
+        EXPECT_EQ(completed.load(), started.load()) << "round " << round;
+    }
+}
+
 TEST(socket_test, pool_destructor_with_pending_operations_does_not_hang) {
     std::atomic<int> completed{0};
     {
