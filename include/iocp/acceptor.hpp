@@ -189,8 +189,11 @@ private:
 ///
 /// Lifetime and thread safety: as for `iocp::socket` (the pool must outlive it; closing or
 /// destroying it cancels pending accepts, which complete with `errc::operation_aborted`;
-/// shutting the pool down cancels them too). Several accepts may be pending at once: that is
-/// how a server keeps up with bursts of connections.
+/// shutting the pool down cancels them too). `accept`, `start_accept`, `cancel` and
+/// `local_endpoint` may run concurrently; `open`, `close`, assignment and destruction must not
+/// overlap any other call: an accept loop restarted from its handler and a `close` from
+/// another thread need a mutex between them (see examples/echo_server.cpp). Several accepts
+/// may be pending at once: that is how a server keeps up with bursts of connections.
 class acceptor {
 public:
     /// A closed acceptor without a pool.

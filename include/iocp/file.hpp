@@ -98,8 +98,10 @@ std::error_code start_write_at(file& f, io_operation& op, std::uint64_t offset,
 /// complete with `errc::closed`, and once the pool has joined they fail to start (the
 /// handler-based calls throw).
 ///
-/// Thread safety: one file object must not be used from two threads at once (like any
-/// object), but its operations complete on any worker, concurrently with the owner's calls.
+/// Thread safety: `read_at`, `write_at`, `size`, `cancel` and the `start_*` functions may run
+/// concurrently with each other (many reads and writes in flight from several threads is the
+/// point). `open`, `assign`, `close`, assignment and destruction change the object and must
+/// not overlap any other call on it.
 class file {
 public:
     /// A closed file without a pool: it can only be assigned to.

@@ -202,10 +202,13 @@ std::error_code start_connect(socket& s, io_operation& op, const endpoint& peer)
 /// with `errc::closed`, and once the pool has joined they fail to start (the handler-based
 /// calls throw).
 ///
-/// Thread safety: one socket object must not be used from two threads at once (like any
-/// object); its operations complete on any worker, concurrently with the owner's calls. At
-/// most one receive and one send-type operation should be pending at a time (several pending
-/// sends may interleave their bytes).
+/// Thread safety: calls that only use the socket — `recv`, `send`, `send_all`, `shutdown`,
+/// `cancel`, the option setters, the endpoint queries and the `start_*` functions — may run
+/// concurrently with each other (a receive chain and a send chain on two workers is the usual
+/// case). Calls that change the object — `open`, `bind`, `connect`, `close`, assignment,
+/// destruction — must not overlap any other call on it: serialise them yourself (a mutex, or
+/// make the change from the only handler that can be running). Keep at most one send-type
+/// operation pending if the order of the bytes matters (two pending sends may interleave).
 class socket {
 public:
     /// A closed socket without a pool: it can only be assigned to.
