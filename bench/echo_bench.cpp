@@ -59,12 +59,16 @@ public:
     iocp_echo_server& operator=(const iocp_echo_server&) = delete;
 
     ~iocp_echo_server() {
-        {
-            std::lock_guard lock(mutex_);
-            stopping_ = true;
-            acceptor_.close();
+        try {
+            {
+                std::lock_guard lock(mutex_);
+                stopping_ = true;
+                acceptor_.close();
+            }
+            pool_.join(); // cancels whatever is still pending and waits for its completion
+        } catch (...) {
+            std::abort();
         }
-        pool_.join(); // cancels whatever is still pending and waits for its completion
     }
 
     std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
@@ -77,7 +81,7 @@ private:
     }
 
     struct session : std::enable_shared_from_this<session> {
-        explicit session(iocp::socket s) : sock(std::move(s)), buffer(64 * 1024) {}
+        explicit session(iocp::socket s) : sock(std::move(s)), buffer(std::size_t{64} * 1024) {}
         iocp::socket sock;
         std::vector<char> buffer;
 
@@ -134,17 +138,22 @@ public:
     asio_echo_server& operator=(const asio_echo_server&) = delete;
 
     ~asio_echo_server() {
-        guard_.reset();
-        context_.stop();
-        for (auto& t : threads_)
-            t.join();
+        try {
+            guard_.reset();
+            context_.stop();
+            for (auto& t : threads_)
+                t.join();
+        } catch (...) {
+            std::abort();
+        }
     }
 
     std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
 
 private:
     struct session : std::enable_shared_from_this<session> {
-        explicit session(asio::ip::tcp::socket s) : sock(std::move(s)), buffer(64 * 1024) {}
+        explicit session(asio::ip::tcp::socket s)
+            : sock(std::move(s)), buffer(std::size_t{64} * 1024) {}
         asio::ip::tcp::socket sock;
         std::vector<char> buffer;
 
@@ -391,7 +400,7 @@ int main(int argc, char** argv) {
     const std::vector<workload> workloads = {
         {"ping-pong 64 B x 8 connections", false, 8, 64},
         {"ping-pong 4 KiB x 8 connections", false, 8, 4096},
-        {"stream 64 KiB writes x 4 connections", true, 4, 64 * 1024},
+        {"stream 64 KiB writes x 4 connections", true, 4, std::size_t{64} * 1024},
     };
     std::printf("echo over 127.0.0.1, servers on %zu threads, %.1f s per run, median of %d; "
                 "pool spin %lld us, batch %zu\n\n",

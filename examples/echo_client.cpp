@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
     int port = -1;
     bool port_from_stdin = false;
     int clients = 8;
-    std::size_t bytes = 256 * 1024;
+    std::size_t bytes = std::size_t{256} * 1024;
     auto family = iocp::address_family::ipv4;
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--port") == 0 && i + 1 < argc) {

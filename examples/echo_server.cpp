@@ -33,7 +33,7 @@ class server;
 class session : public std::enable_shared_from_this<session> {
 public:
     session(iocp::socket socket, server& owner)
-        : socket_(std::move(socket)), buffer_(64 * 1024), owner_(owner) {}
+        : socket_(std::move(socket)), buffer_(std::size_t{64} * 1024), owner_(owner) {}
 
     session(const session&) = delete;
     session& operator=(const session&) = delete;
@@ -76,7 +76,13 @@ public:
 
     server(const server&) = delete;
     server& operator=(const server&) = delete;
-    ~server() { stop(); }
+    ~server() {
+        try {
+            stop();
+        } catch (...) {
+            std::abort(); // the pending accept refers to us: we cannot go before it completed
+        }
+    }
 
     iocp::endpoint local_endpoint() const { return acceptor_.local_endpoint(); }
 

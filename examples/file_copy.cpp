@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
     const char* from = nullptr;
     const char* to = nullptr;
     std::size_t slots = 8;
-    std::size_t chunk = 256 * 1024;
+    std::size_t chunk = std::size_t{256} * 1024;
     bool verify = false;
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--slots") == 0 && i + 1 < argc)

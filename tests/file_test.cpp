@@ -96,7 +96,7 @@ result write_at(iocp::file& f, std::uint64_t offset, const void* data, std::size
 TEST(file_test, writes_and_reads_at_offsets_across_a_multi_mib_file) {
     iocp::thread_pool pool(4);
     temp_path tmp("big.bin");
-    const std::size_t chunk = 64 * 1024;
+    const std::size_t chunk = std::size_t{64} * 1024;
     const std::size_t chunks = iocp_test::running_under_wine() ? 64 : 256; // 4 or 16 MiB
     const std::size_t size = chunk * chunks;
     std::vector<unsigned char> data(size);
@@ -128,7 +128,7 @@ TEST(file_test, writes_and_reads_at_offsets_across_a_multi_mib_file) {
 
     // Read back in another order, at odd offsets and sizes that straddle chunks.
     std::vector<unsigned char> back(size, 0);
-    const std::size_t piece = 100 * 1000;
+    const std::size_t piece = std::size_t{100} * 1000;
     const std::size_t pieces = (size + piece - 1) / piece;
     std::atomic<std::size_t> read{0};
     std::promise<void> all_read;

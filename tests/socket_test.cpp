@@ -132,7 +132,7 @@ struct reader : std::enable_shared_from_this<reader> {
     iocp::socket* sock = nullptr;
     std::vector<unsigned char> data;
     std::size_t got = 0;
-    std::size_t chunk = 64 * 1024;
+    std::size_t chunk = std::size_t{64} * 1024;
     std::promise<std::error_code> done;
 
     void next() {
@@ -175,13 +175,17 @@ public:
     echo_server& operator=(const echo_server&) = delete;
 
     ~echo_server() {
-        {
-            // Closing and the accept loop's restart must not race: both under the mutex.
-            std::lock_guard lock(mutex_);
-            stopping_ = true;
-            acceptor_.close();
+        try {
+            {
+                // Closing and the accept loop's restart must not race: both under the mutex.
+                std::lock_guard lock(mutex_);
+                stopping_ = true;
+                acceptor_.close();
+            }
+            await(stopped_.get_future(), "the accept loop to end");
+        } catch (...) {
+            std::abort(); // its handler refers to us: we cannot go before it ran
         }
-        await(stopped_.get_future(), "the accept loop to end");
     }
 
     iocp::endpoint endpoint() const { return acceptor_.local_endpoint(); }
@@ -189,7 +193,7 @@ public:
 
 private:
     struct session : std::enable_shared_from_this<session> {
-        explicit session(iocp::socket s) : sock(std::move(s)), buffer(64 * 1024) {}
+        explicit session(iocp::socket s) : sock(std::move(s)), buffer(std::size_t{64} * 1024) {}
         iocp::socket sock;
         std::vector<char> buffer;
 
@@ -289,7 +293,7 @@ void run_echo(address_family family, int clients, std::size_t bytes_each) {
 
 TEST(socket_test, echo_with_many_concurrent_clients) {
     // 64 clients x 1 MiB, every byte checked (about a second under Wine).
-    run_echo(address_family::ipv4, 64, 1024 * 1024);
+    run_echo(address_family::ipv4, 64, std::size_t{1024} * 1024);
 }
 
 TEST(socket_test, ipv6_loopback_echo) {
@@ -301,7 +305,7 @@ TEST(socket_test, ipv6_loopback_echo) {
         if (ec)
             GTEST_SKIP() << "no IPv6 loopback here (" << ec.message() << ")";
     }
-    run_echo(address_family::ipv6, 4, 64 * 1024);
+    run_echo(address_family::ipv6, 4, std::size_t{64} * 1024);
 }
 
 TEST(socket_test, endpoints_of_both_ends) {
@@ -349,7 +353,7 @@ TEST(socket_test, send_all_delivers_everything_across_partial_sends) {
     // buffer: on Linux loopback, which Wine uses, TCP then crawls at a few KiB per delayed
     // ACK.)
     p.client.set_send_buffer_size(4096);
-    const std::size_t size = 16 * 1024 * 1024;
+    const std::size_t size = std::size_t{16} * 1024 * 1024;
     const auto data = make_data(1, size);
     // Three pieces (gathered), the middle one empty.
     const std::array<iocp::const_buffer, 3> parts{
@@ -506,7 +510,7 @@ TEST(socket_test, close_with_a_pending_recv_and_a_pending_send_aborts_both_once)
     // The server never reads: a big send gets stuck once the small buffers are full.
     p.client.set_send_buffer_size(4096);
     p.server.set_receive_buffer_size(4096);
-    const auto data = make_data(3, 32 * 1024 * 1024);
+    const auto data = make_data(3, std::size_t{32} * 1024 * 1024);
     std::atomic<int> send_calls{0};
     std::atomic<int> recv_calls{0};
     std::promise<std::error_code> send_done;
@@ -649,7 +653,7 @@ TEST(socket_test, handler_exceptions_reach_the_pools_handler) {
     options.threads = 2;
     options.exception_handler = [&](std::exception_ptr e) {
         try {
-            std::rethrow_exception(e);
+            std::rethrow_exception(std::move(e));
         } catch (const std::exception& ex) {
             caught.set_value(ex.what());
         }
@@ -843,7 +847,7 @@ TEST(socket_test, pool_shutdown_with_open_sockets_completes_every_operation_once
         if (ec == iocp::errc::operation_aborted || ec == iocp::errc::closed)
             ++aborted_or_closed;
     };
-    const auto data = make_data(9, 16 * 1024 * 1024);
+    const auto data = make_data(9, std::size_t{16} * 1024 * 1024);
     auto buffer = std::make_shared<std::vector<char>>(64 * 1024);
     {
         iocp::thread_pool pool(3);
