@@ -702,3 +702,156 @@ TEST(thread_pool_test, stats_count_port_calls) {
     EXPECT_GE(after.wakeups, before.wakeups);
     EXPECT_GT(after.sleeps, before.sleeps) << "idle workers sleep on the port";
 }
+
+// --- regressions from review -----------------------------------------------------------------
+
+namespace {
+
+// `n` tasks that can only finish side by side, posted one at a time (each once the previous
+// one runs, so that one worker's batch cannot take two): true if all of them met.
+bool rendezvous(iocp::thread_pool& pool, int n) {
+    std::atomic<int> arrived{0};
+    std::atomic<int> met{0};
+    for (int i = 0; i < n; ++i) {
+        pool.post([&] {
+            ++arrived;
+            auto end = std::chrono::steady_clock::now() + 2s;
+            while (arrived.load() < n && std::chrono::steady_clock::now() < end)
+                std::this_thread::yield();
+            if (arrived.load() >= n)
+                ++met;
+        });
+        while (arrived.load() <= i && i + 1 < n)
+            std::this_thread::yield();
+    }
+    pool.wait();
+    return met == n;
+}
+
+} // namespace
+
+// Several wake-ups dequeued in one batch must each reach a sleeper: otherwise a worker sleeps
+// for good and the pool silently loses its parallelism.
+TEST(thread_pool_test, every_idle_worker_still_wakes_after_bursts_of_posts) {
+    iocp::thread_pool_options o;
+    o.threads = 2;
+    o.spin = 0us; // straight to sleep: the most wake-ups
+    iocp::thread_pool pool(o);
+    const int rounds = iocp_test::scaled(300, 20);
+    for (int round = 0; round < rounds; ++round) {
+        std::vector<std::thread> producers;
+        for (int p = 0; p < 4; ++p) {
+            producers.emplace_back([&, p] {
+                std::mt19937 rng(static_cast<unsigned>(round * 7 + p));
+                for (int i = 0; i < 50; ++i) {
+                    pool.post([] {});
+                    if (rng() % 4 == 0)
+                        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 50));
+                }
+            });
+        }
+        for (auto& t : producers)
+            t.join();
+        pool.wait();
+        std::this_thread::sleep_for(1ms);
+        ASSERT_TRUE(rendezvous(pool, 2)) << "round " << round << ": a sleeping worker never woke";
+    }
+}
+
+TEST(thread_pool_test, post_completion_after_shutdown_is_refused_not_lost) {
+    probe_op late;
+    late.counted = false;
+    iocp::thread_pool pool(1);
+    pool.join();
+    EXPECT_FALSE(pool.operation_started()) << "no I/O may start once shutdown cancelled it";
+    pool.operation_finished();
+    std::error_code ec;
+    pool.post_completion(&late, {{}, 0, nullptr}, ec);
+    EXPECT_EQ(ec, iocp::errc::closed) << "nobody would ever dequeue it";
+    EXPECT_EQ(late.completed + late.destroyed, 0);
+}
+
+// Items of one producer run in the order posted, across the ring and the overflow list, with
+// other producers filling the ring at the same time.
+TEST(thread_pool_test, stress_per_producer_fifo_across_ring_and_overflow) {
+    iocp::thread_pool_options o;
+    o.threads = 1; // one worker runs everything in dequeue order
+    o.queue_capacity = 2;
+    o.batch = 1;
+    iocp::thread_pool pool(o);
+    const int producers = 4;
+    const long per = iocp_test::scaled(20000, 500);
+    std::vector<long> last(producers, -1); // touched only by the one worker
+    std::atomic<long> inversions{0};
+    std::vector<std::thread> threads;
+    for (int p = 0; p < producers; ++p) {
+        threads.emplace_back([&, p] {
+            for (long i = 0; i < per; ++i)
+                pool.post([&, p, i] {
+                    auto& l = last[static_cast<std::size_t>(p)];
+                    if (i < l)
+                        ++inversions;
+                    l = (std::max)(l, i);
+                });
+        });
+    }
+    for (auto& t : threads)
+        t.join();
+    pool.wait();
+    EXPECT_EQ(inversions, 0);
+    for (long l : last)
+        EXPECT_EQ(l, per - 1);
+}
+
+// A completion handler that posts follow-up work during join(): the follow-up runs, and what
+// it posts in turn is accepted (the pool's own workers may post until everything is idle).
+TEST(thread_pool_test, join_runs_work_posted_by_completion_handlers) {
+    struct chained_op : iocp::operation {
+        chained_op() : operation(&chained_op::done) {}
+        static void done(void* owner, iocp::operation* base, const iocp::completion&) noexcept {
+            auto* self = static_cast<chained_op*>(base);
+            auto* pool = static_cast<iocp::thread_pool*>(owner);
+            if (pool == nullptr)
+                return;
+            std::error_code ec;
+            pool->post(
+                [pool, self] {
+                    std::this_thread::sleep_for(5ms);
+                    std::error_code child_ec;
+                    pool->post([self] { ++self->grandchildren; }, child_ec);
+                    self->grandchild_refused = static_cast<bool>(child_ec);
+                },
+                ec);
+            self->child_refused = static_cast<bool>(ec);
+            pool->operation_finished();
+        }
+        std::atomic<int> grandchildren{0};
+        std::atomic<bool> child_refused{false};
+        std::atomic<bool> grandchild_refused{false};
+    };
+    struct fake_io : iocp::io_object_hook {
+        iocp::thread_pool* pool = nullptr;
+        chained_op op;
+    };
+    for (int round = 0; round < iocp_test::scaled(50, 5); ++round) {
+        fake_io io;
+        {
+            iocp::thread_pool pool(2);
+            io.pool = &pool;
+            io.cancel = [](iocp::io_object_hook* h) noexcept {
+                auto* self = static_cast<fake_io*>(h);
+                std::error_code ec;
+                self->pool->post_completion(
+                    &self->op, {iocp::make_error_code(iocp::errc::operation_aborted), 0, nullptr},
+                    ec);
+            };
+            pool.add_io_object(io);
+            ASSERT_TRUE(pool.operation_started());
+            pool.join();
+            pool.remove_io_object(io);
+        }
+        EXPECT_FALSE(io.op.child_refused);
+        EXPECT_FALSE(io.op.grandchild_refused) << "round " << round;
+        EXPECT_EQ(io.op.grandchildren, 1) << "round " << round;
+    }
+}

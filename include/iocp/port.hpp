@@ -46,6 +46,11 @@ struct packet {
 ///
 /// Thread safety: `associate`, `post`, `get`, `get_many` and `close` may be called from any
 /// number of threads at once. Construction, moves and destruction must not race other calls.
+/// On the Win32 backend `close()` racing another thread's call has the kernel's semantics: a
+/// waiter wakes with `errc::closed`, but a call that read the handle just before it was closed
+/// may reach a new object that reused the handle value. Close a port shared with other threads
+/// only once they are done with it, or waiting in get (thread_pool closes its port only after
+/// joining its workers).
 template <class Key = void>
 class port {
     using impl_type = detail::port_impl;

@@ -293,11 +293,23 @@ public:
     /// Queues the completion of `op` with `result` through the port, so that it runs on a
     /// worker — never inside the caller. This is how an initiator reports an operation that
     /// failed (or finished) synchronously.
+    /// Errors: `errc::closed` once the workers have stopped (the operation was not queued and
+    /// stays the caller's to complete or free).
     void post_completion(operation* op, const completion& result, std::error_code& ec) noexcept {
+        // TRICKY: the final drain must see every completion posted before the port closes. A
+        // post announces itself, then checks the gate; shutdown closes the gate, then waits
+        // for announced posts before it drains (seq_cst on both sides: a Dekker pair).
+        completions_posting_.fetch_add(1, std::memory_order_seq_cst);
+        if (completions_closed_.load(std::memory_order_seq_cst)) {
+            completions_posting_.fetch_sub(1, std::memory_order_release);
+            ec = make_error_code(errc::closed);
+            return;
+        }
         if (result.error)
             port_.post_failure(op, result.key, result.error, ec);
         else
             port_.post(op, result.key, result.bytes, ec);
+        completions_posting_.fetch_sub(1, std::memory_order_release);
     }
     /// As above. @throws std::system_error
     void post_completion(operation* op, const completion& result) {
@@ -311,14 +323,14 @@ public:
     /// with `errc::closed` through `post_completion` instead. Either way, pair it with exactly
     /// one `operation_finished()` when its completion has run.
     bool operation_started() noexcept {
-        io_outstanding_.fetch_add(1, std::memory_order_relaxed);
+        io_started_.fetch_add(1, std::memory_order_seq_cst);
         return !io_closed_.load(std::memory_order_acquire);
     }
 
     /// Counts a started operation as finished (after its handler ran or it was destroyed).
     void operation_finished() noexcept {
-        if (io_outstanding_.fetch_sub(1, std::memory_order_acq_rel) == 1)
-            notify_idle();
+        io_finished_.fetch_add(1, std::memory_order_seq_cst);
+        notify_idle();
     }
 
     /// Registers an I/O object to be cancelled at shutdown. A hook registered after the
@@ -519,7 +531,7 @@ private:
         const std::size_t me = current().index;
         while (item != nullptr) {
             detail::work_item* next = item->next;
-            if (abandon_.load(std::memory_order_relaxed)) {
+            if (abandon_.load(std::memory_order_acquire)) {
                 detail::abandon_work_item(item);
                 abandoned_.fetch_add(1, std::memory_order_relaxed);
             } else {
@@ -586,7 +598,7 @@ private:
         packet<void> packets[64];
         std::error_code ec;
         std::size_t n = port_.get_many(std::span(packets, options_.batch), timeout, ec);
-        bool woken = false;
+        std::size_t wakeups = 0;
         std::size_t sentinels = 0;
         for (std::size_t i = 0; i < n; ++i) {
             overlapped* ov = packets[i].ov;
@@ -594,17 +606,19 @@ private:
                 operation::from(ov)->complete(
                     this, completion{packets[i].error, packets[i].bytes, packets[i].key});
             } else if (packets[i].key == &wake_op_) {
-                woken = true;
+                ++wakeups;
             } else if (is_sentinel(packets[i].key)) {
                 ++sentinels;
             } // else: a packet without an operation posted by someone else; nothing to run
         }
-        if (!registered && woken) {
-            // A busy worker's poll took a wake-up meant for a sleeper: pass it on, or that
-            // sleeper, no longer counted in sleepers_, would sleep through the work.
+        // TRICKY: each wake-up was posted for one sleeper whose count a producer took, so each
+        // must be used by exactly one registered worker. A registered worker uses one; the
+        // rest of a batch (and any a busy worker's poll took) go back to the port, or their
+        // sleepers, no longer counted in sleepers_, would sleep through the work for good.
+        const std::size_t used = registered && wakeups > 0 ? 1 : 0;
+        for (std::size_t extra = used; extra < wakeups; ++extra)
             post_signal(&wake_op_);
-        }
-        if (registered && !woken) {
+        if (registered && wakeups == 0) {
             // Woken by something else (I/O, a sentinel) or the port closed: leave the sleepers
             // count, unless a producer claimed us meanwhile (its wake-up then finds another).
             int sleepers = sleepers_.load(std::memory_order_seq_cst);
@@ -661,7 +675,18 @@ private:
         return finished == queue_.pushed();
     }
 
-    // Called after a finished count or io_outstanding_ changed.
+    // No work item and no operation outstanding. TRICKY: the same argument as idle(), over
+    // both pairs of counters: every "finished" count is read before every "started" count. A
+    // handler that posts an item and then finishes its operation, or an item that starts an
+    // operation and then finishes, is then always seen as outstanding on one side or the other.
+    bool idle_with_io() const noexcept {
+        const std::uint64_t io_done = io_finished_.load(std::memory_order_seq_cst);
+        if (!idle())
+            return false;
+        return io_started_.load(std::memory_order_seq_cst) == io_done;
+    }
+
+    // Called after a finished count (of work items or operations) grew.
     void notify_idle() noexcept {
         std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with wait_until_idle
         if (idle_waiters_.load(std::memory_order_relaxed) == 0)
@@ -676,9 +701,7 @@ private:
         std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with finish_items
         {
             std::unique_lock lock(idle_mutex_);
-            idle_cv_.wait(lock, [&] {
-                return idle() && (!with_io || io_outstanding_.load(std::memory_order_seq_cst) == 0);
-            });
+            idle_cv_.wait(lock, [&] { return with_io ? idle_with_io() : idle(); });
         }
         idle_waiters_.fetch_sub(1, std::memory_order_seq_cst);
     }
@@ -709,7 +732,7 @@ private:
         // 2. Refuse new work (join: except from the workers), and for stop() make the workers
         //    abandon what they pop instead of running it.
         if (abandon) {
-            abandon_.store(true, std::memory_order_relaxed);
+            abandon_.store(true, std::memory_order_release); // published by restrict()
             set_state(state::stopped);
         } else if (state_.load() == state::running) {
             set_state(state::draining);
@@ -727,10 +750,15 @@ private:
             post_signal(&sentinels_[i]);
         for (auto& t : workers_)
             t.join();
-        // 5. Drain: whatever is left (no workers ran it) is abandoned exactly once.
+        // 5. Drain: whatever is left (no workers ran it) is abandoned exactly once. First shut
+        //    the gate of post_completion and wait out the posts already through it.
+        completions_closed_.store(true, std::memory_order_seq_cst);
+        while (completions_posting_.load(std::memory_order_seq_cst) != 0)
+            std::this_thread::yield();
         drain_port();
-        // TRICKY: a post that claimed its slot just before the queue closed may not have
-        // published it yet; wait for it rather than leave it behind.
+        // Usually nothing is left: the idle waits above covered every accepted item, claimed
+        // or published. They are skipped when no worker ever started (a failed constructor);
+        // then an item may still be between its claim and its publication: wait for it.
         while (!queue_.drained()) {
             std::size_t n = 0;
             detail::work_item* chain = queue_.pop(SIZE_MAX, n);
@@ -784,7 +812,8 @@ private:
     };
     std::unique_ptr<finished_counter[]> finished_;
     [[maybe_unused]] detail::cache_line_pad pad1_{};
-    std::atomic<std::int64_t> io_outstanding_{0};
+    std::atomic<std::uint64_t> io_started_{0};  // operations ever started (monotonic)
+    std::atomic<std::uint64_t> io_finished_{0}; // operations ever finished (monotonic)
     std::atomic<int> idle_waiters_{0};
     std::mutex idle_mutex_;
     std::condition_variable idle_cv_;
@@ -793,6 +822,8 @@ private:
     std::mutex hooks_mutex_;
     io_object_hook* hooks_ = nullptr;
     std::atomic<bool> io_closed_{false};
+    std::atomic<int> completions_posting_{0};     // post_completion calls under way
+    std::atomic<bool> completions_closed_{false}; // set once no worker will dequeue again
 
     std::atomic<std::size_t> abandoned_{0};
     // Port call counts (slow paths only): stats().

@@ -86,7 +86,10 @@ public:
         work_item* head = nullptr;
         work_item** link = &head;
         std::size_t n = pop_ring(max, link);
-        if (n == 0 && overflow_size_.load(std::memory_order_acquire) != 0)
+        // TRICKY: the overflow holds only items posted after everything in the ring, so it is
+        // taken from only when the ring is truly empty, not merely when its head slot is
+        // claimed but not yet published (that item is older than the overflow's).
+        if (n == 0 && overflow_size_.load(std::memory_order_acquire) != 0 && ring_empty())
             n = pop_overflow(max, link);
         *link = nullptr;
         count = n;
@@ -94,10 +97,12 @@ public:
     }
 
     // True when an item is visible to consumers (used by spinners and would-be sleepers).
+    // (An item that pop() can take right now; the same rule as pop().)
     bool maybe_nonempty() const noexcept {
         const std::uint64_t pos = dequeue_pos_.load(std::memory_order_seq_cst);
-        return slots_[pos & mask_].seq.load(std::memory_order_seq_cst) == pos + 1 ||
-               overflow_size_.load(std::memory_order_seq_cst) != 0;
+        if (slots_[pos & mask_].seq.load(std::memory_order_seq_cst) == pos + 1)
+            return true;
+        return overflow_size_.load(std::memory_order_seq_cst) != 0 && ring_empty();
     }
 
     // Items ever accepted (ring and overflow). Monotonic; see thread_pool's idle accounting.
@@ -119,6 +124,12 @@ private:
 
     enum class ring_result { pushed, full, refused };
 
+    // No slot claimed and not yet popped (published or not).
+    bool ring_empty() const noexcept {
+        return (enqueue_pos_.load(std::memory_order_seq_cst) & position_mask) ==
+               dequeue_pos_.load(std::memory_order_seq_cst);
+    }
+
     static bool refused(std::uint64_t pos, bool privileged) noexcept {
         return (pos & closed_bit) != 0 || ((pos & privileged_only_bit) != 0 && !privileged);
     }
@@ -131,7 +142,8 @@ private:
     }
 
     ring_result try_push_ring(work_item* item, bool privileged) noexcept {
-        std::uint64_t pos = enqueue_pos_.load(std::memory_order_relaxed);
+        // Acquire: a refusal read here makes what shutdown did before restrict() visible.
+        std::uint64_t pos = enqueue_pos_.load(std::memory_order_acquire);
         for (;;) {
             if (refused(pos, privileged))
                 return ring_result::refused;
@@ -143,7 +155,7 @@ private:
                 // TRICKY: the CAS fails if restrict() set a flag since the load above, so the
                 // access check and the claim are one atomic step.
                 if (enqueue_pos_.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
-                                                       std::memory_order_relaxed)) {
+                                                       std::memory_order_acquire)) {
                     s.item = item;
                     // seq_cst, not just release: this store is the producer's half of the
                     // pool's wake-up protocol (see thread_pool::wake_one_if_needed).
@@ -153,7 +165,7 @@ private:
             } else if (diff < 0) {
                 return ring_result::full; // the slot still holds an item from a lap ago
             } else {
-                pos = enqueue_pos_.load(std::memory_order_relaxed);
+                pos = enqueue_pos_.load(std::memory_order_acquire);
             }
         }
     }

@@ -149,6 +149,8 @@ public:
 
     // TRICKY: close() may run while other threads wait on the port (that is how Windows wakes
     // them, with ERROR_ABANDONED_WAIT_0), so the handle is an atomic they read once per call.
+    // That makes the read itself safe, not the use: a thread between its read and its call may
+    // reach a recycled handle value. port's documentation says so; the pool never does it.
     std::error_code close() noexcept {
         HANDLE h = take();
         if (h != nullptr && !::CloseHandle(h))
