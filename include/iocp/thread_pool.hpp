@@ -561,8 +561,14 @@ private:
                 found = true;
                 break;
             }
-            cpu_relax();
-            if ((i & 63) == 0 && clock::now() >= deadline)
+            // A short pure spin catches the next item within a fraction of a microsecond;
+            // after that, yield between looks, so that a producer sharing this core (few
+            // cores, or a loaded machine) gets to run and post what we wait for.
+            if (i < 64)
+                cpu_relax();
+            else
+                std::this_thread::yield();
+            if ((i & 15) == 0 && clock::now() >= deadline)
                 break;
         }
         spinning_.store(0, std::memory_order_seq_cst);
