@@ -19,6 +19,7 @@
 namespace iocp {
 
 #if IOCP_WINDOWS
+/// The Win32 `OVERLAPPED` itself.
 using overlapped = ::OVERLAPPED;
 #else
 /// Mirrors Win32's `OVERLAPPED` (without its anonymous union, which is not standard C++:

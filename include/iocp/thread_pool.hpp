@@ -323,8 +323,10 @@ public:
     /// with `errc::closed` through `post_completion` instead. Either way, pair it with exactly
     /// one `operation_finished()` when its completion has run.
     bool operation_started() noexcept {
+        // TRICKY: seq_cst with cancel_io_objects()' store and its later idle check: either this
+        // start sees the cancel pass coming (and refuses), or shutdown counts it and waits.
         io_started_.fetch_add(1, std::memory_order_seq_cst);
-        return !io_closed_.load(std::memory_order_acquire);
+        return !io_closed_.load(std::memory_order_seq_cst);
     }
 
     /// Counts a started operation as finished (after its handler ran or it was destroyed).
@@ -720,7 +722,7 @@ private:
 
     void cancel_io_objects() noexcept {
         std::lock_guard lock(hooks_mutex_);
-        io_closed_.store(true, std::memory_order_release);
+        io_closed_.store(true, std::memory_order_seq_cst);
         for (io_object_hook* h = hooks_; h != nullptr; h = h->next_)
             h->cancel(h);
     }
