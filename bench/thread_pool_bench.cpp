@@ -66,27 +66,17 @@ struct latch {
 
 // --- peers: each posts a callable and can make a future ---------------------------------------
 
-struct iocp_peer {
-    static constexpr const char* name = "iocp";
-    iocp::thread_pool pool{workers};
-    template <class F>
-    void post(F&& f) {
-        pool.post(std::forward<F>(f));
-    }
-    template <class F>
-    auto submit(F&& f) {
-        return pool.submit(std::forward<F>(f));
-    }
-};
-
-// The same pool with spinning off: idle workers go straight to sleep on the port.
-struct iocp_no_spin_peer {
-    iocp::thread_pool pool{[] {
+// iocp::thread_pool with its defaults (SpinMicroseconds < 0) or with the given idle spin.
+template <int SpinMicroseconds>
+struct iocp_pool_peer {
+    static iocp::thread_pool_options options() {
         iocp::thread_pool_options o;
         o.threads = workers;
-        o.spin = std::chrono::microseconds(0);
+        if (SpinMicroseconds >= 0)
+            o.spin = std::chrono::microseconds(SpinMicroseconds);
         return o;
-    }()};
+    }
+    iocp::thread_pool pool{options()};
     template <class F>
     void post(F&& f) {
         pool.post(std::forward<F>(f));
@@ -96,6 +86,8 @@ struct iocp_no_spin_peer {
         return pool.submit(std::forward<F>(f));
     }
 };
+using iocp_peer = iocp_pool_peer<-1>;
+using iocp_no_spin_peer = iocp_pool_peer<0>; // idle workers go straight to sleep on the port
 
 struct plain_peer {
     iocp_bench::plain_pool pool{workers};
@@ -253,11 +245,12 @@ struct port_call_counter {
     void report(benchmark::State&, std::int64_t) {}
 };
 
-template <>
-struct port_call_counter<iocp_peer> {
-    iocp_peer& peer;
+template <int SpinMicroseconds>
+struct port_call_counter<iocp_pool_peer<SpinMicroseconds>> {
+    iocp_pool_peer<SpinMicroseconds>& peer;
     iocp::thread_pool_stats before;
-    explicit port_call_counter(iocp_peer& p) : peer(p), before(p.pool.stats()) {}
+    explicit port_call_counter(iocp_pool_peer<SpinMicroseconds>& p)
+        : peer(p), before(p.pool.stats()) {}
     void report(benchmark::State& state, std::int64_t items) {
         auto after = peer.pool.stats();
         auto per_item = [&](std::uint64_t a, std::uint64_t b) {

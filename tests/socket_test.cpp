@@ -27,24 +27,12 @@
 #include "iocp/thread_pool.hpp"
 #include "support/platform.hpp"
 
-// Counts every allocation in this program: the user-operation test shows that the low-level
-// path allocates nothing. Counting only; the allocations themselves are plain malloc/free.
-#if defined(__GNUC__) && !defined(__clang__)
-// Once these are inlined, GCC 12 at -O2 takes the free() for a mismatch with operator new.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-namespace {
-std::atomic<long long> allocations{0};
-}
+// The user-operation test shows that the low-level path allocates nothing.
+#include "support/count_allocations.hpp"
 
-void* operator new(std::size_t n) {
-    allocations.fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(n == 0 ? 1 : n))
-        return p;
-    throw std::bad_alloc();
+namespace {
+std::atomic<long long>& allocations = iocp_test::allocations;
 }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 using namespace std::chrono_literals;
 

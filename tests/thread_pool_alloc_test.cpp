@@ -6,22 +6,13 @@
 #include <cstdlib>
 #include <new>
 
-// Counts every allocation in this program, so that the test can show that posting small
-// callables allocates nothing once the pool is warm. (A separate test program, because it
-// replaces the global operator new.)
+// Counts every allocation of this program (a separate test program for that reason), so that
+// the tests can show that posting small callables allocates nothing once the pool is warm.
+#include "support/count_allocations.hpp"
 
 namespace {
-std::atomic<long long> allocations{0};
+std::atomic<long long>& allocations = iocp_test::allocations;
 }
-
-void* operator new(std::size_t n) {
-    allocations.fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(n == 0 ? 1 : n))
-        return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 TEST(thread_pool_alloc_test, steady_state_posting_of_small_callables_allocates_nothing) {
     iocp::thread_pool pool(2);
