@@ -47,10 +47,20 @@ if(WIN32)
   list(APPEND IOCP_TEST_BACKENDS posix)
 endif()
 
-# iocp_add_gtest(<name> <source>...): one test program per backend, each GoogleTest case a
-# ctest test with a timeout. Names: <name> (native backend) and <name>_posix_backend.
+# iocp_add_gtest(<name> [WIN32_BACKEND_ONLY] <source>...): one test program per backend, each
+# GoogleTest case a ctest test with a timeout. Names: <name> (native backend) and
+# <name>_posix_backend. WIN32_BACKEND_ONLY: tests of what only the Win32 backend has (files and
+# sockets), built only where that backend is.
 function(iocp_add_gtest name)
-  foreach(backend IN LISTS IOCP_TEST_BACKENDS)
+  set(backends ${IOCP_TEST_BACKENDS})
+  if(ARGV1 STREQUAL "WIN32_BACKEND_ONLY")
+    list(REMOVE_AT ARGN 0)
+    if(NOT WIN32)
+      return()
+    endif()
+    set(backends native)
+  endif()
+  foreach(backend IN LISTS backends)
     set(target ${name})
     if(backend STREQUAL "posix")
       set(target ${name}_posix_backend)

@@ -377,10 +377,4 @@ TEST(file_test, pool_shutdown_with_an_open_file) {
     EXPECT_EQ(completions, 16);
 }
 
-#else
-
-TEST(file_test, needs_the_win32_backend) {
-    GTEST_SKIP() << "needs the Win32 backend; the POSIX I/O backend is future work";
-}
-
 #endif

@@ -976,10 +976,4 @@ TEST(socket_test, pool_destructor_with_pending_operations_does_not_hang) {
     EXPECT_EQ(completed, 2);
 }
 
-#else
-
-TEST(socket_test, needs_the_win32_backend) {
-    GTEST_SKIP() << "needs the Win32 backend; the POSIX I/O backend is future work";
-}
-
 #endif
