@@ -107,11 +107,6 @@ public:
         return pending.size();
     }
 
-    std::size_t pending() const {
-        std::lock_guard lock(mutex_);
-        return heap_.size();
-    }
-
 private:
     struct timer_node {
         clock::time_point due;
@@ -199,7 +194,7 @@ private:
     }
 
     fire_fn fire_;
-    mutable std::mutex mutex_;
+    std::mutex mutex_;
     std::condition_variable cv_;
     std::vector<timer_node*> heap_;
     std::unordered_map<std::uint64_t, timer_node*> by_id_;
