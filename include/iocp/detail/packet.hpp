@@ -6,13 +6,9 @@
 #include <system_error>
 
 #include "../overlapped.hpp"
+#include "time.hpp"
 
-namespace iocp {
-
-/// Waits without a time limit (Win32's INFINITE).
-inline constexpr std::chrono::milliseconds infinite = std::chrono::milliseconds::max();
-
-namespace detail {
+namespace iocp::detail {
 
 // One dequeued packet, untyped; port<Key> hands out the typed `iocp::packet<Key>`.
 struct raw_packet {
@@ -42,5 +38,4 @@ struct packet_sink {
     }
 };
 
-} // namespace detail
-} // namespace iocp
+} // namespace iocp::detail

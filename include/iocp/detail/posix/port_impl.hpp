@@ -25,6 +25,7 @@
 
 #include "../../config.hpp"
 #include "../../error.hpp"
+#include "../fault_injection.hpp"
 #include "../packet.hpp"
 #include "../per_thread.hpp"
 
@@ -312,6 +313,8 @@ public:
                          std::error_code result) const noexcept {
         if (!state_)
             return make_error_code(errc::closed);
+        if (fault_injection::fail_port_post())
+            return std::make_error_code(std::errc::not_enough_memory);
         return state_->post(raw_packet{ov, key, bytes, result});
     }
 

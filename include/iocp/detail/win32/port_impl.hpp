@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "../../error.hpp"
+#include "../fault_injection.hpp"
 #include "../packet.hpp"
 #include "windows.hpp"
 
@@ -123,6 +124,8 @@ public:
         HANDLE port = handle();
         if (port == nullptr)
             return make_error_code(errc::closed);
+        if (fault_injection::fail_port_post())
+            return {ERROR_NO_SYSTEM_RESOURCES, std::system_category()};
         if (ov != nullptr)
             ov->Internal = encode_posted(result);
         if (!::PostQueuedCompletionStatus(port, static_cast<DWORD>(bytes),
