@@ -5,6 +5,13 @@
 //       waiter)
 //   W3  100,000 submit() with futures, then get() them all
 //   W4  two producers, 1,000,000 tasks each
+//   W5  burst start: an idle pool receives one task per worker, and each task waits until all
+//       have started; p50 / p99 time from the first post until the last task started. A pool
+//       that hands a whole burst to one worker serialises it: its tasks then give up waiting
+//       after 50 ms, and the sample says so (the "serialised" counter).
+//
+// IOCP_BENCH_NOISY=1 in the environment adds a noisy neighbour: one CPU-bound thread per core
+// runs beside every workload, as on a user's machine that is never idle.
 //
 // Every peer runs the same task body: count down a shared latch (the last one wakes the
 // producer). Run: build/release/bench/thread_pool_bench (see bench/README.md).
@@ -15,6 +22,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <future>
 #include <memory>
@@ -346,6 +354,83 @@ void BM_W3_submit_futures(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations() * w3_tasks);
 }
 
+// --- W5: burst start latency -----------------------------------------------------------------
+
+template <class Peer>
+void BM_W5_burst_start(benchmark::State& state) {
+    using clock = std::chrono::steady_clock;
+    Peer& peer = peer_instance<Peer>();
+    // How long a task waits for the rest of its burst before it gives up (a serialising pool
+    // would otherwise never finish the benchmark).
+    constexpr auto give_up = std::chrono::milliseconds(50);
+    std::vector<double> samples;
+    samples.reserve(static_cast<std::size_t>(state.max_iterations));
+    std::int64_t serialised = 0;
+    for (auto _ : state) {
+        // Let every worker go idle (past any spin) first: the burst must find them asleep.
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        std::atomic<std::size_t> started{0};
+        std::atomic<std::size_t> finished{0};
+        std::atomic<bool> all_started{false};
+        std::atomic<clock::rep> last_start{0};
+        const auto t0 = clock::now();
+        for (std::size_t i = 0; i < workers; ++i)
+            peer.post([&] {
+                if (started.fetch_add(1, std::memory_order_acq_rel) + 1 == workers) {
+                    last_start.store(clock::now().time_since_epoch().count());
+                    all_started.store(true, std::memory_order_release);
+                }
+                const auto deadline = clock::now() + give_up;
+                while (!all_started.load(std::memory_order_acquire) && clock::now() < deadline) {
+                }
+                finished.fetch_add(1, std::memory_order_acq_rel);
+            });
+        while (finished.load(std::memory_order_acquire) != workers)
+            std::this_thread::yield();
+        const clock::time_point t1{clock::duration(last_start.load())};
+        samples.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+        if (t1 - t0 >= give_up)
+            ++serialised;
+    }
+    std::sort(samples.begin(), samples.end());
+    auto at = [&](double q) { return samples[static_cast<std::size_t>(q * (samples.size() - 1))]; };
+    state.counters["p50_us"] = at(0.50);
+    state.counters["p99_us"] = at(0.99);
+    state.counters["serialised"] = static_cast<double>(serialised);
+}
+
+// --- noisy neighbour ---------------------------------------------------------------------------
+
+// With IOCP_BENCH_NOISY=1: one CPU-bound thread per core for the whole run, at normal priority.
+class noisy_neighbour {
+public:
+    noisy_neighbour() {
+        const char* v = std::getenv("IOCP_BENCH_NOISY");
+        if (v == nullptr || *v == '\0' || *v == '0')
+            return;
+        const unsigned n = (std::max)(1u, std::thread::hardware_concurrency());
+        for (unsigned i = 0; i < n; ++i)
+            threads_.emplace_back([this] {
+                std::uint64_t x = 0;
+                while (!stop_.load(std::memory_order_relaxed))
+                    benchmark::DoNotOptimize(x += x * 31 + 7);
+            });
+    }
+    ~noisy_neighbour() {
+        stop_.store(true);
+        for (auto& t : threads_)
+            t.join();
+    }
+    noisy_neighbour(const noisy_neighbour&) = delete;
+    noisy_neighbour& operator=(const noisy_neighbour&) = delete;
+
+private:
+    std::atomic<bool> stop_{false};
+    std::vector<std::thread> threads_;
+};
+
+const noisy_neighbour neighbour;
+
 // --- the raw port: post/get with no pool around it ---------------------------------------------
 
 void BM_W1_raw_port(benchmark::State& state) {
@@ -406,7 +491,12 @@ void BM_W1_raw_port(benchmark::State& state) {
         ->Iterations(1)                                                                            \
         ->Repetitions(5)                                                                           \
         ->UseRealTime()                                                                            \
-        ->Unit(benchmark::kMillisecond)
+        ->Unit(benchmark::kMillisecond);                                                           \
+    BENCHMARK_TEMPLATE(BM_W5_burst_start, Peer)                                                    \
+        ->Name("BM_thread_pool_W5_burst_start/" label)                                             \
+        ->Iterations(200)                                                                          \
+        ->Repetitions(3)                                                                           \
+        ->UseRealTime()
 
 IOCP_BENCH_PEER(iocp_peer, "iocp");
 IOCP_BENCH_PEER(iocp_no_spin_peer, "iocp_spin_0us");
