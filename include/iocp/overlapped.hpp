@@ -24,16 +24,21 @@ using overlapped = ::OVERLAPPED;
 #else
 /// Mirrors Win32's `OVERLAPPED` (without its anonymous union, which is not standard C++:
 /// `Offset`/`OffsetHigh` are the file position, as on Windows).
+///
+/// Trivial, as `OVERLAPPED` is: `iocp::overlapped ov;` leaves the fields indeterminate, so
+/// zero it as on Windows (`iocp::overlapped ov{};`, or `memset(&ov, 0, sizeof ov)`, which
+/// compiles warning-free because the type is trivial). `iocp::operation` zeroes its own.
 struct overlapped {
-    std::uintptr_t Internal = 0;     ///< status of the operation (set by the backend)
-    std::uintptr_t InternalHigh = 0; ///< bytes transferred (set by the backend)
-    std::uint32_t Offset = 0;        ///< low 32 bits of the file position
-    std::uint32_t OffsetHigh = 0;    ///< high 32 bits of the file position
-    void* hEvent = nullptr;          ///< unused by the POSIX backend
+    std::uintptr_t Internal;     ///< status of the operation (set by the backend)
+    std::uintptr_t InternalHigh; ///< bytes transferred (set by the backend)
+    std::uint32_t Offset;        ///< low 32 bits of the file position
+    std::uint32_t OffsetHigh;    ///< high 32 bits of the file position
+    void* hEvent;                ///< unused by the POSIX backend
 };
 #endif
 
-static_assert(std::is_standard_layout_v<overlapped>);
+// Code written the Win32 way (memset, memcpy, aggregate zeroing) must behave alike on both.
+static_assert(std::is_trivial_v<overlapped>, "iocp::overlapped must be trivial, as OVERLAPPED is");
 static_assert(sizeof(overlapped) == 2 * sizeof(void*) + 8 + sizeof(void*),
               "iocp::overlapped must have OVERLAPPED's size");
 static_assert(offsetof(overlapped, Offset) == 2 * sizeof(void*));

@@ -3,14 +3,17 @@
 // variable per waiting thread.
 //
 //  - Packets are FIFO (a growable ring, so steady-state posting allocates nothing).
-//  - Waiters are released LIFO (a stack of waiter records living on the waiters' own stacks):
-//    the most recently blocked thread is the one whose cache is still warm.
+//  - Waiters are released LIFO (a stack of waiter records, each living in its thread's
+//    per-thread binding): the most recently blocked thread is the one whose cache is warm.
 //  - At most `concurrency` threads are "active" at once. As on Windows, a thread becomes
 //    active when it dequeues a packet and stops being active when it next calls get (or
 //    get_many) or exits. A thread blocked inside a handler (on a mutex, say) still counts as
 //    active: unlike the kernel, we cannot see that. A thread is bound to one port at a time:
 //    calling get on a second port releases its active slot on the first.
 //  - close() wakes every waiter with errc::closed; later calls report errc::closed.
+//  - Nothing a caller hands in as an OVERLAPPED or a key is read or written, except the two
+//    fields post_failure documents (written as the Win32 backend writes them, so that a
+//    program tested here behaves the same there).
 
 #include <algorithm>
 #include <chrono>
@@ -78,15 +81,38 @@ private:
 
 class port_state;
 
+// A thread blocked in get: pushed on its port's LIFO stack; whoever releases it hands it its
+// packets and counts it active on its behalf. It lives in the thread's binding, not on the
+// stack of get: the record outlives every wait (so a pointer to it in the port can never
+// dangle, and compilers see no local address escaping), and one thread waits in at most one
+// get at a time, so one record per thread suffices.
+struct waiter_record {
+    std::condition_variable cv; // reused by every wait: one per wait allocates on winpthreads
+    packet_sink out{};
+    std::size_t capacity = 0;
+    std::size_t count = 0; // packets handed over by the releaser
+    waiter_record* next = nullptr;
+    bool released = false;
+    bool closed = false;
+
+    // Prepares the record for a new wait (lock of the port held).
+    void arm(packet_sink o, std::size_t c) noexcept {
+        out = o;
+        capacity = c;
+        count = 0;
+        next = nullptr;
+        released = false;
+        closed = false;
+    }
+};
+
 // Which port the calling thread is bound to and whether it holds one of that port's active
 // slots. The shared_ptr keeps the state alive until the thread lets go of it, so a thread may
 // outlive the port object it last dequeued from.
 struct thread_binding {
     std::shared_ptr<port_state> port;
     bool active = false;
-    // Reused by every wait of this thread: constructing one per wait allocates on some
-    // platforms (winpthreads).
-    std::condition_variable cv;
+    waiter_record waiter;
     inline ~thread_binding();
 };
 
@@ -109,6 +135,8 @@ public:
         return {};
     }
 
+    // `capacity` is at least 1; `timeout` as wait_timeout makes it (0 polls, `infinite` waits
+    // without a limit, anything else is at most max_finite_wait).
     std::size_t get(packet_sink out, std::size_t capacity, std::chrono::milliseconds timeout,
                     std::error_code& ec) noexcept {
         thread_binding& self = this_thread_binding();
@@ -136,16 +164,23 @@ public:
             return 0;
         }
 
-        // Block: push a waiter record on the LIFO stack. Whoever releases it hands it its
-        // packets and counts it active on its behalf.
-        waiter w{self.cv, out, capacity};
+        // Block: push this thread's waiter record on the LIFO stack.
+        waiter_record& w = self.waiter;
+        w.arm(out, capacity);
         w.next = waiters_;
         waiters_ = &w;
         auto released = [&w] { return w.released; };
-        if (timeout == infinite)
+        if (timeout == infinite) {
             w.cv.wait(lock, released);
-        else if (!w.cv.wait_for(lock, timeout, released))
-            unlink(&w); // timed out, and nobody released it (checked under the lock)
+        } else {
+            // A deadline, not wait_for: spurious wake-ups must not restart the full timeout.
+            // max_finite_wait (49.7 days) cannot overflow steady_clock, and deadline_after
+            // saturates anyway.
+            const auto deadline = deadline_after<std::chrono::steady_clock>(
+                std::chrono::steady_clock::now(), timeout);
+            if (!w.cv.wait_until(lock, deadline, released))
+                unlink(&w); // timed out, and nobody released it (checked under the lock)
+        }
 
         if (!w.released) {
             ec = make_error_code(errc::timed_out);
@@ -163,9 +198,10 @@ public:
     void close() noexcept {
         std::lock_guard lock(mutex_);
         closed_ = true;
-        // TRICKY: notify while holding the lock. A waiter record lives on its thread's stack;
-        // once the lock is released the waiter may return and the record is gone.
-        while (waiter* w = waiters_) {
+        // TRICKY: notify while holding the lock. Once the lock is released the waiter may
+        // return and its thread exit, destroying its binding and with it the condition
+        // variable we would notify.
+        while (waiter_record* w = waiters_) {
             waiters_ = w->next;
             w->released = true;
             w->closed = true;
@@ -182,7 +218,7 @@ public:
     std::size_t waiting() const noexcept {
         std::lock_guard lock(mutex_);
         std::size_t n = 0;
-        for (const waiter* w = waiters_; w != nullptr; w = w->next)
+        for (const waiter_record* w = waiters_; w != nullptr; w = w->next)
             ++n;
         return n;
     }
@@ -197,18 +233,6 @@ public:
     }
 
 private:
-    struct waiter {
-        waiter(std::condition_variable& v, packet_sink o, std::size_t c) noexcept
-            : cv(v), out(o), capacity(c) {}
-        std::condition_variable& cv; // the waiting thread's own (see thread_binding)
-        packet_sink out;
-        std::size_t capacity;
-        std::size_t count = 0;
-        waiter* next = nullptr;
-        bool released = false;
-        bool closed = false;
-    };
-
     void rebind(thread_binding& self) noexcept {
         if (self.port) {
             auto old = std::move(self.port);
@@ -218,7 +242,7 @@ private:
     }
 
     std::size_t take(packet_sink out, std::size_t capacity) noexcept {
-        std::size_t n = (std::min)(capacity, queue_.size());
+        std::size_t n = (std::min)((std::min)(capacity, max_dequeue_batch), queue_.size());
         for (std::size_t i = 0; i < n; ++i)
             out.put(i, queue_.pop());
         return n;
@@ -227,7 +251,7 @@ private:
     // Hand queued packets to the most recent waiters while active slots remain. Lock held.
     void release_waiters() noexcept {
         while (waiters_ != nullptr && !queue_.empty() && active_ < concurrency_) {
-            waiter* w = waiters_;
+            waiter_record* w = waiters_;
             waiters_ = w->next;
             w->count = take(w->out, w->capacity);
             w->released = true;
@@ -236,8 +260,8 @@ private:
         }
     }
 
-    void unlink(waiter* w) noexcept {
-        for (waiter** p = &waiters_; *p != nullptr; p = &(*p)->next) {
+    void unlink(waiter_record* w) noexcept {
+        for (waiter_record** p = &waiters_; *p != nullptr; p = &(*p)->next) {
             if (*p == w) {
                 *p = w->next;
                 return;
@@ -247,8 +271,8 @@ private:
 
     mutable std::mutex mutex_;
     packet_ring queue_;
-    waiter* waiters_ = nullptr; // top of the LIFO stack
-    unsigned active_ = 0;       // threads between a dequeue and their next get
+    waiter_record* waiters_ = nullptr; // top of the LIFO stack
+    unsigned active_ = 0;              // threads between a dequeue and their next get
     const unsigned concurrency_;
     bool closed_ = false;
 };
@@ -263,9 +287,20 @@ class port_impl {
 public:
     using native_handle_type = port_state*;
     using io_handle_type = ::iocp::native_handle_type;
+#if IOCP_WINDOWS
+    // A Winsock SOCKET is a kernel handle; associate takes it as one.
+    using socket_type = SOCKET;
+    static io_handle_type socket_as_handle(socket_type s) noexcept {
+        return reinterpret_cast<io_handle_type>(s);
+    }
+#else
+    using socket_type = int; // a socket is a descriptor like any other
+    static io_handle_type socket_as_handle(socket_type s) noexcept { return s; }
+#endif
 
     port_impl() noexcept = default;
 
+    // `concurrency`: 0 = the number of processors; at most max_port_concurrency (port clamps).
     port_impl(unsigned concurrency, std::error_code& ec) noexcept {
         if (concurrency == 0)
             concurrency = (std::max)(1u, std::thread::hardware_concurrency());
@@ -309,22 +344,29 @@ public:
 #endif
     }
 
-    std::error_code post(overlapped* ov, void* key, std::size_t bytes,
-                         std::error_code result) const noexcept {
-        if (!state_)
-            return make_error_code(errc::closed);
-        if (fault_injection::fail_port_post())
-            return std::make_error_code(std::errc::not_enough_memory);
-        return state_->post(raw_packet{ov, key, bytes, result});
+    // Queues {ov, key, bytes} as it is: neither `ov` nor `key` is dereferenced.
+    std::error_code post(overlapped* ov, void* key, std::size_t bytes) const noexcept {
+        return post_packet(raw_packet{ov, key, bytes, {}});
     }
 
+    // Queues a packet that completes `ov` (not null, not in flight) with `failure`.
+    std::error_code post_failure(overlapped* ov, void* key,
+                                 const std::error_code& failure) const noexcept {
+        if (!state_)
+            return make_error_code(errc::closed);
+        stamp_posted_failure(*ov, key, failure.category());
+        return post_packet(raw_packet{ov, key, 0, failure});
+    }
+
+    // Dequeues up to min(capacity, max_dequeue_batch) packets (capacity >= 1). Any timeout
+    // is taken: it is normalised by wait_timeout here too.
     std::size_t get(packet_sink out, std::size_t capacity, std::chrono::milliseconds timeout,
                     std::error_code& ec) const noexcept {
         if (!state_) {
             ec = make_error_code(errc::closed);
             return 0;
         }
-        return state_->get(out, capacity, timeout, ec);
+        return state_->get(out, capacity, wait_timeout(timeout), ec);
     }
 
     // TRICKY: close() may run while other threads wait in get() on this object, so it only
@@ -336,6 +378,14 @@ public:
     }
 
 private:
+    std::error_code post_packet(const raw_packet& p) const noexcept {
+        if (!state_)
+            return make_error_code(errc::closed);
+        if (fault_injection::fail_port_post())
+            return std::make_error_code(std::errc::not_enough_memory);
+        return state_->post(p);
+    }
+
     std::shared_ptr<port_state> state_;
 };
 

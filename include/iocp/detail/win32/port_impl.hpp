@@ -20,29 +20,22 @@ inline std::error_code last_error() noexcept {
     return {static_cast<int>(::GetLastError()), std::system_category()};
 }
 
+// A wait's timeout for the kernel: wait_timeout's 0 (poll), its finite values (at most
+// max_finite_wait, which is below INFINITE), or INFINITE.
 inline DWORD to_wait_ms(std::chrono::milliseconds timeout) noexcept {
-    if (timeout.count() <= 0)
-        return 0;
-    if (timeout == infinite || timeout.count() >= static_cast<std::int64_t>(INFINITE))
+    const std::chrono::milliseconds t = wait_timeout(timeout);
+    if (t == infinite)
         return INFINITE;
-    return static_cast<DWORD>(timeout.count());
+    return static_cast<DWORD>(t.count());
 }
 
-// A packet we post carries its result in OVERLAPPED::Internal, where the kernel keeps an
-// NTSTATUS for real I/O, so that get and get_many read both kinds the same way. A posted
-// failure is an NTSTATUS with the "customer" bit set (the kernel never produces those): the
-// facility says which category the low 16 bits belong to.
-inline constexpr std::uintptr_t posted_error_mask = 0xE0000000u; // severity error + customer
-inline constexpr std::uintptr_t facility_system = 1;
-inline constexpr std::uintptr_t facility_iocp = 2;
+// The completion key of every packet post_failure queues (see stamp_posted_failure). An inline
+// variable has one address in the program, and no user holds a pointer to it, so no user
+// packet carries this key.
+inline constexpr unsigned char posted_failure_tag = 0;
 
-inline std::uintptr_t encode_posted(const std::error_code& result) noexcept {
-    if (!result)
-        return 0; // STATUS_SUCCESS
-    std::uintptr_t facility =
-        result.category() == ::iocp::category() ? facility_iocp : facility_system;
-    return posted_error_mask | (facility << 16) |
-           (static_cast<std::uintptr_t>(result.value()) & 0xFFFFu);
+inline ULONG_PTR posted_failure_key() noexcept {
+    return reinterpret_cast<ULONG_PTR>(&posted_failure_tag);
 }
 
 using rtl_nt_status_to_dos_error_fn = ULONG(WINAPI*)(LONG);
@@ -54,19 +47,25 @@ inline ULONG nt_status_to_win32(LONG status) noexcept {
     return fn != nullptr ? fn(status) : ERROR_MR_MID_NOT_FOUND;
 }
 
-// The result stored in a dequeued OVERLAPPED: a posted code, or the kernel's NTSTATUS.
-inline std::error_code decode_status(std::uintptr_t internal) noexcept {
-    auto status = static_cast<std::uint32_t>(internal);
-    if ((status & posted_error_mask) == posted_error_mask) {
-        int value = static_cast<int>(status & 0xFFFFu);
-        if (((status >> 16) & 0xFFFu) == facility_iocp)
-            return {value, ::iocp::category()};
-        return {value, std::system_category()};
-    }
-    if (static_cast<std::int32_t>(status) >= 0)
-        return {}; // NT_SUCCESS (success and informational statuses)
-    return {static_cast<int>(nt_status_to_win32(static_cast<LONG>(status))),
-            std::system_category()};
+// An I/O's result from the NTSTATUS the kernel reports for it (OVERLAPPED_ENTRY::Internal, the
+// IO_STATUS_BLOCK status that NtRemoveIoCompletionEx fills, on Windows and on Wine).
+inline std::error_code status_error(ULONG_PTR internal) noexcept {
+    const auto status = static_cast<LONG>(static_cast<std::uint32_t>(internal));
+    if (status >= 0)
+        return {}; // NT_SUCCESS: success and informational statuses (a post is STATUS_SUCCESS)
+    return {static_cast<int>(nt_status_to_win32(status)), std::system_category()};
+}
+
+// A dequeued packet, with the result of one that post_failure queued unpacked from where
+// post_failure put it (only those packets' OVERLAPPEDs are read: the library wrote them).
+inline raw_packet unpack(OVERLAPPED* ov, ULONG_PTR key, DWORD bytes,
+                         std::error_code error) noexcept {
+    if (key != posted_failure_key() || ov == nullptr)
+        return raw_packet{ov, reinterpret_cast<void*>(key), bytes, error};
+    const auto* category = reinterpret_cast<const std::error_category*>(ov->Internal);
+    // The value travelled as the byte count: C++20 converts it back to int modulo 2^32.
+    const auto value = static_cast<int>(static_cast<std::uint32_t>(bytes));
+    return raw_packet{ov, reinterpret_cast<void*>(ov->InternalHigh), 0, {value, *category}};
 }
 
 // Outcome of a failed wait that dequeued nothing.
@@ -82,9 +81,15 @@ class port_impl {
 public:
     using native_handle_type = HANDLE;
     using io_handle_type = HANDLE;
+    // A Winsock SOCKET is a kernel handle; associate takes it as one.
+    using socket_type = SOCKET;
+    static io_handle_type socket_as_handle(socket_type s) noexcept {
+        return reinterpret_cast<io_handle_type>(s);
+    }
 
     port_impl() noexcept = default;
 
+    // `concurrency`: 0 = the number of processors (the kernel's own default).
     port_impl(unsigned concurrency, std::error_code& ec) noexcept {
         HANDLE h = ::CreateIoCompletionPort(INVALID_HANDLE_VALUE, nullptr, 0, concurrency);
         if (h == nullptr) {
@@ -119,19 +124,21 @@ public:
         return {};
     }
 
-    std::error_code post(overlapped* ov, void* key, std::size_t bytes,
-                         std::error_code result) const noexcept {
-        HANDLE port = handle();
-        if (port == nullptr)
+    // Queues {ov, key, bytes} as it is: neither `ov` nor `key` is dereferenced (seed-style
+    // sentinels such as (OVERLAPPED*)-1 are fine). `bytes` <= max_packet_bytes (port checks).
+    std::error_code post(overlapped* ov, void* key, std::size_t bytes) const noexcept {
+        return post_packet(static_cast<DWORD>(bytes), reinterpret_cast<ULONG_PTR>(key), ov);
+    }
+
+    // Queues a packet that completes `ov` (not null, not in flight) with `failure`, category
+    // and value exactly (see stamp_posted_failure for the fields it writes).
+    std::error_code post_failure(overlapped* ov, void* key,
+                                 const std::error_code& failure) const noexcept {
+        if (handle() == nullptr)
             return make_error_code(errc::closed);
-        if (fault_injection::fail_port_post())
-            return {ERROR_NO_SYSTEM_RESOURCES, std::system_category()};
-        if (ov != nullptr)
-            ov->Internal = encode_posted(result);
-        if (!::PostQueuedCompletionStatus(port, static_cast<DWORD>(bytes),
-                                          reinterpret_cast<ULONG_PTR>(key), ov))
-            return last_error();
-        return {};
+        stamp_posted_failure(*ov, key, failure.category());
+        return post_packet(static_cast<DWORD>(static_cast<std::uint32_t>(failure.value())),
+                           posted_failure_key(), ov);
     }
 
     std::size_t get(packet_sink out, std::size_t capacity, std::chrono::milliseconds timeout,
@@ -162,6 +169,17 @@ public:
     }
 
 private:
+    std::error_code post_packet(DWORD bytes, ULONG_PTR key, OVERLAPPED* ov) const noexcept {
+        HANDLE port = handle();
+        if (port == nullptr)
+            return make_error_code(errc::closed);
+        if (fault_injection::fail_port_post())
+            return {ERROR_NO_SYSTEM_RESOURCES, std::system_category()};
+        if (!::PostQueuedCompletionStatus(port, bytes, key, ov))
+            return last_error();
+        return {};
+    }
+
     HANDLE handle() const noexcept { return handle_.load(std::memory_order_acquire); }
     HANDLE take() noexcept { return handle_.exchange(nullptr, std::memory_order_acq_rel); }
 
@@ -171,17 +189,17 @@ private:
         ULONG_PTR key = 0;
         OVERLAPPED* ov = nullptr;
         BOOL ok = ::GetQueuedCompletionStatus(port, &bytes, &key, &ov, to_wait_ms(timeout));
-        DWORD error = ok ? 0 : ::GetLastError();
+        DWORD last = ok ? 0 : ::GetLastError();
         if (ov == nullptr && !ok) {
-            ec = wait_error(error); // nothing dequeued: timeout, closed, or a bad port
+            ec = wait_error(last); // nothing dequeued: timeout, closed, or a bad port
             return 0;
         }
-        // Dequeued. FALSE with an OVERLAPPED is that I/O's failure, not the port's.
-        raw_packet p{ov, reinterpret_cast<void*>(key), bytes, {}};
+        // Dequeued. FALSE with an OVERLAPPED is that I/O's failure, not the port's; TRUE is
+        // success (the OVERLAPPED is not read: a posted one may be anything).
+        std::error_code error;
         if (!ok)
-            p.error.assign(static_cast<int>(error), std::system_category());
-        else if (ov != nullptr)
-            p.error = decode_status(ov->Internal);
+            error.assign(static_cast<int>(last), std::system_category());
+        raw_packet p = unpack(ov, key, bytes, error);
         out.put(0, p);
         ec.clear();
         return 1;
@@ -189,9 +207,8 @@ private:
 
     static std::size_t get_batch(HANDLE port, packet_sink out, std::size_t capacity,
                                  std::chrono::milliseconds timeout, std::error_code& ec) noexcept {
-        // 64 entries per call bounds the stack use; callers that want more call again.
-        OVERLAPPED_ENTRY entries[64];
-        ULONG n = static_cast<ULONG>((std::min)(capacity, std::size(entries)));
+        OVERLAPPED_ENTRY entries[max_dequeue_batch];
+        ULONG n = static_cast<ULONG>((std::min)(capacity, max_dequeue_batch));
         ULONG removed = 0;
         if (!::GetQueuedCompletionStatusEx(port, entries, n, &removed, to_wait_ms(timeout),
                                            FALSE)) {
@@ -200,11 +217,11 @@ private:
             return 0;
         }
         for (ULONG i = 0; i < removed; ++i) {
-            OVERLAPPED* ov = entries[i].lpOverlapped;
-            // Each entry's own status lives in its OVERLAPPED, as an NTSTATUS.
-            out.put(i, raw_packet{ov, reinterpret_cast<void*>(entries[i].lpCompletionKey),
-                                  entries[i].dwNumberOfBytesTransferred,
-                                  ov != nullptr ? decode_status(ov->Internal) : std::error_code{}});
+            const OVERLAPPED_ENTRY& e = entries[i];
+            // Each entry's status is the NTSTATUS in the entry itself, never in its OVERLAPPED
+            // (which a poster may have given as any value at all).
+            out.put(i, unpack(e.lpOverlapped, e.lpCompletionKey, e.dwNumberOfBytesTransferred,
+                              status_error(e.Internal)));
         }
         ec.clear();
         return removed;
