@@ -624,7 +624,7 @@ TEST(thread_pool_test, packets_left_in_the_port_are_destroyed_at_shutdown) {
         iocp::thread_pool pool(1);
         std::atomic<bool> release{false};
         pool.post([&] { spin_until(release); });
-        pool.get_port().post(&stray, nullptr, 0);
+        pool.post_completion(&stray, {});
         std::thread stopper([&] { pool.stop(); });
         std::this_thread::sleep_for(10ms);
         release = true;

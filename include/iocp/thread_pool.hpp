@@ -24,6 +24,12 @@
 /// from `submit` then reports `std::future_errc::broken_promise`). Either way, every item
 /// posted runs or is abandoned exactly once, and posts that race shutdown are refused with
 /// `errc::closed`, never dropped.
+///
+/// A failed port post (PostQueuedCompletionStatus fails when the kernel is out of non-paged
+/// pool) never blocks a caller and never loses anything: a lost wake-up is made up by idle
+/// workers, which look for work at least every `thread_pool::idle_recheck`; a completion that
+/// cannot be posted goes to a locked backlog that the workers drain; a sentinel that cannot be
+/// posted is replaced by the same periodic look, which sees that the pool is stopping.
 
 #include <atomic>
 #include <chrono>
@@ -46,6 +52,7 @@
 
 #include "config.hpp"
 #include "detail/thread_name.hpp"
+#include "detail/time.hpp"
 #include "detail/timer_queue.hpp"
 #include "detail/work_item.hpp"
 #include "detail/work_queue.hpp"
@@ -55,20 +62,38 @@
 
 namespace iocp {
 
-/// Construction options of a `thread_pool`.
+/// Construction options of a `thread_pool`. Every field has a documented range: values outside
+/// it are clamped to it, except `threads`, which is refused above `max_threads`
+/// (`std::errc::invalid_argument`: a silently smaller pool would be a surprise).
 struct thread_pool_options {
-    /// Worker threads; 0 means one per processor.
+    /// The most worker threads a pool accepts.
+    static constexpr std::size_t max_threads = 4096;
+    /// The largest dequeue batch (GetQueuedCompletionStatusEx takes at most 64 per call).
+    static constexpr std::size_t max_batch = 64;
+    /// Ring sizes: `queue_capacity` is clamped to [min, max], then rounded up to a power of two.
+    static constexpr std::size_t min_queue_capacity = detail::work_queue::min_capacity;
+    /// See `min_queue_capacity` (2^20 slots, 16 MiB).
+    static constexpr std::size_t max_queue_capacity = detail::work_queue::max_capacity;
+    /// The longest spin (`spin` is clamped to [0, max_spin]).
+    static constexpr std::chrono::microseconds max_spin = std::chrono::seconds(1);
+
+    /// Worker threads, 1 .. `max_threads`; 0 means one per processor. More than `max_threads`
+    /// is refused with `std::errc::invalid_argument`.
     std::size_t threads = 0;
-    /// The completion port's concurrency limit; 0 means `threads`.
+    /// The completion port's concurrency limit, clamped to [1, threads]; 0 means `threads`.
     unsigned concurrency = 0;
-    /// Work items (and port packets) a worker takes per dequeue. Larger batches cost fewer
-    /// lock round trips; smaller ones spread short bursts over more workers.
+    /// At most this many work items (and port packets) a worker takes per dequeue, clamped to
+    /// [1, max_batch]. A worker takes no more than its fair share of what is queued
+    /// (queued / threads, rounded up), so larger batches cost fewer lock round trips under load
+    /// without holding back items that idle workers could run.
     std::size_t batch = 16;
-    /// Slots of the lock-free work ring (rounded up to a power of two; 16 bytes each). When it
-    /// is full, posts go to a slower locked overflow list: nothing is refused for lack of room.
+    /// Slots of the lock-free work ring (16 bytes each), clamped to
+    /// [min_queue_capacity, max_queue_capacity] and rounded up to a power of two. When it is
+    /// full, posts go to a slower locked overflow list: nothing is refused for lack of room.
     std::size_t queue_capacity = 16384;
-    /// How long an idle worker keeps looking for work before it sleeps on the port. Bounded on
-    /// purpose: on a machine with few cores a spinning worker competes with the producer.
+    /// How long an idle worker keeps looking for work before it sleeps on the port, clamped to
+    /// [0, max_spin] (0 or negative: no spin). Bounded on purpose: on a machine with few cores
+    /// a spinning worker competes with the producer.
     std::chrono::microseconds spin = std::chrono::microseconds(50);
     /// Workers are named "<thread_name>-<index>" (empty: left unnamed).
     std::string thread_name = "iocp-worker";
@@ -76,8 +101,9 @@ struct thread_pool_options {
     std::function<void(std::size_t)> on_thread_start;
     /// Called on each worker, with its index, after its last item (see on_thread_start).
     std::function<void(std::size_t)> on_thread_stop;
-    /// Receives exceptions thrown by posted callables (and by the hooks above). The worker
-    /// lives on. Default: print the exception to stderr. It must not throw.
+    /// Receives exceptions thrown by posted callables, by the destructors of abandoned ones,
+    /// and by the hooks above. The worker lives on. Default: print the exception to stderr.
+    /// It must not throw.
     std::function<void(std::exception_ptr)> exception_handler;
 };
 
@@ -89,6 +115,9 @@ struct thread_pool_stats {
     std::uint64_t wakeups = 0;    ///< packets posted to wake a sleeping worker
     std::uint64_t sleeps = 0;     ///< blocking waits of an idle worker on the port
     std::uint64_t port_polls = 0; ///< non-blocking looks at the port by busy workers
+    /// Idle workers that found work on their periodic look (`thread_pool::idle_recheck`)
+    /// without a wake-up: each is a wake-up whose post failed, made up late. 0 normally.
+    std::uint64_t recoveries = 0;
 };
 
 /// Intrusive registration of an object that owns pending I/O on a pool (a socket, a file):
@@ -108,25 +137,38 @@ struct io_object_hook {
 /// would wait for themselves), and the destructor must not race other calls.
 class thread_pool {
 public:
+    /// The clock of `post_at` and `post_after`.
+    using clock = std::chrono::steady_clock;
+
+    /// Periodic look of an idle worker for work that no wake-up announced (a wake-up whose
+    /// post failed) and for the shutdown of the pool (a sentinel whose post failed). Asio's
+    /// GetQueuedCompletionStatus loop uses the same 500 ms.
+    static constexpr std::chrono::milliseconds idle_recheck{500};
+
     /// Starts `threads` workers (0 = one per processor).
-    /// @throws std::system_error if the port or a thread cannot be created.
+    /// @throws std::system_error if the port or a thread cannot be created, or
+    /// (`std::errc::invalid_argument`) if `threads` exceeds `thread_pool_options::max_threads`.
     explicit thread_pool(std::size_t threads = 0) : thread_pool(make_options(threads)) {}
 
-    /// Starts a pool with the given options.
-    /// @throws std::system_error if the port or a thread cannot be created.
+    /// Starts a pool with the given options (see `thread_pool_options` for their ranges).
+    /// @throws std::system_error if the port or a thread cannot be created, or
+    /// (`std::errc::invalid_argument`) for an option it refuses; `std::bad_alloc`. Whatever it
+    /// throws, the workers it had started are stopped and joined first.
     explicit thread_pool(thread_pool_options options)
         : options_(normalise(std::move(options))), port_(options_.concurrency),
-          sentinels_(std::make_unique<signal_op[]>(options_.threads)),
+          sentinels_(std::make_unique<sentinel[]>(options_.threads)),
           queue_(options_.queue_capacity),
           finished_(std::make_unique<finished_counter[]>(options_.threads + 1)),
-          timers_([this](detail::work_item* item) {
-              return enqueue(item, true) == std::error_code{};
-          }) {
-        workers_.reserve(options_.threads);
+          timers_(
+              [this](detail::work_item* item) { return enqueue(item, true) == std::error_code{}; },
+              [this](std::exception_ptr e) { handle_exception(std::move(e)); }) {
         try {
+            workers_.reserve(options_.threads);
             for (std::size_t i = 0; i < options_.threads; ++i)
                 workers_.emplace_back([this, i] { worker_main(i); });
-        } catch (const std::system_error&) {
+        } catch (...) {
+            // Any exception (std::system_error, std::bad_alloc from the thread's state, ...):
+            // stop the workers already running, or ~thread of a joinable thread terminates.
             shutdown(false);
             throw;
         }
@@ -189,7 +231,7 @@ public:
         }
         ec = enqueue(item, false);
         if (ec)
-            detail::abandon_work_item(item);
+            abandon(item);
     }
     /// As above. @throws std::system_error
     template <class F>
@@ -201,78 +243,188 @@ public:
 
     /// Queues `f` and returns a future for its result or its exception. If the pool abandons
     /// it (`stop()`), the future reports `std::future_errc::broken_promise`.
-    /// @throws std::system_error as `post` does.
+    /// Errors: as `post`, plus `std::errc::not_enough_memory`; a refused `f` returns an invalid
+    /// future (`valid() == false`) and is destroyed, never run.
+    template <class F, class R = std::invoke_result_t<std::decay_t<F>&>>
+    std::future<R> submit(F&& f, std::error_code& ec) noexcept {
+        if (is_null(f)) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return {};
+        }
+        try {
+            std::promise<R> promise;
+            std::future<R> future = promise.get_future();
+            post(
+                [promise = std::move(promise), fn = std::forward<F>(f)]() mutable {
+                    try {
+                        if constexpr (std::is_void_v<R>) {
+                            fn();
+                            promise.set_value();
+                        } else {
+                            promise.set_value(fn());
+                        }
+                    } catch (...) {
+                        promise.set_exception(std::current_exception());
+                    }
+                },
+                ec);
+            if (ec)
+                return {};
+            return future;
+        } catch (const std::bad_alloc&) {
+            ec = std::make_error_code(std::errc::not_enough_memory);
+        } catch (...) {
+            ec = std::make_error_code(std::errc::invalid_argument); // F's copy threw
+        }
+        return {};
+    }
+    /// As above. @throws std::system_error
     template <class F, class R = std::invoke_result_t<std::decay_t<F>&>>
     std::future<R> submit(F&& f) {
-        std::promise<R> promise;
-        std::future<R> future = promise.get_future();
-        post([promise = std::move(promise), fn = std::forward<F>(f)]() mutable {
-            try {
-                if constexpr (std::is_void_v<R>) {
-                    fn();
-                    promise.set_value();
-                } else {
-                    promise.set_value(fn());
-                }
-            } catch (...) {
-                promise.set_exception(std::current_exception());
-            }
-        });
+        std::error_code ec;
+        std::future<R> future = submit(std::forward<F>(f), ec);
+        detail::throw_if(ec, "iocp::thread_pool::submit");
         return future;
     }
 
     /// Blocks until every work item posted so far has finished (run or abandoned). It may
     /// also wait for items posted while it waits. Can be called again, from several threads.
-    /// @throws std::system_error (`resource_deadlock_would_occur`) when called from a worker.
+    /// Errors: `std::errc::resource_deadlock_would_occur` when called from one of the pool's
+    /// workers (it would wait for itself).
+    void wait(std::error_code& ec) noexcept {
+        if (is_worker()) {
+            ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
+            return;
+        }
+        try {
+            wait_until_idle(false);
+            ec.clear();
+        } catch (const std::system_error& e) {
+            ec = e.code(); // the OS refused a mutex or condition variable
+        }
+    }
+    /// As above. @throws std::system_error
     void wait() {
-        if (is_worker())
-            throw std::system_error(std::make_error_code(std::errc::resource_deadlock_would_occur),
-                                    "iocp::thread_pool::wait called from one of its own workers");
-        wait_until_idle(false);
+        std::error_code ec;
+        wait(ec);
+        detail::throw_if(ec, "iocp::thread_pool::wait");
     }
 
     /// Graceful shutdown: stops accepting posts from other threads, runs everything queued
     /// (including what those items post), abandons pending timers, cancels pending I/O and
-    /// waits for it, then stops the workers. Idempotent; the destructor calls it.
-    /// @throws std::system_error (`resource_deadlock_would_occur`) when called from a worker.
-    void join() {
-        check_not_worker("iocp::thread_pool::join");
+    /// waits for it, then stops the workers. Idempotent; the destructor calls it. A `join()` or
+    /// `stop()` that runs while another is under way waits for it to end, then returns (a
+    /// `stop()` then returns 0: the first call decided what ran and what was abandoned).
+    /// Errors: `std::errc::resource_deadlock_would_occur` when called from a worker.
+    void join(std::error_code& ec) noexcept {
+        if (is_worker()) {
+            ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
+            return;
+        }
         shutdown(false);
+        ec.clear();
+    }
+    /// As above. @throws std::system_error
+    void join() {
+        std::error_code ec;
+        join(ec);
+        detail::throw_if(ec, "iocp::thread_pool::join");
     }
 
     /// Immediate shutdown: refuses new posts, abandons queued work and pending timers, cancels
     /// pending I/O and waits for it, then stops the workers. Items already running finish.
-    /// Returns how many work items (and timers) this call abandoned.
-    /// @throws std::system_error (`resource_deadlock_would_occur`) when called from a worker.
-    std::size_t stop() {
-        check_not_worker("iocp::thread_pool::stop");
+    /// Returns how many work items (and timers) this call abandoned: 0 when the pool was
+    /// already shut down or another `join()`/`stop()` was under way (this call waits for it).
+    /// Errors: `std::errc::resource_deadlock_would_occur` when called from a worker (returns 0).
+    std::size_t stop(std::error_code& ec) noexcept {
+        if (is_worker()) {
+            ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
+            return 0;
+        }
+        ec.clear();
         return shutdown(true);
+    }
+    /// As above. @throws std::system_error
+    std::size_t stop() {
+        std::error_code ec;
+        std::size_t n = stop(ec);
+        detail::throw_if(ec, "iocp::thread_pool::stop");
+        return n;
     }
 
     // --- timers ------------------------------------------------------------------------------
 
-    /// Runs `f` on the pool once `delay` has passed. Returns an id for `cancel`.
-    /// @throws std::system_error (`errc::closed`) once shutdown has begun.
+    /// Runs `f` on the pool once `delay` (any `std::chrono::duration`, floating-point
+    /// included) has passed. Returns an id for `cancel`. The delay saturates: zero or negative
+    /// runs `f` as soon as a worker is free; a delay that passes `steady_clock::time_point::max()`
+    /// (e.g. `iocp::infinite`, `duration::max()`) never runs it: it stays pending until
+    /// `cancel` or shutdown abandons it.
+    /// Errors: as `post`; `std::errc::not_enough_memory` or the OS error when the timer thread
+    /// cannot be started. A refused `f` is destroyed, never run, and the id is empty (0).
+    template <class Rep, class Period, class F>
+    timer_id post_after(std::chrono::duration<Rep, Period> delay, F&& f,
+                        std::error_code& ec) noexcept {
+        return post_at(detail::deadline_after<clock>(clock::now(), delay), std::forward<F>(f), ec);
+    }
+    /// As above. @throws std::system_error
     template <class Rep, class Period, class F>
     timer_id post_after(std::chrono::duration<Rep, Period> delay, F&& f) {
-        return post_at(std::chrono::steady_clock::now() +
-                           std::chrono::ceil<std::chrono::steady_clock::duration>(delay),
-                       std::forward<F>(f));
+        std::error_code ec;
+        timer_id id = post_after(delay, std::forward<F>(f), ec);
+        detail::throw_if(ec, "iocp::thread_pool::post_after");
+        return id;
     }
 
-    /// Runs `f` on the pool at `when` (a `std::chrono::steady_clock` time point).
+    /// Runs `f` on the pool at `when` (a `std::chrono::steady_clock` time point of any
+    /// duration type). Saturates as `post_after`: a time in the past runs `f` at once,
+    /// `time_point::max()` (or beyond, in a wider duration) never runs it.
+    /// Errors: as `post_after`.
     template <class Duration, class F>
-    timer_id post_at(std::chrono::time_point<std::chrono::steady_clock, Duration> when, F&& f) {
-        if (is_null(f))
-            throw std::system_error(std::make_error_code(std::errc::invalid_argument),
-                                    "iocp::thread_pool::post_at: empty callable");
-        if (state_.load(std::memory_order_acquire) != state::running)
-            throw std::system_error(make_error_code(errc::closed), "iocp::thread_pool::post_at");
-        timer_id id =
-            timers_.add(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(when),
-                        detail::make_work_item(std::forward<F>(f)));
+    timer_id post_at(std::chrono::time_point<clock, Duration> when, F&& f,
+                     std::error_code& ec) noexcept {
+        static_assert(std::is_invocable_v<std::decay_t<F>&>,
+                      "post_at needs a callable with no arguments");
+        if (is_null(f)) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return {};
+        }
+        if (state_.load(std::memory_order_acquire) != state::running) {
+            ec = make_error_code(errc::closed);
+            return {};
+        }
+        detail::work_item* item = nullptr;
+        try {
+            item = detail::make_work_item(std::forward<F>(f));
+        } catch (const std::bad_alloc&) {
+            ec = std::make_error_code(std::errc::not_enough_memory);
+            return {};
+        } catch (...) {
+            ec = std::make_error_code(std::errc::invalid_argument); // F's copy threw
+            return {};
+        }
+        timer_id id;
+        try {
+            // The queue owns the item from here on, whatever happens.
+            id = timers_.add(detail::saturating_time_point(when), item);
+        } catch (const std::system_error& e) {
+            ec = e.code();
+            return {};
+        } catch (...) {
+            ec = std::make_error_code(std::errc::not_enough_memory);
+            return {};
+        }
         if (id.value == 0)
-            throw std::system_error(make_error_code(errc::closed), "iocp::thread_pool::post_at");
+            ec = make_error_code(errc::closed);
+        else
+            ec.clear();
+        return id;
+    }
+    /// As above. @throws std::system_error
+    template <class Duration, class F>
+    timer_id post_at(std::chrono::time_point<clock, Duration> when, F&& f) {
+        std::error_code ec;
+        timer_id id = post_at(when, std::forward<F>(f), ec);
+        detail::throw_if(ec, "iocp::thread_pool::post_at");
         return id;
     }
 
@@ -292,13 +444,20 @@ public:
 
     /// Queues the completion of `op` with `result` through the port, so that it runs on a
     /// worker — never inside the caller. This is how an initiator reports an operation that
-    /// failed (or finished) synchronously.
-    /// Errors: `errc::closed` once the workers have stopped (the operation was not queued and
-    /// stays the caller's to complete or free).
+    /// failed (or finished) synchronously. When the port refuses the packet (the kernel is out
+    /// of memory), the completion goes to a backlog that the workers drain instead.
+    /// Errors: `errc::closed` once the workers have stopped; `std::errc::invalid_argument` for a
+    /// null `op`; `std::errc::not_enough_memory` when neither the port nor the backlog can take
+    /// it. On any error the operation was not queued and stays the caller's to complete or free.
     void post_completion(operation* op, const completion& result, std::error_code& ec) noexcept {
+        if (op == nullptr) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return;
+        }
         // TRICKY: the final drain must see every completion posted before the port closes. A
         // post announces itself, then checks the gate; shutdown closes the gate, then waits
-        // for announced posts before it drains (seq_cst on both sides: a Dekker pair).
+        // for announced posts before it drains (seq_cst on both sides: a Dekker pair). The
+        // backlog is filled inside the same window, so the drain sees it too.
         completions_posting_.fetch_add(1, std::memory_order_seq_cst);
         if (completions_closed_.load(std::memory_order_seq_cst)) {
             completions_posting_.fetch_sub(1, std::memory_order_release);
@@ -309,6 +468,8 @@ public:
             port_.post_failure(op, result.key, result.error, ec);
         else
             port_.post(op, result.key, result.bytes, ec);
+        if (ec && ec != errc::closed)
+            push_backlog(op, result, ec);
         completions_posting_.fetch_sub(1, std::memory_order_release);
     }
     /// As above. @throws std::system_error
@@ -364,13 +525,11 @@ public:
         hook.prev_ = hook.next_ = nullptr;
     }
 
-    /// The underlying completion port.
-    port<>& get_port() noexcept { return port_; }
-
     /// How often the pool called into the port (see `thread_pool_stats`).
     thread_pool_stats stats() const noexcept {
         return {wakeups_.load(std::memory_order_relaxed), sleeps_.load(std::memory_order_relaxed),
-                port_polls_.load(std::memory_order_relaxed)};
+                port_polls_.load(std::memory_order_relaxed),
+                recoveries_.load(std::memory_order_relaxed)};
     }
 
     /// Reports an exception to the pool's exception handler (for I/O layers whose handlers
@@ -378,14 +537,26 @@ public:
     void report_exception(std::exception_ptr e) noexcept { handle_exception(std::move(e)); }
 
 private:
-    using clock = std::chrono::steady_clock;
-
-    // Posted through the port to wake a sleeping worker, or (one per worker) to make it exit.
-    // Real objects, recognised by address: a signal is a packet with no OVERLAPPED whose key is
-    // the signal. (Not an OVERLAPPED of ours: several threads post the same wake-up at once,
-    // and a post writes the OVERLAPPED's status field.)
-    struct signal_op {
+    // The key of a wake-up packet (a packet with no OVERLAPPED): recognised by its address.
+    // Wake-ups are key-based because several threads post them at once; nothing of ours may be
+    // queued twice at once.
+    struct wake_tag {
         unsigned char unused = 0;
+    };
+
+    // A worker's stop signal: a preallocated operation (shutdown never allocates), posted once
+    // per worker and recognised by the OVERLAPPED it carries. It is never completed nor
+    // destroyed through its function: the pool knows its sentinels by address.
+    struct sentinel final : operation {
+        sentinel() noexcept : operation(&ignore) {}
+        static void ignore(void*, operation*, const completion&) noexcept {}
+    };
+
+    // A completion whose port post failed, waiting in the backlog for a worker.
+    struct backlog_node {
+        operation* op;
+        completion result;
+        backlog_node* next = nullptr;
     };
 
     enum class state : int {
@@ -411,12 +582,19 @@ private:
     }
 
     static thread_pool_options normalise(thread_pool_options o) {
+        using opts = thread_pool_options;
+        if (o.threads > opts::max_threads)
+            throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                                    "iocp::thread_pool: more threads than max_threads");
         if (o.threads == 0)
-            o.threads = (std::max)(1u, std::thread::hardware_concurrency());
-        if (o.concurrency == 0)
-            o.concurrency = static_cast<unsigned>(o.threads);
-        // get_many takes at most 64 packets per call on Win32.
-        o.batch = (std::min)((std::max)(o.batch, std::size_t{1}), std::size_t{64});
+            o.threads = (std::min)(std::size_t{(std::max)(1u, std::thread::hardware_concurrency())},
+                                   opts::max_threads);
+        if (o.concurrency == 0 || o.concurrency > o.threads)
+            o.concurrency = static_cast<unsigned>(o.threads); // fits: threads <= max_threads
+        o.batch = (std::min)((std::max)(o.batch, std::size_t{1}), opts::max_batch);
+        o.queue_capacity = (std::min)((std::max)(o.queue_capacity, opts::min_queue_capacity),
+                                      opts::max_queue_capacity);
+        o.spin = (std::min)((std::max)(o.spin, std::chrono::microseconds::zero()), opts::max_spin);
         return o;
     }
 
@@ -461,30 +639,100 @@ private:
             if (sleepers_.compare_exchange_weak(sleepers, sleepers - 1,
                                                 std::memory_order_seq_cst)) {
                 wakeups_.fetch_add(1, std::memory_order_relaxed);
-                post_signal(&wake_op_);
+                if (!post_wakeup()) {
+                    // TRICKY: never block or retry here (that could hang the producer). Give
+                    // the claim back, so that a later post may try again; the sleepers look
+                    // for work every idle_recheck whatever happens, so this item is not lost.
+                    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+                }
                 return;
             }
         }
     }
 
-    // Posts a wake-up or a sentinel. A failed post (the kernel is out of memory) is retried:
-    // the item it announces is already queued, and a sentinel must arrive or join hangs.
-    void post_signal(signal_op* op) noexcept {
+    // One wake-up packet; false if the port refused it.
+    bool post_wakeup() noexcept {
         std::error_code ec;
-        for (int attempt = 0;; ++attempt) {
-            port_.post(nullptr, op, 0, ec);
-            if (!ec || ec == errc::closed)
-                return;
-            std::this_thread::sleep_for(std::chrono::milliseconds((std::min)(attempt + 1, 50)));
+        port_.post(nullptr, &wake_tag_, 0, ec);
+        return !ec;
+    }
+
+    // A worker's sentinel, posted once. A refusal is not retried: the worker sees `exiting_`
+    // at its next periodic look instead.
+    void post_sentinel(sentinel& s) noexcept {
+        std::error_code ec;
+        port_.post(&s, nullptr, 0, ec);
+    }
+
+    void abandon(detail::work_item* item) noexcept {
+        if (std::exception_ptr e = detail::abandon_work_item(item))
+            handle_exception(std::move(e));
+    }
+
+    // --- the completion backlog ----------------------------------------------------------
+
+    // Keeps a completion the port refused; `ec` is cleared if it was kept.
+    void push_backlog(operation* op, const completion& result, std::error_code& ec) noexcept {
+        auto* node = new (std::nothrow) backlog_node{op, result};
+        if (node == nullptr)
+            return; // `ec` keeps the port's error: the caller still owns `op`
+        {
+            std::lock_guard lock(backlog_mutex_);
+            if (backlog_tail_ != nullptr)
+                backlog_tail_->next = node;
+            else
+                backlog_head_ = node;
+            backlog_tail_ = node;
         }
+        // seq_cst: the producer's half of the wake protocol, as a queue publish is.
+        backlog_size_.fetch_add(1, std::memory_order_seq_cst);
+        ec.clear();
+        wake_one_if_needed();
+    }
+
+    // Takes the oldest backlog entry (nullptr when empty).
+    backlog_node* pop_backlog() noexcept {
+        std::lock_guard lock(backlog_mutex_);
+        backlog_node* node = backlog_head_;
+        if (node == nullptr)
+            return nullptr;
+        backlog_head_ = node->next;
+        if (backlog_head_ == nullptr)
+            backlog_tail_ = nullptr;
+        backlog_size_.fetch_sub(1, std::memory_order_seq_cst);
+        return node;
+    }
+
+    // Runs one backlog entry; others are left for other workers (one long handler must not
+    // hold back the rest).
+    void run_backlog() noexcept {
+        backlog_node* node = pop_backlog();
+        if (node == nullptr)
+            return;
+        operation* op = node->op;
+        const completion result = node->result;
+        delete node;
+        if (backlog_size_.load(std::memory_order_seq_cst) != 0)
+            wake_one_if_needed();
+        op->complete(this, result);
+    }
+
+    // Work a worker could take now: queued items or backlog entries.
+    bool has_work() const noexcept {
+        return queue_.maybe_nonempty() || backlog_size_.load(std::memory_order_seq_cst) != 0;
     }
 
     // --- workers -------------------------------------------------------------------------
 
-    void worker_main(std::size_t index) {
+    void worker_main(std::size_t index) noexcept {
         current() = {this, index};
-        if (!options_.thread_name.empty())
-            detail::set_current_thread_name(options_.thread_name + "-" + std::to_string(index));
+        if (!options_.thread_name.empty()) {
+            try {
+                detail::set_current_thread_name(options_.thread_name + "-" + std::to_string(index));
+            } catch (...) {
+                handle_exception(std::current_exception()); // no memory for the name
+            }
+        }
         call_hook(options_.on_thread_start, index);
         run_loop();
         call_hook(options_.on_thread_stop, index);
@@ -504,19 +752,24 @@ private:
     void run_loop() noexcept {
         std::size_t since_port_check = 0;
         for (;;) {
-            std::size_t n = 0;
-            if (detail::work_item* chain = queue_.pop(options_.batch, n)) {
-                // A full batch hints at more work than one worker takes: share it.
-                if (n == options_.batch)
+            // Completions the port refused (rare: a relaxed look costs next to nothing).
+            if (backlog_size_.load(std::memory_order_relaxed) != 0)
+                run_backlog();
+            // At most a fair share of what is queued, so that idle workers get the rest.
+            const detail::work_queue::pop_result got = queue_.pop(options_.batch, options_.threads);
+            if (got.head != nullptr) {
+                // Items left that this worker saw but did not take: make sure a worker comes
+                // for them (a spinner or a busy worker will; otherwise wake a sleeper).
+                if (got.more)
                     wake_one_if_needed();
-                run_chain(chain, n);
+                run_chain(got.head, got.count);
                 // I/O completions must not starve behind a busy FIFO: look at the port every
-                // 64 items (one cheap non-blocking call).
-                since_port_check += n;
-                if (since_port_check >= 64) {
+                // `port_check_interval` items (one cheap non-blocking call).
+                since_port_check += got.count;
+                if (since_port_check >= port_check_interval) {
                     since_port_check = 0;
                     port_polls_.fetch_add(1, std::memory_order_relaxed);
-                    if (!poll_port(std::chrono::milliseconds(0)))
+                    if (poll_port(std::chrono::milliseconds(0), false) == poll_outcome::exit)
                         return;
                 }
                 continue;
@@ -529,12 +782,15 @@ private:
         }
     }
 
+    // Work items a busy worker runs between two looks at the port.
+    static constexpr std::size_t port_check_interval = 64;
+
     void run_chain(detail::work_item* item, std::size_t n) noexcept {
         const std::size_t me = current().index;
         while (item != nullptr) {
             detail::work_item* next = item->next;
             if (abandon_.load(std::memory_order_acquire)) {
-                detail::abandon_work_item(item);
+                abandon(item);
                 abandoned_.fetch_add(1, std::memory_order_relaxed);
             } else {
                 try {
@@ -559,7 +815,7 @@ private:
         const auto deadline = clock::now() + options_.spin;
         bool found = false;
         for (unsigned i = 1; !found; ++i) {
-            if (queue_.maybe_nonempty()) {
+            if (has_work()) {
                 found = true;
                 break;
             }
@@ -585,68 +841,121 @@ private:
 #endif
     }
 
-    // Sleeps on the port until woken; false when the worker must exit (it took a sentinel).
-    bool sleep() noexcept {
-        sleepers_.fetch_add(1, std::memory_order_seq_cst);
-        if (queue_.maybe_nonempty()) {
-            // Work arrived while we registered: take our registration back, unless a producer
-            // already claimed it; its wake-up is then on the way and the port returns at once.
-            int sleepers = sleepers_.load(std::memory_order_seq_cst);
-            while (sleepers > 0) {
-                if (sleepers_.compare_exchange_weak(sleepers, sleepers - 1))
-                    return true;
-            }
+    // Takes back one registration in sleepers_, unless producers claimed them all (their
+    // wake-ups are then on the way). True if one was taken back.
+    bool unregister_sleeper() noexcept {
+        int sleepers = sleepers_.load(std::memory_order_seq_cst);
+        while (sleepers > 0) {
+            if (sleepers_.compare_exchange_weak(sleepers, sleepers - 1))
+                return true;
         }
-        sleeps_.fetch_add(1, std::memory_order_relaxed);
-        return poll_port(infinite, true);
+        return false;
     }
 
+    // Sleeps on the port until woken; false when the worker must exit (a sentinel, or the
+    // pool is stopping). The wait is bounded (idle_recheck): a wake-up or sentinel whose post
+    // failed is made up by the next look.
+    bool sleep() noexcept {
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        if (has_work()) {
+            // Work arrived while we registered: take our registration back, unless a producer
+            // already claimed it; its wake-up is then on the way and the port returns at once.
+            if (unregister_sleeper())
+                return true;
+        }
+        sleeps_.fetch_add(1, std::memory_order_relaxed);
+        for (;;) {
+            // TRICKY: exiting_ is set before the sentinels are posted. A worker that sees it
+            // leaves without its sentinel (shutdown drains what is left); one that does not
+            // sees it within idle_recheck, whether or not its sentinel's post succeeded.
+            if (exiting_.load(std::memory_order_seq_cst)) {
+                unregister_sleeper();
+                return false;
+            }
+            switch (poll_port(idle_recheck, true)) {
+            case poll_outcome::exit: return false;
+            case poll_outcome::ran: return true;
+            case poll_outcome::timed_out: break;
+            }
+            // Still registered (or claimed by a producer whose wake-up failed or is late).
+            if (has_work()) {
+                if (unregister_sleeper())
+                    recoveries_.fetch_add(1, std::memory_order_relaxed);
+                return true;
+            }
+        }
+    }
+
+    enum class poll_outcome {
+        ran,       // dequeued packets (and ran them): go on
+        timed_out, // nothing dequeued; a registered worker is still registered
+        exit,      // a sentinel, or the port is gone: the worker must exit
+    };
+
     // Dequeues and runs port packets. `registered`: this worker counted itself in sleepers_.
-    bool poll_port(std::chrono::milliseconds timeout, bool registered = false) noexcept {
-        packet<void> packets[64];
+    poll_outcome poll_port(std::chrono::milliseconds timeout, bool registered) noexcept {
+        packet<void> packets[thread_pool_options::max_batch];
+        // A busy worker's look takes one packet when others are idle: a batch of long
+        // completions must not wait behind each other while workers sleep (the kernel hands
+        // what stays queued to those sleepers).
+        const std::size_t take =
+            !registered && sleepers_.load(std::memory_order_relaxed) > 0 ? 1 : options_.batch;
         std::error_code ec;
-        std::size_t n = port_.get_many(std::span(packets, options_.batch), timeout, ec);
+        const std::size_t n = port_.get_many(std::span(packets, take), timeout, ec);
+        if (n == 0) {
+            if (ec && ec != errc::timed_out)
+                return poll_outcome::exit; // the port is gone: nothing more can arrive
+            return poll_outcome::timed_out;
+        }
         std::size_t wakeups = 0;
-        std::size_t sentinels = 0;
+        sentinel* sentinels[thread_pool_options::max_batch];
+        std::size_t n_sentinels = 0;
         for (std::size_t i = 0; i < n; ++i) {
             overlapped* ov = packets[i].ov;
-            if (ov != nullptr) {
+            if (ov == nullptr) {
+                if (packets[i].key == &wake_tag_)
+                    ++wakeups;
+                // else: a packet without an operation; the pool posts none, nothing to run
+            } else if (sentinel* s = as_sentinel(ov)) {
+                sentinels[n_sentinels++] = s;
+            } else {
                 operation::from(ov)->complete(
                     this, completion{packets[i].error, packets[i].bytes, packets[i].key});
-            } else if (packets[i].key == &wake_op_) {
-                ++wakeups;
-            } else if (is_sentinel(packets[i].key)) {
-                ++sentinels;
-            } // else: a packet without an operation posted by someone else; nothing to run
+            }
         }
         // TRICKY: each wake-up was posted for one sleeper whose count a producer took, so each
         // must be used by exactly one registered worker. A registered worker uses one; the
         // rest of a batch (and any a busy worker's poll took) go back to the port, or their
-        // sleepers, no longer counted in sleepers_, would sleep through the work for good.
+        // sleepers, no longer counted in sleepers_, would sleep through the work until their
+        // next periodic look. (A re-post that fails is made up by that look.)
         const std::size_t used = registered && wakeups > 0 ? 1 : 0;
         for (std::size_t extra = used; extra < wakeups; ++extra)
-            post_signal(&wake_op_);
+            post_wakeup();
         if (registered && wakeups == 0) {
-            // Woken by something else (I/O, a sentinel) or the port closed: leave the sleepers
-            // count, unless a producer claimed us meanwhile (its wake-up then finds another).
-            int sleepers = sleepers_.load(std::memory_order_seq_cst);
-            while (sleepers > 0 && !sleepers_.compare_exchange_weak(sleepers, sleepers - 1)) {
-            }
+            // Woken by something else (I/O, a sentinel): leave the sleepers count, unless a
+            // producer claimed us meanwhile (its wake-up then finds another).
+            unregister_sleeper();
         }
         // TRICKY: a batch may hold several sentinels, but each worker must take exactly one or
-        // some other worker never gets its own: hand the extras back to the port.
-        for (std::size_t extra = 1; extra < sentinels; ++extra)
-            post_signal(&sentinels_[0]);
-        if (sentinels > 0)
-            return false;
-        if (ec && ec != errc::timed_out)
-            return false; // the port is gone: nothing more can arrive
-        return true;
+        // some other worker waits for exiting_ to be noticed: hand the extras back to the
+        // port. Each was dequeued, so none is queued twice at once.
+        for (std::size_t extra = 1; extra < n_sentinels; ++extra)
+            post_sentinel(*sentinels[extra]);
+        return n_sentinels > 0 ? poll_outcome::exit : poll_outcome::ran;
     }
 
-    bool is_sentinel(const void* key) const noexcept {
-        const signal_op* first = sentinels_.get();
-        return key >= first && key < first + options_.threads;
+    // The sentinel whose OVERLAPPED `ov` is, or nullptr. Integer arithmetic: comparing
+    // pointers into different objects is unspecified.
+    sentinel* as_sentinel(const overlapped* ov) const noexcept {
+        const auto base = reinterpret_cast<std::uintptr_t>(sentinels_.get());
+        const auto addr = reinterpret_cast<std::uintptr_t>(ov);
+        if (addr < base)
+            return nullptr;
+        const std::size_t i = (addr - base) / sizeof(sentinel);
+        if (i >= options_.threads)
+            return nullptr;
+        sentinel* s = &sentinels_[i];
+        return static_cast<const overlapped*>(s) == ov ? s : nullptr;
     }
 
     void handle_exception(std::exception_ptr e) noexcept {
@@ -727,10 +1036,10 @@ private:
             h->cancel(h);
     }
 
-    // The one shutdown path; `abandon` distinguishes stop() from join(). Returns the number of
-    // work items this call abandoned.
+    // The one shutdown path; `abandon_queued` distinguishes stop() from join(). Returns the number
+    // of work items this call abandoned.
     // NOLINTNEXTLINE(bugprone-exception-escape): as for the destructor.
-    std::size_t shutdown(bool abandon) noexcept {
+    std::size_t shutdown(bool abandon_queued) noexcept {
         std::lock_guard shutdown_lock(shutdown_mutex_);
         if (joined_)
             return 0;
@@ -739,7 +1048,7 @@ private:
         abandoned_.fetch_add(timers_.shutdown());
         // 2. Refuse new work (join: except from the workers), and for stop() make the workers
         //    abandon what they pop instead of running it.
-        if (abandon) {
+        if (abandon_queued) {
             abandon_.store(true, std::memory_order_release); // published by restrict()
             set_state(state::stopped);
         } else if (state_.load() == state::running) {
@@ -753,9 +1062,11 @@ private:
             wait_until_idle(true);
         }
         set_state(state::stopped);
-        // 4. One sentinel per worker; any worker may take any sentinel.
+        // 4. One sentinel per worker; any worker may take any sentinel. A worker whose
+        //    sentinel could not be posted leaves at its next periodic look (exiting_).
+        exiting_.store(true, std::memory_order_seq_cst);
         for (std::size_t i = 0; i < workers_.size(); ++i)
-            post_signal(&sentinels_[i]);
+            post_sentinel(sentinels_[i]);
         for (auto& t : workers_)
             t.join();
         // 5. Drain: whatever is left (no workers ran it) is abandoned exactly once. First shut
@@ -768,15 +1079,16 @@ private:
         // or published. They are skipped when no worker ever started (a failed constructor);
         // then an item may still be between its claim and its publication: wait for it.
         while (!queue_.drained()) {
-            std::size_t n = 0;
-            detail::work_item* chain = queue_.pop(SIZE_MAX, n);
+            const detail::work_queue::pop_result got = queue_.pop(SIZE_MAX);
+            detail::work_item* chain = got.head;
+            const std::size_t n = got.count;
             if (chain == nullptr) {
                 std::this_thread::yield();
                 continue;
             }
             while (chain != nullptr) {
                 detail::work_item* next = chain->next;
-                detail::abandon_work_item(chain);
+                abandon(chain);
                 chain = next;
             }
             abandoned_.fetch_add(n);
@@ -787,22 +1099,29 @@ private:
         return abandoned_.load() - abandoned_before;
     }
 
+    // Abandons what no worker will dequeue: port packets and backlog entries. Each operation
+    // is destroyed exactly once (a packet is dequeued once; a backlog entry popped once).
     void drain_port() noexcept {
-        packet<void> packets[64];
+        packet<void> packets[thread_pool_options::max_batch];
         std::error_code ec;
         while (std::size_t n = port_.get_many(packets, std::chrono::milliseconds(0), ec)) {
             for (std::size_t i = 0; i < n; ++i) {
                 overlapped* ov = packets[i].ov;
-                if (ov != nullptr)
-                    operation::from(ov)->destroy(); // signals have no OVERLAPPED
+                if (ov != nullptr && as_sentinel(ov) == nullptr)
+                    operation::from(ov)->destroy(); // wake-ups have no OVERLAPPED
             }
+        }
+        while (backlog_node* node = pop_backlog()) {
+            operation* op = node->op;
+            delete node;
+            op->destroy();
         }
     }
 
     const thread_pool_options options_;
     port<> port_;
-    std::unique_ptr<signal_op[]> sentinels_; // preallocated: shutdown never allocates
-    signal_op wake_op_;
+    std::unique_ptr<sentinel[]> sentinels_; // preallocated: shutdown never allocates
+    wake_tag wake_tag_;                     // the key of every wake-up packet
     std::vector<std::thread> workers_;
 
     // The FIFO of work items and the wake-up protocol's counters.
@@ -812,6 +1131,7 @@ private:
     std::atomic<int> spinning_{0};
     std::atomic<int> sleepers_{0};
     std::atomic<bool> abandon_{false};
+    std::atomic<bool> exiting_{false}; // set before the sentinels are posted
 
     // Idle tracking: wait(), join(). One finished count per worker, plus one for shutdown.
     struct finished_counter {
@@ -833,12 +1153,19 @@ private:
     std::atomic<int> completions_posting_{0};     // post_completion calls under way
     std::atomic<bool> completions_closed_{false}; // set once no worker will dequeue again
 
+    // Completions whose port post failed (post_completion), oldest first.
+    std::mutex backlog_mutex_;
+    backlog_node* backlog_head_ = nullptr;
+    backlog_node* backlog_tail_ = nullptr;
+    std::atomic<std::size_t> backlog_size_{0};
+
     std::atomic<std::size_t> abandoned_{0};
     // Port call counts (slow paths only): stats().
     [[maybe_unused]] detail::cache_line_pad pad2_{};
     std::atomic<std::uint64_t> wakeups_{0};
     std::atomic<std::uint64_t> sleeps_{0};
     std::atomic<std::uint64_t> port_polls_{0};
+    std::atomic<std::uint64_t> recoveries_{0};
     std::mutex shutdown_mutex_;
     bool joined_ = false;
 

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -15,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "time.hpp"
 #include "work_item.hpp"
 
 namespace iocp {
@@ -33,19 +35,24 @@ public:
     // Hands a due item to the pool; returns false if the pool refused it (it is then ours to
     // abandon).
     using fire_fn = std::function<bool(work_item*)>;
+    // Receives what an abandoned callable's destructor threw. Must not throw.
+    using report_fn = std::function<void(std::exception_ptr)>;
 
-    explicit timer_queue(fire_fn fire) : fire_(std::move(fire)) {}
+    timer_queue(fire_fn fire, report_fn report)
+        : fire_(std::move(fire)), report_(std::move(report)) {}
     timer_queue(const timer_queue&) = delete;
     timer_queue& operator=(const timer_queue&) = delete;
     ~timer_queue() { shutdown(); }
 
     // Takes ownership of `item` in every case. Returns the id, or an empty id (0) if the queue
-    // was shut down (the item is then abandoned).
+    // was shut down (the item is then abandoned). `due == time_point::max()` never fires: it
+    // waits for cancel() or shutdown(). Throws std::bad_alloc or std::system_error (no thread),
+    // having abandoned the item.
     timer_id add(clock::time_point due, work_item* item) {
         std::unique_lock lock(mutex_);
         if (closed_) {
             lock.unlock();
-            abandon_work_item(item);
+            abandon(item);
             return {};
         }
         try {
@@ -62,7 +69,7 @@ public:
             (void)node.release(); // owned by the heap and by_id_ now
         } catch (...) {
             lock.unlock();
-            abandon_work_item(item);
+            abandon(item);
             throw;
         }
         timer_id id{next_id_++};
@@ -83,7 +90,7 @@ public:
             by_id_.erase(it);
             remove_at(node->heap_index);
         }
-        abandon_work_item(node->item);
+        abandon(node->item);
         delete node;
         return true;
     }
@@ -101,7 +108,7 @@ public:
         if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id())
             thread_.join();
         for (timer_node* node : pending) {
-            abandon_work_item(node->item);
+            abandon(node->item);
             delete node;
         }
         return pending.size();
@@ -122,9 +129,15 @@ private:
                 cv_.wait(lock);
                 continue;
             }
-            auto due = heap_.front()->due;
-            if (clock::now() < due) {
-                cv_.wait_until(lock, due);
+            const auto due = heap_.front()->due;
+            const auto now = clock::now();
+            if (now < due) {
+                // Wait for a relative, saturated time: `due - now` cannot overflow (now < due),
+                // and no absolute deadline near time_point::max() reaches the C library's
+                // clock arithmetic. A wait longer than the longest finite one is done in
+                // steps; time_point::max() is never reached, so such a timer never fires.
+                const std::chrono::milliseconds step = wait_timeout(due - now);
+                cv_.wait_for(lock, step == infinite ? max_finite_wait : step);
                 continue;
             }
             timer_node* node = heap_.front();
@@ -134,10 +147,15 @@ private:
             // TRICKY: fire outside the lock; from here on cancel() no longer finds the timer,
             // so the item has exactly one owner: the pool, or us if the pool refuses it.
             if (!fire_(node->item))
-                abandon_work_item(node->item);
+                abandon(node->item);
             delete node;
             lock.lock();
         }
+    }
+
+    void abandon(work_item* item) noexcept {
+        if (std::exception_ptr e = abandon_work_item(item); e && report_)
+            report_(std::move(e));
     }
 
     static bool earlier(const timer_node* a, const timer_node* b) noexcept {
@@ -194,6 +212,7 @@ private:
     }
 
     fire_fn fire_;
+    report_fn report_;
     std::mutex mutex_;
     std::condition_variable cv_;
     std::vector<timer_node*> heap_;

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -165,29 +166,44 @@ private:
 
 // --- making and disposing of work items ----------------------------------------------------
 
+// Destroys a callable when it goes out of scope, also while the call unwinds. A callable's
+// destructor may throw (noexcept(false)): that exception then reaches the caller, and through it
+// the pool's exception handler, instead of std::terminate.
+template <class F>
+struct destroy_guard {
+    F* f;
+    explicit destroy_guard(F* p) noexcept : f(p) {}
+    destroy_guard(const destroy_guard&) = delete;
+    destroy_guard& operator=(const destroy_guard&) = delete;
+    ~destroy_guard() noexcept(std::is_nothrow_destructible_v<F>) { f->~F(); }
+};
+
+template <class F>
+struct delete_guard {
+    F* f;
+    explicit delete_guard(F* p) noexcept : f(p) {}
+    delete_guard(const delete_guard&) = delete;
+    delete_guard& operator=(const delete_guard&) = delete;
+    ~delete_guard() noexcept(std::is_nothrow_destructible_v<F>) { delete f; }
+};
+
 template <class F>
 struct inline_item {
     static void invoke(work_item* self, bool run) {
         F* f = std::launder(reinterpret_cast<F*>(work_item_storage(self)));
-        if (run) {
-            // TRICKY: the callable is destroyed even if it throws; the caller catches.
-            struct destroy_guard {
-                F* f;
-                ~destroy_guard() { f->~F(); }
-            } guard{f};
+        // TRICKY: the callable is destroyed even if it throws; the caller catches.
+        destroy_guard<F> guard{f};
+        if (run)
             (*f)();
-        } else {
-            f->~F();
-        }
     }
 };
 
 template <class F>
 struct boxed_item {
     static void invoke(work_item* self, bool run) {
-        std::unique_ptr<F> f(*std::launder(reinterpret_cast<F**>(work_item_storage(self))));
+        delete_guard<F> guard{*std::launder(reinterpret_cast<F**>(work_item_storage(self)))};
         if (run)
-            (*f)();
+            (*guard.f)();
     }
 };
 
@@ -237,14 +253,18 @@ inline void run_work_item(work_item* item) {
     item->invoke(item, true);
 }
 
-// Destroys the item's callable without running it, and frees the node.
-inline void abandon_work_item(work_item* item) noexcept {
+// Destroys the item's callable without running it, and frees the node. Returns what the
+// callable's destructor threw (usually nothing), for the caller to hand to its exception
+// handler: an exception is never swallowed.
+[[nodiscard]] inline std::exception_ptr abandon_work_item(work_item* item) noexcept {
+    std::exception_ptr error;
     try {
         item->invoke(item, false);
     } catch (...) {
-        // A throwing destructor of an abandoned callable: nothing sensible to report it to.
+        error = std::current_exception();
     }
     free_work_item(item);
+    return error;
 }
 
 } // namespace iocp::detail

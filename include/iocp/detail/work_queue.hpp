@@ -25,7 +25,13 @@ namespace iocp::detail {
 
 class work_queue {
 public:
-    // `capacity` is rounded up to a power of two (at least 2).
+    // Ring sizes accepted: `capacity` is clamped to [min_capacity, max_capacity], then rounded
+    // up to a power of two (which cannot wrap: max_capacity is one).
+    static constexpr std::size_t min_capacity = 2;
+    // 2^20 slots of 16 bytes: 16 MiB. A bigger ring buys nothing; the overflow list takes
+    // whatever does not fit.
+    static constexpr std::size_t max_capacity = std::size_t{1} << 20;
+
     explicit work_queue(std::size_t capacity) : mask_(round_up(capacity) - 1) {
         slots_ = std::make_unique<slot[]>(mask_ + 1);
         for (std::size_t i = 0; i <= mask_; ++i)
@@ -79,21 +85,37 @@ public:
                overflow_size_.load(std::memory_order_seq_cst) == 0;
     }
 
-    // Takes up to `max` items, oldest first, as a chain linked through `next`. Returns the
-    // chain's head (nullptr when empty) and its length in `count`.
-    work_item* pop(std::size_t max, std::size_t& count) noexcept {
-        count = 0;
+    // What pop() took: a chain linked through `next` (nullptr when empty), its length, and
+    // whether items were left that the caller saw but did not take (someone should be woken).
+    struct pop_result {
         work_item* head = nullptr;
-        work_item** link = &head;
-        std::size_t n = pop_ring(max, link);
+        std::size_t count = 0;
+        bool more = false;
+    };
+
+    // Takes up to `max` items, oldest first, but no more than a fair share of what is queued:
+    // ceil(queued / consumers). A consumer never sits on items that another, idle one could be
+    // running (a burst of N long items on N workers runs side by side, not serially).
+    pop_result pop(std::size_t max, std::size_t consumers = 1) noexcept {
+        pop_result r;
+        work_item** link = &r.head;
+        std::size_t n = pop_ring(max, consumers, link, r.more);
         // TRICKY: the overflow holds only items posted after everything in the ring, so it is
         // taken from only when the ring is truly empty, not merely when its head slot is
         // claimed but not yet published (that item is older than the overflow's).
         if (n == 0 && overflow_size_.load(std::memory_order_acquire) != 0 && ring_empty())
-            n = pop_overflow(max, link);
+            n = pop_overflow(max, consumers, link, r.more);
         *link = nullptr;
-        count = n;
-        return head;
+        r.count = n;
+        return r;
+    }
+
+    // Items accepted and not yet claimed by a consumer (a snapshot: it may be stale at once).
+    std::size_t size_hint() const noexcept {
+        const std::uint64_t deq = dequeue_pos_.load(std::memory_order_relaxed);
+        const std::uint64_t enq = enqueue_pos_.load(std::memory_order_relaxed) & position_mask;
+        const std::size_t ring = enq > deq ? static_cast<std::size_t>(enq - deq) : 0;
+        return ring + overflow_size_.load(std::memory_order_relaxed);
     }
 
     // True when an item is visible to consumers (used by spinners and would-be sleepers).
@@ -135,7 +157,9 @@ private:
     }
 
     static std::size_t round_up(std::size_t n) noexcept {
-        std::size_t p = 2;
+        if (n > max_capacity)
+            n = max_capacity;
+        std::size_t p = min_capacity;
         while (p < n)
             p *= 2;
         return p;
@@ -170,13 +194,28 @@ private:
         }
     }
 
-    std::size_t pop_ring(std::size_t max, work_item**& link) noexcept {
+    // ceil(queued / consumers), within [1, max].
+    static std::size_t fair_share(std::size_t queued, std::size_t max,
+                                  std::size_t consumers) noexcept {
+        if (consumers <= 1)
+            return max;
+        const std::size_t share = queued / consumers + (queued % consumers != 0 ? 1 : 0);
+        return share < 1 ? 1 : (share < max ? share : max);
+    }
+
+    std::size_t pop_ring(std::size_t max, std::size_t consumers, work_item**& link,
+                         bool& more) noexcept {
         std::uint64_t pos = dequeue_pos_.load(std::memory_order_relaxed);
         for (;;) {
-            // Count the consecutive published slots from `pos`, up to `max`.
+            // How many are queued from `pos` (the producers' counter may be read before a
+            // later dequeue: never below zero). One read per claim, not per item.
+            const std::uint64_t enq = enqueue_pos_.load(std::memory_order_relaxed) & position_mask;
+            const std::size_t queued = enq > pos ? static_cast<std::size_t>(enq - pos) : 0;
+            const std::size_t limit = fair_share(queued, max, consumers);
+            // Count the consecutive published slots from `pos`, up to `limit`.
             std::size_t ready = 0;
-            while (ready < max && slots_[(pos + ready) & mask_].seq.load(
-                                      std::memory_order_acquire) == pos + ready + 1)
+            while (ready < limit && slots_[(pos + ready) & mask_].seq.load(
+                                        std::memory_order_acquire) == pos + ready + 1)
                 ++ready;
             if (ready == 0) {
                 const std::uint64_t seq = slots_[pos & mask_].seq.load(std::memory_order_acquire);
@@ -185,6 +224,7 @@ private:
                 pos = dequeue_pos_.load(std::memory_order_relaxed); // another consumer won
                 continue;
             }
+            more = queued > ready || overflow_size_.load(std::memory_order_relaxed) != 0;
             // TRICKY: the slots are ours only once the CAS succeeds; before it, another
             // consumer may take them (the CAS then fails, since positions never repeat).
             if (dequeue_pos_.compare_exchange_weak(pos, pos + ready, std::memory_order_relaxed)) {
@@ -200,16 +240,20 @@ private:
         }
     }
 
-    std::size_t pop_overflow(std::size_t max, work_item**& link) noexcept {
+    std::size_t pop_overflow(std::size_t max, std::size_t consumers, work_item**& link,
+                             bool& more) noexcept {
         std::lock_guard lock(overflow_mutex_);
+        const std::size_t limit =
+            fair_share(overflow_size_.load(std::memory_order_relaxed), max, consumers);
         std::size_t n = 0;
-        while (overflow_head_ != nullptr && n < max) {
+        while (overflow_head_ != nullptr && n < limit) {
             work_item* item = overflow_head_;
             overflow_head_ = item->next;
             *link = item;
             link = &item->next;
             ++n;
         }
+        more = overflow_head_ != nullptr;
         if (overflow_head_ == nullptr)
             overflow_tail_ = nullptr;
         overflow_size_.fetch_sub(n, std::memory_order_release);
