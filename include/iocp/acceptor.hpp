@@ -94,27 +94,34 @@ private:
 
     void discard_result() noexcept {
         (void)detail::win32::close_state(std::exchange(accepted_state_, nullptr));
-        if (accepted_ != INVALID_SOCKET)
-            ::closesocket(std::exchange(accepted_, INVALID_SOCKET));
+        detail::win32::close_tcp_socket(std::exchange(accepted_, INVALID_SOCKET));
     }
 
     // Creates the socket to accept into and calls AcceptEx. Runs before the operation is
     // handed to the kernel (from start_accept, or from finish when skipping a reset client).
-    DWORD issue(HANDLE listener, int family, OVERLAPPED* ov) noexcept {
+    DWORD issue(HANDLE listener, detail::win32::io_state& st, OVERLAPPED* ov) noexcept {
         std::error_code ec;
-        accepted_ = detail::win32::make_tcp_socket(family, ec);
+        accepted_ = detail::win32::make_tcp_socket(st.family, ec);
         if (ec)
             return static_cast<DWORD>(ec.value());
         LPFN_ACCEPTEX accept_ex =
-            detail::win32::accept_ex(reinterpret_cast<SOCKET>(listener), family, ec);
+            detail::win32::load_accept_ex(reinterpret_cast<SOCKET>(listener), st.accept_ex, ec);
         if (ec)
             return static_cast<DWORD>(ec.value());
         DWORD bytes = 0;
-        if (accept_ex(reinterpret_cast<SOCKET>(listener), accepted_, addresses_, 0, address_space,
-                      address_space, &bytes, ov))
-            return 0; // done already; the packet is queued all the same
-        const int error = ::WSAGetLastError();
-        return error == ERROR_IO_PENDING ? 0 : static_cast<DWORD>(error);
+        return detail::win32::issue_result(accept_ex(reinterpret_cast<SOCKET>(listener), accepted_,
+                                                     addresses_, 0, address_space, address_space,
+                                                     &bytes, ov));
+    }
+
+    // Whether an accept that failed with `ec` (as io_operation normalised it) lost only that
+    // one connection: the error table decides (a client that reset or aborted before we took
+    // it, Wine's ERROR_UNEXP_NET_ERR for the same); our own close or cancel is not one.
+    static bool lost_one_connection(const std::error_code& ec) noexcept {
+        if (ec == make_error_code(errc::connection_reset))
+            return true; // ERROR_NETNAME_DELETED or a reset, normalised
+        return ec.category() == std::system_category() &&
+               detail::win32::is_per_connection_error(ec.value());
     }
 
     static bool finish(io_operation* op, std::error_code& ec, std::size_t&) noexcept {
@@ -132,7 +139,7 @@ private:
                                     sizeof listener) != 0) {
                 ec = detail::win32::last_wsa_error();
             } else {
-                self->decode_addresses(listener, st->family);
+                self->decode_addresses(listener, *st);
             }
         }
         if (!ec) {
@@ -147,24 +154,20 @@ private:
         self->discard_result();
         // A client that reset its connection before we accepted it is not the server's
         // problem: accept the next one instead (unless we are closing).
-        if (ec == errc::connection_reset ||
-            ec == std::error_code(ERROR_CONNECTION_ABORTED, std::system_category()) ||
-            ec == std::error_code(WSAECONNABORTED, std::system_category())) {
-            const int family = st->family;
-            if (detail::win32::io_access::restart(*op, ec,
-                                                  [self, family](HANDLE h, OVERLAPPED* ov) {
-                                                      return self->issue(h, family, ov);
-                                                  }))
-                return false;
+        if (lost_one_connection(ec)) {
+            if (detail::win32::io_access::restart(*op, ec, [self, st](HANDLE h, OVERLAPPED* ov) {
+                    return self->issue(h, *st, ov);
+                }))
+                return false;       // accepting again (or its failure is on its way)
             self->discard_result(); // restart may have created a socket before failing
         }
         return true;
     }
 
-    void decode_addresses(SOCKET listener, int family) noexcept {
+    void decode_addresses(SOCKET listener, detail::win32::io_state& st) noexcept {
         std::error_code ec;
         LPFN_GETACCEPTEXSOCKADDRS get =
-            detail::win32::get_accept_ex_sockaddrs(listener, family, ec);
+            detail::win32::load_get_accept_ex_sockaddrs(listener, st.get_accept_ex_sockaddrs, ec);
         local_ = endpoint();
         remote_ = endpoint();
         if (ec)
@@ -184,6 +187,28 @@ private:
     endpoint remote_;
     char addresses_[2 * address_space];
 };
+
+namespace detail::win32 {
+
+// What an accept handler receives besides the error: the connection (closed on error) and
+// the peer's address, taken out of the operation before it is freed.
+template <>
+struct handler_args<accept_operation> {
+    socket conn;
+    endpoint peer;
+    handler_args(accept_operation& op, std::size_t) noexcept
+        : conn(op.take_socket()), peer(op.remote_endpoint()) {}
+    template <class Handler>
+    void call(Handler& h, const std::error_code& ec) {
+        if constexpr (std::is_invocable_v<Handler&, const std::error_code&, socket,
+                                          const endpoint&>)
+            h(ec, std::move(conn), peer);
+        else
+            h(ec, std::move(conn));
+    }
+};
+
+} // namespace detail::win32
 
 /// A listening TCP socket associated with a `thread_pool`.
 ///
@@ -243,18 +268,24 @@ public:
         if (ec)
             return;
         // Load the extension functions now, so that a provider without them fails here.
-        if (::bind(s, local.data(), local.size()) != 0 || ::listen(s, backlog) != 0) {
+        if (::bind(s, local.data(), local.size()) != 0 || ::listen(s, backlog) != 0)
             ec = detail::win32::last_wsa_error();
-        } else {
-            (void)detail::win32::accept_ex(s, af, ec);
-            if (!ec)
-                (void)detail::win32::get_accept_ex_sockaddrs(s, af, ec);
-        }
+        detail::win32::io_state* st = nullptr;
         if (!ec)
-            state_ = detail::win32::open_state(*pool_, reinterpret_cast<HANDLE>(s),
-                                               detail::win32::handle_kind::socket, af, ec);
-        if (ec)
-            ::closesocket(s);
+            st = detail::win32::open_state(*pool_, reinterpret_cast<HANDLE>(s),
+                                           detail::win32::handle_kind::socket, af, ec);
+        if (ec) {
+            detail::win32::close_tcp_socket(s);
+            return;
+        }
+        (void)detail::win32::load_accept_ex(s, st->accept_ex, ec);
+        if (!ec)
+            (void)detail::win32::load_get_accept_ex_sockaddrs(s, st->get_accept_ex_sockaddrs, ec);
+        if (ec) {
+            (void)detail::win32::close_state(st); // closes the socket, gives back its reference
+            return;
+        }
+        state_ = st;
     }
     /// As above. @throws std::system_error
     void open(const endpoint& local, int backlog = SOMAXCONN) {
@@ -309,12 +340,9 @@ public:
     /// running. `std::bad_alloc`.
     template <class Handler>
     void accept(Handler&& handler) {
-        using op_type = handler_op<std::decay_t<Handler>>;
-        op_type* op = op_type::create(std::forward<Handler>(handler));
-        if (std::error_code ec = start_accept(*this, *op)) {
-            op_type::discard(op);
-            throw std::system_error(ec, "iocp::acceptor::accept");
-        }
+        detail::win32::start_handler_op<accept_operation>(
+            std::forward<Handler>(handler), "iocp::acceptor::accept",
+            [&](accept_operation& op) { return start_accept(*this, op); });
     }
 
     /// Cancels pending accepts (they complete with `errc::operation_aborted`); the acceptor
@@ -340,63 +368,6 @@ public:
 private:
     friend std::error_code start_accept(acceptor&, accept_operation&) noexcept;
 
-    // The operation behind accept(handler): like detail::win32::handler_op, plus the socket
-    // and the peer's endpoint taken out of the operation before it is freed.
-    template <class Handler>
-    class handler_op final : public accept_operation {
-    public:
-        template <class H>
-        static handler_op* create(H&& h) {
-            void* mem = detail::win32::op_memory::allocate(sizeof(handler_op));
-            try {
-                return ::new (mem) handler_op(std::forward<H>(h));
-            } catch (...) {
-                detail::win32::op_memory::deallocate(mem, sizeof(handler_op));
-                throw;
-            }
-        }
-
-        static void discard(handler_op* op) noexcept {
-            op->~handler_op();
-            detail::win32::op_memory::deallocate(op, sizeof(handler_op));
-        }
-
-    private:
-        template <class H>
-        explicit handler_op(H&& h)
-            : accept_operation(&handler_op::invoke), handler_(std::forward<H>(h)) {}
-
-        static void invoke(io_operation* base, const std::error_code& ec, std::size_t) noexcept {
-            auto* self = static_cast<handler_op*>(base);
-            thread_pool* pool = self->pool();
-            socket conn = self->take_socket();
-            endpoint peer = self->remote_endpoint();
-            if constexpr (std::is_nothrow_move_constructible_v<Handler>) {
-                Handler h(std::move(self->handler_));
-                discard(self);
-                run(pool, h, ec, std::move(conn), peer);
-            } else {
-                run(pool, self->handler_, ec, std::move(conn), peer);
-                discard(self);
-            }
-        }
-
-        static void run(thread_pool* pool, Handler& h, const std::error_code& ec, socket conn,
-                        const endpoint& peer) noexcept {
-            try {
-                if constexpr (std::is_invocable_v<Handler&, const std::error_code&, socket,
-                                                  const endpoint&>)
-                    h(ec, std::move(conn), peer);
-                else
-                    h(ec, std::move(conn));
-            } catch (...) {
-                pool->report_exception(std::current_exception());
-            }
-        }
-
-        Handler handler_;
-    };
-
     thread_pool* pool_ = nullptr;
     detail::win32::io_state* state_ = nullptr; // non-null while open
 };
@@ -405,10 +376,10 @@ inline std::error_code start_accept(acceptor& a, accept_operation& op) noexcept 
     if (a.pool_ == nullptr)
         return std::make_error_code(std::errc::invalid_argument);
     op.discard_result(); // a connection from an earlier use that nobody took
-    const int family = a.state_ != nullptr ? a.state_->family : AF_INET;
+    detail::win32::io_state* st = a.state_;
     std::error_code ec = detail::win32::io_access::start(
-        *a.pool_, a.state_, op, &accept_operation::finish, 0,
-        [&op, family](HANDLE h, OVERLAPPED* ov) { return op.issue(h, family, ov); });
+        *a.pool_, st, op, &accept_operation::finish, 0,
+        [&op, st](HANDLE h, OVERLAPPED* ov) { return op.issue(h, *st, ov); });
     if (ec)
         op.discard_result(); // nothing started: close the socket it may have created
     return ec;

@@ -87,11 +87,18 @@ public:
             return e;
         }
         std::memcpy(text, address.data(), address.size());
-        (void)detail::win32::winsock_init();
-        if (::inet_pton(AF_INET, text, &e.addr_.v4.sin_addr) == 1) {
+        // inet_pton needs Winsock started: hold a reference for the call only.
+        if (std::error_code wsa = detail::win32::winsock_acquire()) {
+            ec = wsa;
+            return e;
+        }
+        const int v4 = ::inet_pton(AF_INET, text, &e.addr_.v4.sin_addr);
+        const int v6 = v4 == 1 ? 0 : ::inet_pton(AF_INET6, text, &e.addr_.v6.sin6_addr);
+        detail::win32::winsock_release();
+        if (v4 == 1) {
             e.addr_.v4.sin_family = AF_INET;
             e.addr_.v4.sin_port = ::htons(port);
-        } else if (::inet_pton(AF_INET6, text, &e.addr_.v6.sin6_addr) == 1) {
+        } else if (v6 == 1) {
             e.addr_.v6.sin6_family = AF_INET6;
             e.addr_.v6.sin6_port = ::htons(port);
         } else {

@@ -6,7 +6,7 @@
 ///
 /// @code
 /// std::error_code ec = ...;                 // from any iocp call
-/// if (ec == iocp::errc::operation_aborted)  // true for 995, 676 (Wine) or ECANCELED
+/// if (ec == iocp::errc::operation_aborted)  // true for 995, 676 (Wine), 1235, or ECANCELED
 ///     return;
 /// @endcode
 
@@ -15,6 +15,10 @@
 #include <system_error>
 
 #include "config.hpp"
+
+#if IOCP_WINDOWS
+#include "detail/win32/error_table.hpp"
+#endif
 
 namespace iocp {
 
@@ -29,12 +33,13 @@ enum class errc {
     connection_reset,      ///< the peer reset the connection
     connection_refused,    ///< nobody listens at the address connected to
     invalid_handle,        ///< a null, invalid or already closed handle
+    connection_aborted,    ///< the local network stack gave the connection up
 };
 
 namespace detail {
 
-// Native codes that mean each condition. Written as numbers so this header needs no
-// <windows.h>; the names are in the comments.
+// Compares native codes with the portable conditions: Win32/WSA codes through the error table
+// (detail/win32/error_table.hpp), errno values directly.
 class error_category final : public std::error_category {
 public:
     const char* name() const noexcept override { return "iocp"; }
@@ -48,6 +53,7 @@ public:
         case errc::connection_reset: return "connection reset by peer";
         case errc::connection_refused: return "connection refused";
         case errc::invalid_handle: return "invalid handle";
+        case errc::connection_aborted: return "connection aborted by the local network stack";
         }
         return "unknown iocp error " + std::to_string(value);
     }
@@ -65,29 +71,21 @@ public:
 private:
     static bool native_matches(int value, errc condition) noexcept {
 #if IOCP_WINDOWS
-        switch (condition) {
-        case errc::operation_aborted:
-            // ERROR_OPERATION_ABORTED, ERROR_HANDLES_CLOSED (Wine's closesocket),
-            // ERROR_CONNECTION_ABORTED (a local abort of a connection), WSAECANCELLED.
-            return value == 995 || value == 676 || value == 1236 || value == 10103;
-        case errc::eof:
-            // ERROR_HANDLE_EOF, ERROR_BROKEN_PIPE (pipe writer gone).
-            return value == 38 || value == 109;
-        case errc::timed_out:
-            // WAIT_TIMEOUT, ERROR_TIMEOUT, ERROR_SEM_TIMEOUT, WSAETIMEDOUT.
-            return value == 258 || value == 1460 || value == 121 || value == 10060;
-        case errc::closed:
-            // ERROR_ABANDONED_WAIT_0: the port was closed under a waiter.
-            return value == 735;
-        case errc::connection_reset:
-            // ERROR_NETNAME_DELETED (a peer RST seen by an overlapped socket), WSAECONNRESET.
-            return value == 64 || value == 10054;
-        case errc::connection_refused:
-            // ERROR_CONNECTION_REFUSED, WSAECONNREFUSED.
-            return value == 1225 || value == 10061;
-        case errc::invalid_handle:
-            // ERROR_INVALID_HANDLE, WSAENOTSOCK.
-            return value == 6 || value == 10038;
+        // Which codes mean which condition is decided in one place, the error table.
+        using win32::error_kind;
+        switch (win32::classify_error(value).kind) {
+        case error_kind::aborted: return condition == errc::operation_aborted;
+        // Without knowing who closed the handle, ERROR_NETNAME_DELETED reads as a peer reset;
+        // the I/O objects, which know, report our own close as operation_aborted.
+        case error_kind::closed_or_reset:
+        case error_kind::connection_reset: return condition == errc::connection_reset;
+        case error_kind::connection_aborted: return condition == errc::connection_aborted;
+        case error_kind::eof: return condition == errc::eof;
+        case error_kind::refused: return condition == errc::connection_refused;
+        case error_kind::timed_out: return condition == errc::timed_out;
+        case error_kind::port_closed: return condition == errc::closed;
+        case error_kind::invalid_handle: return condition == errc::invalid_handle;
+        case error_kind::unclassified: return false;
         }
         return false;
 #else
@@ -104,6 +102,7 @@ private:
         case errc::connection_reset: return value == ECONNRESET;
         case errc::connection_refused: return value == ECONNREFUSED;
         case errc::invalid_handle: return value == EBADF;
+        case errc::connection_aborted: return value == ECONNABORTED;
         }
         return false;
     }

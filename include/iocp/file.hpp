@@ -296,6 +296,17 @@ private:
     // the limits some file systems put below 4 GiB.
     static constexpr std::size_t max_transfer = 0x80000000u;
 
+    // The largest offset a file can have: Windows' file offsets are signed 64-bit (LARGE_
+    // INTEGER). Above it are values the kernel reads as something else: 0xFFFFFFFFFFFFFFFF is
+    // "write at the end of the file" (FILE_WRITE_TO_END_OF_FILE), 0xFFFFFFFFFFFFFFFE "at the
+    // current position" (FILE_USE_FILE_POINTER_POSITION), the rest ERROR_INVALID_PARAMETER.
+    static constexpr std::uint64_t max_offset = 0x7FFFFFFFFFFFFFFFull;
+
+    // Whether `size` bytes at `offset` lie within the offsets a file can have (no overflow).
+    static constexpr bool valid_range(std::uint64_t offset, std::uint64_t size) noexcept {
+        return offset <= max_offset && size <= max_offset - offset;
+    }
+
     void adopt(HANDLE h, std::error_code& ec) noexcept {
         state_ = detail::win32::open_state(*pool_, h, detail::win32::handle_kind::file, 0, ec);
         if (ec && detail::win32::io_state::valid(h))
@@ -334,27 +345,24 @@ private:
 inline std::error_code start_read_at(file& f, io_operation& op, std::uint64_t offset,
                                      mutable_buffer buffer) noexcept {
     const auto n = static_cast<DWORD>((std::min)(buffer.size, file::max_transfer));
+    if (!file::valid_range(offset, n))
+        return std::make_error_code(std::errc::invalid_argument);
     // Reads into nothing are not eof: only a non-empty read gets the eof check.
     return f.start(op, n, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
         set_offset(*ov, offset);
-        if (::ReadFile(h, buffer.data, n, nullptr, ov))
-            return 0; // done already; the packet is queued all the same
-        const DWORD error = ::GetLastError();
-        return error == ERROR_IO_PENDING ? 0 : error;
+        return detail::win32::issue_result(::ReadFile(h, buffer.data, n, nullptr, ov));
     });
 }
 
 inline std::error_code start_write_at(file& f, io_operation& op, std::uint64_t offset,
                                       const_buffer buffer) noexcept {
     const auto n = static_cast<DWORD>((std::min)(buffer.size, file::max_transfer));
-    std::error_code ec = f.start(op, 0, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
+    if (!file::valid_range(offset, n))
+        return std::make_error_code(std::errc::invalid_argument);
+    return f.start(op, 0, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
         set_offset(*ov, offset);
-        if (::WriteFile(h, buffer.data, n, nullptr, ov))
-            return 0;
-        const DWORD error = ::GetLastError();
-        return error == ERROR_IO_PENDING ? 0 : error;
+        return detail::win32::issue_result(::WriteFile(h, buffer.data, n, nullptr, ov));
     });
-    return ec;
 }
 
 } // namespace iocp

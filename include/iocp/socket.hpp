@@ -126,10 +126,8 @@ private:
     DWORD issue(HANDLE h, OVERLAPPED* ov) noexcept {
         WSABUF bufs[max_buffers];
         const DWORD n = remaining(bufs);
-        if (::WSASend(reinterpret_cast<SOCKET>(h), bufs, n, nullptr, 0, ov, nullptr) == 0)
-            return 0;
-        const int error = ::WSAGetLastError();
-        return error == WSA_IO_PENDING ? 0 : static_cast<DWORD>(error);
+        return detail::win32::wsa_issue_result(
+            ::WSASend(reinterpret_cast<SOCKET>(h), bufs, n, nullptr, 0, ov, nullptr));
     }
 
     static bool finish(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
@@ -259,7 +257,7 @@ public:
         state_ = detail::win32::open_state(*pool_, reinterpret_cast<HANDLE>(s),
                                            detail::win32::handle_kind::socket, af, ec);
         if (ec)
-            ::closesocket(s);
+            detail::win32::close_tcp_socket(s);
     }
     /// As above. @throws std::system_error
     void open(address_family family) {
@@ -562,13 +560,6 @@ private:
         return true;
     }
 
-    static DWORD wsa_result(int rc) noexcept {
-        if (rc == 0)
-            return 0; // done already; the packet is queued all the same
-        const int error = ::WSAGetLastError();
-        return error == WSA_IO_PENDING ? 0 : static_cast<DWORD>(error);
-    }
-
     template <class Buffer>
     static bool to_wsabufs(std::span<const Buffer> in, WSABUF* out, std::size_t& total) noexcept {
         if (in.empty() || in.size() > max_buffers)
@@ -599,7 +590,7 @@ inline std::error_code start_recv(socket& s, io_operation& op,
         // The flags are in and out; the WSABUF array is captured by the call (the provider
         // copies it before returning), so both may live on this stack.
         DWORD flags = 0;
-        return socket::wsa_result(
+        return detail::win32::wsa_issue_result(
             ::WSARecv(reinterpret_cast<SOCKET>(h), bufs, n, nullptr, &flags, ov, nullptr));
     });
 }
@@ -616,7 +607,7 @@ inline std::error_code start_send(socket& s, io_operation& op,
         return std::make_error_code(std::errc::invalid_argument);
     const auto n = static_cast<DWORD>(buffers.size());
     return s.start(op, nullptr, 0, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
-        return socket::wsa_result(
+        return detail::win32::wsa_issue_result(
             ::WSASend(reinterpret_cast<SOCKET>(h), bufs, n, nullptr, 0, ov, nullptr));
     });
 }
@@ -652,15 +643,12 @@ inline std::error_code start_connect(socket& s, io_operation& op, const endpoint
             return ec;
     }
     LPFN_CONNECTEX connect_ex =
-        detail::win32::connect_ex(s.native_handle(), native_family(peer.family()), ec);
+        detail::win32::load_connect_ex(s.native_handle(), s.state_->connect_ex, ec);
     if (ec)
         return ec;
     return s.start(op, &socket::finish_connect, 0, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
-        if (connect_ex(reinterpret_cast<SOCKET>(h), peer.data(), peer.size(), nullptr, 0, nullptr,
-                       ov))
-            return 0;
-        const int error = ::WSAGetLastError();
-        return error == ERROR_IO_PENDING ? 0 : static_cast<DWORD>(error);
+        return detail::win32::issue_result(connect_ex(reinterpret_cast<SOCKET>(h), peer.data(),
+                                                      peer.size(), nullptr, 0, nullptr, ov));
     });
 }
 

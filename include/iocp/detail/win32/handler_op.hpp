@@ -1,8 +1,10 @@
 #pragma once
-// The operation object behind each handler-based call (socket::recv, file::read_at, ...): an
-// io_operation-derived record that owns the user's handler. One per call, in memory recycled
-// through a small per-thread cache, so that steady state (a handler that starts the next
-// operation, on a worker) allocates nothing.
+// The operation object behind every handler-based call (file::read_at, socket::recv,
+// socket::send_all, acceptor::accept, ...): one template, an io_operation-derived record that
+// owns the user's handler. One per call, in memory recycled through a small per-thread cache
+// (detail::per_thread, the library's one such mechanism), so that steady state (a handler that
+// starts the next operation, on a worker) allocates nothing. Over-aligned handlers get memory
+// of their alignment.
 
 #include <cstddef>
 #include <exception>
@@ -13,37 +15,39 @@
 
 #include "../../io_operation.hpp"
 #include "../../thread_pool.hpp"
+#include "../per_thread.hpp"
 
 namespace iocp::detail::win32 {
 
-// Two block sizes: 256 bytes hold an operation (~90 bytes) with a handler of up to ~20
-// pointers; 512 hold a send_all operation (its 8 buffer descriptors) with a handler of the same
-// size. Bigger operations are plain heap allocations. 16 blocks per size and thread keep a
-// burst of operations started and completed on one worker off the heap.
-//
-// The per-thread cache lives in a fiber-local storage slot, not in a C++ thread_local: with
-// MinGW-w64 (emutls over winpthreads) the storage of a thread_local object can be freed before
-// its destructor runs at thread exit (measured here: the destructor then reads reused heap
-// memory). The FLS callback runs at thread exit on Windows and Wine alike, with the pointer.
+// Two block sizes: 256 bytes hold an operation (~100 bytes) with a handler of up to ~20
+// pointers; 512 hold a send_all or accept operation (buffer descriptors, addresses) with a
+// handler of the same size. Bigger operations are plain heap allocations. 16 blocks per size
+// and thread keep a burst of operations started and completed on one worker off the heap.
 class op_memory {
 public:
     static constexpr std::size_t small_block = 256;
     static constexpr std::size_t large_block = 512;
     static constexpr std::size_t slots = 16;
 
-    static void* allocate(std::size_t n) {
+    // Memory for `n` bytes aligned to `align`. @throws std::bad_alloc
+    static void* allocate(std::size_t n, std::size_t align) {
+        if (align > __STDCPP_DEFAULT_NEW_ALIGNMENT__)
+            return ::operator new (n, std::align_val_t{align}); // the cache's blocks are not
         if (n <= large_block) {
-            if (cache* c = local(); c != nullptr) {
-                cache::bin& b = c->pick(n);
-                if (b.count > 0)
-                    return b.blocks[--b.count];
-            }
+            cache::bin& b = per_thread<cache>().pick(n);
+            if (b.count > 0)
+                return b.blocks[--b.count];
             return ::operator new(n <= small_block ? small_block : large_block);
         }
         return ::operator new(n);
     }
 
-    static void deallocate(void* p, std::size_t n) noexcept {
+    // Gives back memory of allocate(n, align).
+    static void deallocate(void* p, std::size_t n, std::size_t align) noexcept {
+        if (align > __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
+            ::operator delete (p, std::align_val_t{align});
+            return;
+        }
         if (n <= large_block) {
             if (cache* c = local(); c != nullptr) {
                 cache::bin& b = c->pick(n);
@@ -75,28 +79,14 @@ private:
         }
     };
 
-    static void WINAPI release(void* c) noexcept { delete static_cast<cache*>(c); }
-
-    static DWORD slot() noexcept {
-        static const DWORD index = ::FlsAlloc(&op_memory::release);
-        return index;
-    }
-
-    // This thread's cache, created on first use; nullptr if none can be had (no FLS slot or no
-    // memory): the blocks then come from the heap and go back to it.
+    // This thread's cache, or nullptr if it cannot be created now (no memory): the block then
+    // goes back to the heap.
     static cache* local() noexcept {
-        const DWORD index = slot();
-        if (index == FLS_OUT_OF_INDEXES)
+        try {
+            return &per_thread<cache>();
+        } catch (...) {
             return nullptr;
-        auto* c = static_cast<cache*>(::FlsGetValue(index));
-        if (c == nullptr) {
-            c = new (std::nothrow) cache;
-            if (c != nullptr && !::FlsSetValue(index, c)) {
-                delete c;
-                c = nullptr;
-            }
         }
-        return c;
     }
 };
 
@@ -109,55 +99,76 @@ void call_handler(Handler& h, const std::error_code& ec, std::size_t bytes) {
         h(ec);
 }
 
-// `Base` is io_operation or a subclass (send_all_operation); its constructor takes the
-// completion function. The handler is moved out and the block freed before the handler runs,
-// so that the handler's next operation reuses the block.
+// What a handler receives besides the error, taken out of the operation before it is freed.
+// For reads, writes, receives and sends: the bytes transferred. Operation kinds that hand
+// over something else (accept: the connection and the peer) specialise it.
+template <class Base>
+struct handler_args {
+    std::size_t bytes;
+    handler_args(Base&, std::size_t n) noexcept : bytes(n) {}
+    template <class Handler>
+    void call(Handler& h, const std::error_code& ec) {
+        call_handler(h, ec, bytes);
+    }
+};
+
+// `Base` is io_operation or a subclass (send_all_operation, accept_operation); its constructor
+// takes the completion function. The handler is moved out and the block freed before the
+// handler runs, so that the handler's next operation reuses the block.
 template <class Base, class Handler>
 class handler_op final : public Base {
 public:
-    static_assert(alignof(Handler) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__,
-                  "over-aligned handlers are not supported");
-
     template <class H>
     static handler_op* create(H&& h) {
-        void* mem = op_memory::allocate(sizeof(handler_op));
+        void* mem = op_memory::allocate(sizeof(handler_op), alignof(handler_op));
         try {
             return ::new (mem) handler_op(std::forward<H>(h));
         } catch (...) {
-            op_memory::deallocate(mem, sizeof(handler_op));
+            op_memory::deallocate(mem, sizeof(handler_op), alignof(handler_op));
             throw;
         }
     }
 
-    // Frees an operation whose start failed (the handler is destroyed without running).
+    // Frees an operation whose start failed, or that the pool abandons: the handler is
+    // destroyed without running.
     static void discard(handler_op* op) noexcept {
         op->~handler_op();
-        op_memory::deallocate(op, sizeof(handler_op));
+        op_memory::deallocate(op, sizeof(handler_op), alignof(handler_op));
     }
 
 private:
     template <class H>
-    explicit handler_op(H&& h) : Base(&handler_op::invoke), handler_(std::forward<H>(h)) {}
+    explicit handler_op(H&& h) : Base(&handler_op::invoke), handler_(std::forward<H>(h)) {
+        this->set_abandon(&handler_op::abandon);
+    }
+
+    // A moved-out handler lives on the stack: only handlers of default alignment go there
+    // (MinGW-w64 GCC does not align over-aligned stack objects, GCC bug 54412).
+    static constexpr bool move_out = std::is_nothrow_move_constructible_v<Handler> &&
+                                     alignof(Handler) <= alignof(std::max_align_t);
 
     static void invoke(io_operation* base, const std::error_code& ec, std::size_t bytes) noexcept {
         auto* self = static_cast<handler_op*>(base);
         thread_pool* pool = self->pool();
-        if constexpr (std::is_nothrow_move_constructible_v<Handler>) {
+        handler_args<Base> args(*self, bytes);
+        if constexpr (move_out) {
             Handler h(std::move(self->handler_));
             discard(self);
-            run(pool, h, ec, bytes);
+            run(pool, h, ec, args);
         } else {
-            run(pool, self->handler_, ec, bytes);
+            run(pool, self->handler_, ec, args);
             discard(self);
         }
     }
 
+    static void abandon(io_operation* base) noexcept { discard(static_cast<handler_op*>(base)); }
+
     // A handler's exception goes to the pool's exception handler, never further: completion
     // functions are noexcept and the worker must live on.
     static void run(thread_pool* pool, Handler& h, const std::error_code& ec,
-                    std::size_t bytes) noexcept {
+                    handler_args<Base>& args) noexcept {
         try {
-            call_handler(h, ec, bytes);
+            args.call(h, ec);
         } catch (...) {
             pool->report_exception(std::current_exception());
         }
@@ -167,8 +178,8 @@ private:
 };
 
 // Starts a handler operation with `start(op)` (which returns the error of an operation that
-// could not even be delivered); on such an error the operation is discarded and the error
-// thrown, as documented on each handler-based call.
+// was not started); on such an error the operation is discarded and the error thrown, as
+// documented on each handler-based call.
 template <class Base, class Handler, class Start>
 void start_handler_op(Handler&& handler, const char* what, Start&& start) {
     using op_type = handler_op<Base, std::decay_t<Handler>>;

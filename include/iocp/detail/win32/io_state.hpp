@@ -16,14 +16,52 @@
 
 #include "../../error.hpp"
 #include "../../thread_pool.hpp"
+#include "error_table.hpp"
 #include "windows.hpp"
 #include "winsock.hpp"
 
 namespace iocp::detail::win32 {
 
-// ERROR_HANDLES_CLOSED: what Wine's closesocket gives pending socket I/O. Not every SDK's
-// <winerror.h> names it.
-inline constexpr int error_handles_closed = 676;
+// The table's numbers are the SDK's (ERROR_HANDLES_CLOSED, 676, is not in every <winerror.h>).
+static_assert(classify_error(ERROR_OPERATION_ABORTED).kind == error_kind::aborted);
+static_assert(classify_error(WSAECANCELLED).kind == error_kind::aborted);
+static_assert(classify_error(ERROR_NETNAME_DELETED).kind == error_kind::closed_or_reset);
+static_assert(classify_error(WSAECONNRESET).kind == error_kind::connection_reset);
+static_assert(classify_error(WSAENETRESET).kind == error_kind::connection_reset);
+static_assert(classify_error(ERROR_CONNECTION_ABORTED).kind == error_kind::connection_aborted);
+static_assert(classify_error(WSAECONNABORTED).kind == error_kind::connection_aborted);
+static_assert(is_per_connection_error(ERROR_UNEXP_NET_ERR));
+static_assert(classify_error(ERROR_HANDLE_EOF).kind == error_kind::eof);
+static_assert(classify_error(ERROR_BROKEN_PIPE).kind == error_kind::eof);
+static_assert(classify_error(ERROR_CONNECTION_REFUSED).kind == error_kind::refused);
+static_assert(classify_error(WSAECONNREFUSED).kind == error_kind::refused);
+static_assert(classify_error(WAIT_TIMEOUT).kind == error_kind::timed_out);
+static_assert(classify_error(ERROR_SEM_TIMEOUT).kind == error_kind::timed_out);
+static_assert(classify_error(WSAETIMEDOUT).kind == error_kind::timed_out);
+static_assert(classify_error(ERROR_ABANDONED_WAIT_0).kind == error_kind::port_closed);
+static_assert(classify_error(ERROR_INVALID_HANDLE).kind == error_kind::invalid_handle);
+static_assert(classify_error(WSAENOTSOCK).kind == error_kind::invalid_handle);
+
+// The result of an overlapped call for the start path: 0 when the I/O is pending or already
+// done (either way a packet will come: the library does not use skip-on-success), the Win32 or
+// WSA error otherwise. ERROR_IO_PENDING and WSA_IO_PENDING are the same number (997).
+inline DWORD pending_or_error(DWORD error) noexcept {
+    return error == ERROR_IO_PENDING ? 0 : error;
+}
+// For the BOOL-returning calls (ReadFile, WriteFile, AcceptEx, ConnectEx).
+inline DWORD issue_result(BOOL ok) noexcept { return ok ? 0 : pending_or_error(::GetLastError()); }
+// For the int-returning Winsock calls (WSARecv, WSASend: 0 or SOCKET_ERROR).
+inline DWORD wsa_issue_result(int rc) noexcept {
+    return rc == 0 ? 0 : pending_or_error(static_cast<DWORD>(::WSAGetLastError()));
+}
+
+// The completion key of the completions the library posts itself (an operation that failed at
+// once, or whose packet came before its start call returned). Kernel packets carry the
+// handle's key, its io_state: the key tells the two apart (io_operation's start guard).
+inline constexpr unsigned char posted_completion_tag = 0;
+inline void* posted_completion_key() noexcept {
+    return const_cast<unsigned char*>(&posted_completion_tag);
+}
 
 enum class handle_kind : unsigned char { file, socket };
 
@@ -40,10 +78,25 @@ struct io_state : io_object_hook {
     std::atomic<bool> closed_by_us{false};
     // The pool's shutdown cancelled this handle's I/O (or the handle was registered after).
     std::atomic<bool> pool_cancelling{false};
+    // Sockets: this state holds the socket's Winsock reference (see winsock.hpp).
+    bool holds_winsock = false;
+    // Sockets: the provider's extension functions, loaded on first use (see winsock.hpp).
+    std::atomic<LPFN_ACCEPTEX> accept_ex{nullptr};
+    std::atomic<LPFN_CONNECTEX> connect_ex{nullptr};
+    std::atomic<LPFN_GETACCEPTEXSOCKADDRS> get_accept_ex_sockaddrs{nullptr};
     // Orders close() against the few uses of the handle from a completion (a send_all
     // continuation, the accept context update), which may run on a worker while the owner
     // closes the object on another thread.
     std::mutex mutex;
+
+    io_state(const io_state&) = delete;
+    io_state& operator=(const io_state&) = delete;
+    // The last reference is gone: no completion of this handle will run any more, so its
+    // Winsock reference can go too.
+    ~io_state() {
+        if (holds_winsock)
+            winsock_release();
+    }
 
     SOCKET socket() const noexcept {
         return reinterpret_cast<SOCKET>(handle.load(std::memory_order_relaxed));
@@ -88,7 +141,8 @@ inline std::error_code close_native(HANDLE h, handle_kind kind) noexcept {
 }
 
 // Binds `h` to `pool` with a new state as its completion key, and registers the state for
-// cancellation at shutdown. On failure `h` is left open (the caller still owns it).
+// cancellation at shutdown. On failure `h` is left open (the caller still owns it). A socket
+// (from make_tcp_socket) hands its Winsock reference to the state on success.
 inline io_state* open_state(thread_pool& pool, HANDLE h, handle_kind kind, int family,
                             std::error_code& ec) noexcept {
     if (!io_state::valid(h)) {
@@ -105,6 +159,7 @@ inline io_state* open_state(thread_pool& pool, HANDLE h, handle_kind kind, int f
         delete st;
         return nullptr;
     }
+    st->holds_winsock = kind == handle_kind::socket;
     pool.add_io_object(*st);
     return st;
 }
@@ -141,32 +196,38 @@ inline std::error_code close_state(io_state* st) noexcept {
     return ec;
 }
 
-// The error an operation reports, normalised: the "aborted" family (995, Wine's 676, and
-// ERROR_NETNAME_DELETED when we closed the handle) is errc::operation_aborted; a peer reset
-// (ERROR_NETNAME_DELETED without a local close) is errc::connection_reset; end of file,
-// refused connections and bad handles get their errc too (readable messages, same meaning).
-// Other codes stay as the system reported them.
-inline std::error_code translate_error(const std::error_code& e, const io_state* st) noexcept {
+// The error an operation reports, normalised by the error table: the "aborted" family (995,
+// Wine's 676, ...) is errc::operation_aborted; so are ERROR_NETNAME_DELETED and the
+// connection resets and aborts when we closed the handle or the pool cancelled it (`ours`); a
+// peer reset is errc::connection_reset; end of file, refused connections and bad handles get
+// their errc (readable messages, same meaning on both backends). Other codes (timeouts, a
+// connection aborted by the stack, ...) stay as the system reported them: they still compare
+// equal to their errc through error.hpp, which reads the same table.
+inline std::error_code translate_io_error(const std::error_code& e, bool ours) noexcept {
     if (!e || e.category() != std::system_category())
         return e;
+    switch (classify_error(e.value()).kind) {
+    case error_kind::aborted: return make_error_code(errc::operation_aborted);
+    case error_kind::closed_or_reset:
+    case error_kind::connection_reset:
+        return make_error_code(ours ? errc::operation_aborted : errc::connection_reset);
+    case error_kind::connection_aborted: return ours ? make_error_code(errc::operation_aborted) : e;
+    case error_kind::eof: return make_error_code(errc::eof);
+    case error_kind::refused: return make_error_code(errc::connection_refused);
+    case error_kind::invalid_handle: return make_error_code(errc::invalid_handle);
+    case error_kind::timed_out:
+    case error_kind::port_closed:
+    case error_kind::unclassified: return e;
+    }
+    return e;
+}
+
+// As above, for an operation on `st`'s handle: `ours` is whether we closed it or the pool's
+// shutdown cancelled it.
+inline std::error_code translate_error(const std::error_code& e, const io_state* st) noexcept {
     const bool ours = st != nullptr && (st->closed_by_us.load(std::memory_order_seq_cst) ||
                                         st->pool_cancelling.load(std::memory_order_seq_cst));
-    switch (e.value()) {
-    case ERROR_OPERATION_ABORTED: // 995, CancelIoEx (and closesocket on Windows)
-    case error_handles_closed:    // 676, closesocket under Wine
-    case WSAECANCELLED: return make_error_code(errc::operation_aborted);
-    case ERROR_NETNAME_DELETED: // 64: closesocket with the I/O pending, or a peer RST
-    case WSAECONNRESET:
-        return make_error_code(ours ? errc::operation_aborted : errc::connection_reset);
-    case ERROR_CONNECTION_ABORTED: // 1236: a local abort of the connection
-    case WSAECONNABORTED: return ours ? make_error_code(errc::operation_aborted) : e;
-    case ERROR_HANDLE_EOF: return make_error_code(errc::eof);
-    case ERROR_CONNECTION_REFUSED:
-    case WSAECONNREFUSED: return make_error_code(errc::connection_refused);
-    case ERROR_INVALID_HANDLE:
-    case WSAENOTSOCK: return make_error_code(errc::invalid_handle);
-    default: return e;
-    }
+    return translate_io_error(e, ours);
 }
 
 } // namespace iocp::detail::win32

@@ -1,5 +1,5 @@
 #pragma once
-// Winsock start-up (once per process, thread-safe) and the Microsoft extension functions
+// Winsock start-up (counted: one reference per socket) and the Microsoft extension functions
 // (AcceptEx, ConnectEx, GetAcceptExSockaddrs), which are not exported by ws2_32 and must be
 // asked for through WSAIoctl(SIO_GET_EXTENSION_FUNCTION_POINTER).
 
@@ -13,43 +13,24 @@ namespace iocp::detail::win32 {
 inline std::error_code wsa_error(int code) noexcept { return {code, std::system_category()}; }
 inline std::error_code last_wsa_error() noexcept { return wsa_error(::WSAGetLastError()); }
 
-// Calls WSAStartup once (a function-local static: C++ makes its initialisation thread-safe)
-// and WSACleanup when the program ends. Every object that creates a socket calls this first,
-// so the static is constructed before those objects finish construction and is therefore
-// destroyed after them, even when they are statics themselves.
-inline std::error_code winsock_init() noexcept {
-    struct startup {
-        int error = 0;
-        startup() noexcept {
-            WSADATA data;
-            error = ::WSAStartup(MAKEWORD(2, 2), &data);
-        }
-        ~startup() {
-            if (error == 0)
-                ::WSACleanup();
-        }
-        startup(const startup&) = delete;
-        startup& operator=(const startup&) = delete;
-    };
-    static const startup instance;
-    return instance.error == 0 ? std::error_code{} : wsa_error(instance.error);
+// Winsock start-up is counted: every WSAStartup is paired with one WSACleanup, and Winsock
+// stays up while any pair is open. The library takes one reference per socket it creates and
+// gives it back only when nothing can use that socket any more: when its io_state is freed,
+// after the last completion of its operations ran (an accept's completion still calls
+// setsockopt and GetAcceptExSockaddrs). So no static destructor ends Winsock under a static
+// pool whose socket completions are still pending (WIL's network.h warns of exactly that).
+inline std::error_code winsock_acquire() noexcept {
+    WSADATA data;
+    if (const int error = ::WSAStartup(MAKEWORD(2, 2), &data); error != 0)
+        return wsa_error(error);
+    return {};
 }
 
-// The extension functions of one address family's provider. Loaded from the first socket of
-// that family that needs them and cached: every TCP socket of a family is served by the same
-// provider. Two threads racing to load store the same pointer, so relaxed atomics suffice.
-struct extension_table {
-    std::atomic<LPFN_ACCEPTEX> accept_ex{nullptr};
-    std::atomic<LPFN_CONNECTEX> connect_ex{nullptr};
-    std::atomic<LPFN_GETACCEPTEXSOCKADDRS> get_accept_ex_sockaddrs{nullptr};
-};
+inline void winsock_release() noexcept { ::WSACleanup(); }
 
-inline extension_table& extensions(int family) noexcept {
-    static extension_table v4;
-    static extension_table v6;
-    return family == AF_INET6 ? v6 : v4;
-}
-
+// The extension functions are cached per socket (in its io_state), not per process: a
+// process-wide cache would outlive the Winsock reference that keeps the provider loaded.
+// Two threads racing to load store the same pointer, so relaxed atomics suffice.
 template <class Fn>
 Fn load_extension(SOCKET s, GUID guid, std::atomic<Fn>& cache, std::error_code& ec) noexcept {
     Fn fn = cache.load(std::memory_order_relaxed);
@@ -68,31 +49,42 @@ Fn load_extension(SOCKET s, GUID guid, std::atomic<Fn>& cache, std::error_code& 
     return fn;
 }
 
-inline LPFN_ACCEPTEX accept_ex(SOCKET s, int family, std::error_code& ec) noexcept {
-    const GUID guid = WSAID_ACCEPTEX;
-    return load_extension(s, guid, extensions(family).accept_ex, ec);
+inline LPFN_ACCEPTEX load_accept_ex(SOCKET s, std::atomic<LPFN_ACCEPTEX>& cache,
+                                    std::error_code& ec) noexcept {
+    return load_extension(s, WSAID_ACCEPTEX, cache, ec);
 }
 
-inline LPFN_CONNECTEX connect_ex(SOCKET s, int family, std::error_code& ec) noexcept {
-    const GUID guid = WSAID_CONNECTEX;
-    return load_extension(s, guid, extensions(family).connect_ex, ec);
+inline LPFN_CONNECTEX load_connect_ex(SOCKET s, std::atomic<LPFN_CONNECTEX>& cache,
+                                      std::error_code& ec) noexcept {
+    return load_extension(s, WSAID_CONNECTEX, cache, ec);
 }
 
-inline LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs(SOCKET s, int family,
-                                                         std::error_code& ec) noexcept {
-    const GUID guid = WSAID_GETACCEPTEXSOCKADDRS;
-    return load_extension(s, guid, extensions(family).get_accept_ex_sockaddrs, ec);
+inline LPFN_GETACCEPTEXSOCKADDRS
+load_get_accept_ex_sockaddrs(SOCKET s, std::atomic<LPFN_GETACCEPTEXSOCKADDRS>& cache,
+                             std::error_code& ec) noexcept {
+    return load_extension(s, WSAID_GETACCEPTEXSOCKADDRS, cache, ec);
 }
 
-// A new overlapped TCP socket, not inheritable by child processes.
+// A new overlapped TCP socket, not inheritable by child processes. It holds one Winsock
+// reference: close it with close_tcp_socket, or hand it (and the reference) to an io_state.
 inline SOCKET make_tcp_socket(int family, std::error_code& ec) noexcept {
-    if ((ec = winsock_init()))
+    if ((ec = winsock_acquire()))
         return INVALID_SOCKET;
     SOCKET s = ::WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, nullptr, 0,
                             WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
-    if (s == INVALID_SOCKET)
+    if (s == INVALID_SOCKET) {
         ec = last_wsa_error();
+        winsock_release();
+    }
     return s;
+}
+
+// Closes a socket of make_tcp_socket that no io_state took, and gives back its reference.
+inline void close_tcp_socket(SOCKET s) noexcept {
+    if (s == INVALID_SOCKET)
+        return;
+    ::closesocket(s);
+    winsock_release();
 }
 
 } // namespace iocp::detail::win32
