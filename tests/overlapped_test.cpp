@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
+#include <new>
+#include <type_traits>
 
 #include "iocp/operation.hpp"
 #include "iocp/port.hpp"
@@ -112,4 +115,73 @@ TEST(overlapped_test, reset_overlapped_clears_status_and_offset) {
     op.reset_overlapped();
     EXPECT_EQ(op.Internal, 0u);
     EXPECT_EQ(iocp::get_offset(op), 0u);
+}
+
+// --- code written the Win32 way (issue 8 item 7) --------------------------------------------
+
+namespace {
+
+// Seed 004's OVERLAPPEDPLUS: the OVERLAPPED first, then the per-I/O fields, reset with memset
+// before each reuse.
+struct overlapped_plus {
+    iocp::overlapped ol;
+    int op_code;
+    char buffer[32];
+    std::size_t bytes;
+};
+
+struct per_handle {
+    int socket_id = 0;
+};
+
+} // namespace
+
+TEST(overlapped_test, overlapped_is_trivial_and_memset_zeroes_it_as_on_windows) {
+    static_assert(std::is_trivial_v<iocp::overlapped>);
+    static_assert(std::is_trivially_copyable_v<overlapped_plus>);
+    overlapped_plus plus;
+    std::memset(&plus, 0x5A, sizeof plus);
+    // The seed's line: warning-free on every backend because the type is trivial (on POSIX it
+    // once drew -Wclass-memaccess, an error under -Werror).
+    std::memset(&plus.ol, 0, sizeof(iocp::overlapped));
+    EXPECT_EQ(plus.ol.Internal, 0u);
+    EXPECT_EQ(plus.ol.InternalHigh, 0u);
+    EXPECT_EQ(iocp::get_offset(plus.ol), 0u);
+    EXPECT_EQ(plus.ol.hEvent, nullptr);
+    iocp::overlapped value_initialised{};
+    EXPECT_EQ(std::memcmp(&plus.ol, &value_initialised, sizeof(iocp::overlapped)), 0);
+}
+
+TEST(overlapped_test, seed_style_overlapped_plus_reused_after_memset_round_trips) {
+    iocp::port<per_handle> port;
+    per_handle handle{9};
+    overlapped_plus plus;
+    for (int op = 0; op < 3; ++op) {
+        std::memset(&plus.ol, 0, sizeof(iocp::overlapped));
+        plus.op_code = op;
+        plus.bytes = 10u + static_cast<std::size_t>(op);
+        port.post(&plus.ol, &handle, plus.bytes);
+        auto got = port.get(iocp::infinite);
+        ASSERT_TRUE(got);
+        overlapped_plus* back = iocp::containing_record<&overlapped_plus::ol>(got->ov);
+        ASSERT_EQ(back, &plus);
+        EXPECT_EQ(back->op_code, op);
+        EXPECT_EQ(got->bytes, back->bytes);
+        EXPECT_EQ(got->key, &handle);
+        EXPECT_EQ(got->key->socket_id, 9);
+        EXPECT_FALSE(got->error);
+    }
+}
+
+TEST(overlapped_test, operation_zeroes_its_overlapped_fields_although_overlapped_is_trivial) {
+    int completed = 0;
+    int destroyed = 0;
+    alignas(counting_op) unsigned char storage[sizeof(counting_op)];
+    std::memset(storage, 0xA5, sizeof storage); // what an uninitialised OVERLAPPED may hold
+    auto* op = ::new (storage) counting_op(&completed, &destroyed);
+    EXPECT_EQ(op->Internal, 0u);
+    EXPECT_EQ(op->InternalHigh, 0u);
+    EXPECT_EQ(iocp::get_offset(*op), 0u);
+    EXPECT_EQ(op->hEvent, nullptr);
+    op->~counting_op();
 }

@@ -5,7 +5,12 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -14,6 +19,11 @@
 
 #include "iocp/unique_handle.hpp"
 #include "support/platform.hpp"
+
+#if !IOCP_WINDOWS
+#include <sys/socket.h>
+#include <unistd.h>
+#endif
 
 using namespace std::chrono_literals;
 
@@ -37,6 +47,47 @@ void wait_for_waiters(port_type& p, std::size_t n) {
     while (p.native_handle()->waiting() < n)
         std::this_thread::yield();
 #endif
+}
+
+// Blocks until `n` threads wait in get on `p` where the backend can tell (the POSIX port).
+// The kernel port cannot; the tests that use this are correct in either order there (a post
+// before the wait is dequeued by the wait), and the POSIX backend proves the blocked case.
+template <class Key>
+void wait_until_blocked(iocp::port<Key>& p, std::size_t n) {
+#if IOCP_HAS_IOCP
+    (void)p;
+    (void)n;
+#else
+    while (p.native_handle()->waiting() < n)
+        std::this_thread::yield();
+#endif
+}
+
+// A category of the test's own: post_failure must carry any category, not only the two the
+// kernel port knows.
+class test_category final : public std::error_category {
+public:
+    const char* name() const noexcept override { return "port_test"; }
+    std::string message(int value) const override {
+        return "port_test error " + std::to_string(value);
+    }
+};
+
+const std::error_category& the_test_category() {
+    static const test_category instance;
+    return instance;
+}
+
+// Every byte of an OVERLAPPED set to a pattern the port would disturb by writing any field.
+iocp::overlapped patterned_overlapped() {
+    iocp::overlapped ov;
+    std::memset(&ov, 0xA5, sizeof ov);
+    return ov;
+}
+
+bool has_pattern(const void* p, std::size_t offset, std::size_t size) {
+    const auto* bytes = static_cast<const unsigned char*>(p) + offset;
+    return std::all_of(bytes, bytes + size, [](unsigned char b) { return b == 0xA5; });
 }
 
 } // namespace
@@ -639,4 +690,381 @@ TEST(port_test, stress_many_producers_and_consumers_deliver_each_packet_once) {
         wrong += s.load() != 1;
     EXPECT_EQ(wrong, 0) << "packets not delivered exactly once";
     EXPECT_FALSE(p.get(0ms));
+}
+
+// --- timeouts: any duration, saturating (issue 8 item 1) -----------------------------------
+
+namespace {
+
+// A thread waits in get (or get_many) with `timeout`; a post from this thread must reach it.
+template <class Duration>
+void expect_huge_timeout_waits_for_a_post(Duration timeout, bool many) {
+    port_type p;
+    conn c{11};
+    iocp::overlapped ov{};
+    std::optional<iocp::packet<conn>> got;
+    std::error_code ec;
+    std::thread waiter([&] {
+        if (many) {
+            std::array<iocp::packet<conn>, 2> out{};
+            if (p.get_many(out, timeout, ec) == 1)
+                got = out[0];
+        } else {
+            got = p.get(timeout, ec);
+        }
+    });
+    wait_until_blocked(p, 1); // the wait really blocked: no overflow turned it into a poll
+    p.post(&ov, &c, 21);
+    waiter.join();
+    ASSERT_TRUE(got) << ec.message();
+    EXPECT_EQ(got->ov, &ov);
+    EXPECT_EQ(got->key, &c);
+    EXPECT_EQ(got->bytes, 21u);
+}
+
+} // namespace
+
+TEST(port_test, huge_timeouts_wait_for_a_post_from_another_thread) {
+    using namespace std::chrono;
+    for (bool many : {false, true}) {
+        SCOPED_TRACE(many ? "get_many" : "get");
+        expect_huge_timeout_waits_for_a_post(hours::max(), many);
+        expect_huge_timeout_waits_for_a_post(steady_clock::duration::max(), many);
+        expect_huge_timeout_waits_for_a_post(milliseconds::max(), many);
+        expect_huge_timeout_waits_for_a_post(hours(24 * 365 * 1000), many);
+        expect_huge_timeout_waits_for_a_post(iocp::infinite, many);
+        expect_huge_timeout_waits_for_a_post(duration<double>(1e300), many);
+        expect_huge_timeout_waits_for_a_post(
+            duration<double, std::milli>(std::numeric_limits<double>::infinity()), many);
+        expect_huge_timeout_waits_for_a_post(duration<std::uint64_t, std::nano>(~0ull), many);
+    }
+}
+
+TEST(port_test, negative_timeouts_poll_and_time_out_at_once) {
+    using namespace std::chrono;
+    port_type p;
+    std::array<iocp::packet<conn>, 4> out{};
+    std::error_code ec;
+    auto expect_poll = [&](auto timeout) {
+        EXPECT_FALSE(p.get(timeout, ec));
+        EXPECT_EQ(ec, iocp::errc::timed_out);
+        EXPECT_EQ(p.get_many(out, timeout, ec), 0u);
+        EXPECT_EQ(ec, iocp::errc::timed_out);
+        EXPECT_FALSE(p.get(timeout)); // the throwing forms treat a timeout as "nothing"
+        EXPECT_EQ(p.get_many(out, timeout), 0u);
+    };
+    expect_poll(-1ms);
+    expect_poll(hours::min());
+    expect_poll(nanoseconds::min());
+    expect_poll(steady_clock::duration::min());
+    expect_poll(duration<double>(-1e300));
+    expect_poll(duration<double>(-std::numeric_limits<double>::infinity()));
+    expect_poll(duration<double>(std::numeric_limits<double>::quiet_NaN()));
+
+    // A poll still dequeues what is there.
+    iocp::overlapped ov{};
+    p.post(&ov);
+    auto got = p.get(hours::min(), ec);
+    ASSERT_TRUE(got) << ec.message();
+    EXPECT_EQ(got->ov, &ov);
+}
+
+TEST(port_test, sub_millisecond_timeouts_round_up_to_a_real_wait_and_time_out) {
+    using namespace std::chrono;
+    port_type p;
+    std::error_code ec;
+    EXPECT_FALSE(p.get(1ns, ec));
+    EXPECT_EQ(ec, iocp::errc::timed_out);
+    EXPECT_FALSE(p.get(duration<double, std::milli>(0.25), ec));
+    EXPECT_EQ(ec, iocp::errc::timed_out);
+    std::array<iocp::packet<conn>, 2> out{};
+    EXPECT_EQ(p.get_many(out, 999us, ec), 0u);
+    EXPECT_EQ(ec, iocp::errc::timed_out);
+}
+
+// --- sizes at 0, 1 and their maximum (issue 8 item 2) --------------------------------------
+
+TEST(port_test, concurrency_at_zero_one_and_beyond_its_maximum_makes_a_working_port) {
+    for (std::size_t concurrency :
+         {std::size_t{0}, std::size_t{1}, std::size_t{UINT_MAX}, (std::size_t{1} << 32) + 1,
+          std::numeric_limits<std::size_t>::max()}) {
+        SCOPED_TRACE(concurrency);
+        port_type p(concurrency);
+        std::error_code ec;
+        port_type q(concurrency, ec);
+        EXPECT_FALSE(ec) << ec.message();
+        iocp::overlapped ov{};
+        p.post(&ov, nullptr, 1);
+        auto got = p.get(0ms);
+        ASSERT_TRUE(got);
+        EXPECT_EQ(got->ov, &ov);
+#if !IOCP_HAS_IOCP
+        // 0 is the number of processors; anything above the maximum is the maximum, never a
+        // truncated value (2^32 + 1 once became 1: a silently serialised port).
+        unsigned expected =
+            concurrency == 0
+                ? (std::max)(1u, std::thread::hardware_concurrency())
+                : static_cast<unsigned>((std::min)(concurrency, port_type::max_concurrency));
+        EXPECT_EQ(p.native_handle()->concurrency(), expected);
+#endif
+    }
+}
+
+TEST(port_test, get_many_returns_at_most_max_batch_per_call_on_every_backend) {
+    const std::size_t total = port_type::max_batch + 36;
+    port_type p;
+    std::vector<iocp::overlapped> ovs(total);
+    for (std::size_t i = 0; i < total; ++i)
+        p.post(&ovs[i], nullptr, i);
+    std::vector<iocp::packet<conn>> out(1000); // far larger than one call returns
+    std::error_code ec;
+    ASSERT_EQ(p.get_many(out, 0ms, ec), port_type::max_batch) << ec.message();
+    for (std::size_t i = 0; i < port_type::max_batch; ++i)
+        EXPECT_EQ(out[i].ov, &ovs[i]);
+    ASSERT_EQ(p.get_many(out, 0ms, ec), 36u);
+    EXPECT_EQ(out[0].ov, &ovs[port_type::max_batch]);
+    // A span of one is a get.
+    p.post(&ovs[0], nullptr, 5);
+    ASSERT_EQ(p.get_many(std::span(out).first(1), 0ms, ec), 1u);
+    EXPECT_EQ(out[0].bytes, 5u);
+}
+
+TEST(port_test, post_refuses_more_bytes_than_a_dword_instead_of_truncating) {
+    port_type p;
+    iocp::overlapped ov{};
+    std::error_code ec;
+    // The largest count round-trips exactly...
+    p.post(&ov, nullptr, port_type::max_bytes, ec);
+    ASSERT_FALSE(ec) << ec.message();
+    auto got = p.get(0ms);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->bytes, port_type::max_bytes);
+    EXPECT_EQ(port_type::max_bytes, std::size_t{0xFFFFFFFFu});
+    // ...one more is refused, and nothing is queued (it would arrive as 0 bytes on Win32).
+    if constexpr (sizeof(std::size_t) > 4) {
+        const std::size_t too_many = port_type::max_bytes + 1;
+        p.post(&ov, nullptr, too_many, ec);
+        EXPECT_EQ(ec, std::errc::invalid_argument);
+        EXPECT_THROW(p.post(&ov, nullptr, too_many), std::system_error);
+        p.post(&ov, nullptr, std::numeric_limits<std::size_t>::max(), ec);
+        EXPECT_EQ(ec, std::errc::invalid_argument);
+        EXPECT_FALSE(p.get(0ms, ec));
+        EXPECT_EQ(ec, iocp::errc::timed_out);
+    }
+}
+
+// --- what the caller hands over round-trips untouched and unread (issue 8 item 7) ----------
+
+TEST(port_test, post_neither_reads_nor_writes_the_overlapped_or_the_key) {
+    port_type p;
+    iocp::overlapped ov = patterned_overlapped();
+    auto* bogus_ov = reinterpret_cast<iocp::overlapped*>(-1); // seed 000's shutdown marker
+    auto* bogus_key = reinterpret_cast<conn*>(-1);
+    auto* odd_key = reinterpret_cast<conn*>(std::uintptr_t{0x13});
+
+    p.post(&ov, odd_key, 1);
+    p.post(bogus_ov, bogus_key, 2);
+    p.post(bogus_ov, nullptr, 3);
+    EXPECT_TRUE(has_pattern(&ov, 0, sizeof ov)) << "post wrote into the OVERLAPPED";
+
+    auto first = p.get(0ms);
+    ASSERT_TRUE(first);
+    EXPECT_EQ(first->ov, &ov);
+    EXPECT_EQ(first->key, odd_key);
+    EXPECT_FALSE(first->error);
+    std::array<iocp::packet<conn>, 4> out{};
+    ASSERT_EQ(p.get_many(out, 0ms), 2u);
+    EXPECT_EQ(out[0].ov, bogus_ov);
+    EXPECT_EQ(out[0].key, bogus_key);
+    EXPECT_EQ(out[0].bytes, 2u);
+    EXPECT_FALSE(out[0].error);
+    EXPECT_EQ(out[1].ov, bogus_ov);
+    EXPECT_EQ(out[1].key, nullptr);
+    EXPECT_FALSE(out[1].error);
+    EXPECT_TRUE(has_pattern(&ov, 0, sizeof ov)) << "a dequeue wrote into the OVERLAPPED";
+
+    // A patterned OVERLAPPED's Internal looks like a failed NTSTATUS (0xA5A5A5A5): a dequeue
+    // that read it would report an error.
+    p.post(&ov, nullptr, 4);
+    ASSERT_EQ(p.get_many(out, 0ms), 1u);
+    EXPECT_FALSE(out[0].error) << out[0].error.message();
+    p.post(&ov, nullptr, 4);
+    auto again = p.get(0ms);
+    ASSERT_TRUE(again);
+    EXPECT_FALSE(again->error) << again->error.message();
+}
+
+TEST(port_test, post_failure_writes_only_internal_and_internal_high) {
+    port_type p;
+    conn c{5};
+    iocp::overlapped ov = patterned_overlapped();
+    p.post_failure(&ov, &c, std::error_code(EIO, std::generic_category()));
+    constexpr std::size_t result_fields = offsetof(iocp::overlapped, Offset);
+    EXPECT_TRUE(has_pattern(&ov, result_fields, sizeof ov - result_fields))
+        << "post_failure touched Offset, OffsetHigh or hEvent";
+    auto got = p.get(0ms);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->ov, &ov);
+    EXPECT_EQ(got->key, &c);
+    EXPECT_EQ(got->bytes, 0u);
+    EXPECT_EQ(got->error, std::error_code(EIO, std::generic_category()));
+    EXPECT_TRUE(has_pattern(&ov, result_fields, sizeof ov - result_fields));
+}
+
+namespace {
+
+enum class request : std::uint16_t { open = 1, read = 2, close = 0xFFFF };
+
+} // namespace
+
+TEST(port_test, integral_and_enumeration_keys_round_trip_by_value) {
+    {
+        iocp::port<std::uintptr_t> p; // a ULONG_PTR / WPARAM key, no casts into a pointer
+        static_assert(std::is_same_v<iocp::port<std::uintptr_t>::key_type, std::uintptr_t>);
+        iocp::overlapped ov{};
+        p.post(nullptr, 0);
+        p.post(nullptr, 1, 7);
+        p.post(&ov, std::numeric_limits<std::uintptr_t>::max());
+        p.post_failure(&ov, 42, iocp::make_error_code(iocp::errc::eof));
+        auto a = p.get(0ms);
+        ASSERT_TRUE(a);
+        EXPECT_EQ(a->key, 0u);
+        std::array<iocp::packet<std::uintptr_t>, 4> out{};
+        ASSERT_EQ(p.get_many(out, 0ms), 3u);
+        EXPECT_EQ(out[0].key, 1u);
+        EXPECT_EQ(out[0].bytes, 7u);
+        EXPECT_EQ(out[1].key, std::numeric_limits<std::uintptr_t>::max());
+        EXPECT_EQ(out[2].key, 42u);
+        EXPECT_EQ(out[2].error, iocp::errc::eof);
+    }
+    {
+        iocp::port<int> p; // signed values come back with their sign
+        iocp::overlapped ov{};
+        p.post(nullptr, -1);
+        p.post(nullptr, INT_MIN);
+        p.post_failure(&ov, INT_MAX, std::error_code(ENOENT, std::generic_category()));
+        EXPECT_EQ(p.get(0ms)->key, -1);
+        EXPECT_EQ(p.get(0ms)->key, INT_MIN);
+        auto f = p.get(0ms);
+        ASSERT_TRUE(f);
+        EXPECT_EQ(f->key, INT_MAX);
+        EXPECT_EQ(f->error, std::error_code(ENOENT, std::generic_category()));
+    }
+    {
+        iocp::port<request> p;
+        p.post(nullptr, request::read);
+        p.post(nullptr, request::close);
+        EXPECT_EQ(p.get(0ms)->key, request::read);
+        EXPECT_EQ(p.get(0ms)->key, request::close);
+    }
+}
+
+// Seed 000's thread pool, written the Win32 way on the port: requests are integral keys
+// (a WPARAM there), and shutdown posts (OVERLAPPED*)-1 once per thread.
+TEST(port_test, seed_style_request_queue_with_integral_keys_and_minus_one_shutdown) {
+    constexpr int threads = 4;
+    const int requests = iocp_test::scaled(5000, 200);
+    iocp::port<std::uintptr_t> queue(threads);
+    auto* const quit = reinterpret_cast<iocp::overlapped*>(-1);
+    std::atomic<int> handled{0};
+    std::atomic<std::uint64_t> sum{0};
+    std::atomic<int> exited{0};
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t) {
+        workers.emplace_back([&] {
+            while (auto pk = queue.get(iocp::infinite)) {
+                if (pk->ov == quit)
+                    break; // one marker per thread: this one exits
+                sum += pk->key;
+                ++handled;
+            }
+            ++exited;
+        });
+    }
+    std::uint64_t expected = 0;
+    for (int i = 1; i <= requests; ++i) {
+        queue.post(nullptr, static_cast<std::uintptr_t>(i));
+        expected += static_cast<std::uint64_t>(i);
+    }
+    for (int t = 0; t < threads; ++t)
+        queue.post(quit, 0, 0);
+    for (auto& w : workers)
+        w.join();
+    EXPECT_EQ(exited, threads);
+    EXPECT_EQ(handled, requests) << "every request handled exactly once";
+    EXPECT_EQ(sum, expected);
+    EXPECT_FALSE(queue.get(0ms)) << "no marker left over: each thread took exactly one";
+}
+
+TEST(port_test, associate_takes_a_socket_without_a_cast) {
+    port_type p;
+    conn c{4};
+    std::error_code ec;
+#if IOCP_WINDOWS
+    WSADATA data;
+    ASSERT_EQ(::WSAStartup(MAKEWORD(2, 2), &data), 0);
+    SOCKET s = ::WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
+    ASSERT_NE(s, INVALID_SOCKET) << ::WSAGetLastError();
+    p.associate(s, &c, ec); // SOCKET, as the seeds write it
+    EXPECT_FALSE(ec) << ec.message();
+    p.associate(INVALID_SOCKET, &c, ec);
+    EXPECT_EQ(ec, iocp::errc::invalid_handle) << ec.message();
+    EXPECT_THROW(p.associate(INVALID_SOCKET, &c), std::system_error);
+    ::closesocket(s);
+    ::WSACleanup();
+#else
+    int s = ::socket(AF_INET, SOCK_STREAM, 0); // a socket is a descriptor here
+    ASSERT_GE(s, 0);
+    p.associate(s, &c, ec);
+    EXPECT_FALSE(ec) << ec.message();
+    ::close(s);
+#endif
+}
+
+// --- posted failures keep their category and value (issue 8 item 8) ------------------------
+
+TEST(port_test, posted_failures_keep_their_category_and_value_exactly) {
+    const std::error_code failures[] = {
+        std::error_code(ENOMEM, std::generic_category()), // once arrived as system error 12
+        std::error_code(70000, std::system_category()),   // once arrived as 4464 (16 bits)
+        std::error_code(-1, std::system_category()),
+        std::error_code(INT_MIN, std::generic_category()),
+        std::error_code(INT_MAX, std::system_category()),
+        iocp::make_error_code(iocp::errc::operation_aborted),
+        std::error_code(123456, the_test_category()),
+    };
+    constexpr std::size_t n = std::size(failures);
+    port_type p;
+    conn c{6};
+    std::array<iocp::overlapped, n> ovs{};
+    for (bool many : {false, true}) {
+        SCOPED_TRACE(many ? "get_many" : "get");
+        for (std::size_t i = 0; i < n; ++i)
+            p.post_failure(&ovs[i], &c, failures[i]);
+        std::array<iocp::packet<conn>, n> got{};
+        if (many) {
+            ASSERT_EQ(p.get_many(got, 0ms), n);
+        } else {
+            for (auto& g : got) {
+                auto pk = p.get(0ms);
+                ASSERT_TRUE(pk);
+                g = *pk;
+            }
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            EXPECT_EQ(got[i].ov, &ovs[i]);
+            EXPECT_EQ(got[i].key, &c);
+            EXPECT_EQ(got[i].bytes, 0u);
+            EXPECT_EQ(&got[i].error.category(), &failures[i].category())
+                << i << ": " << got[i].error.category().name() << " instead of "
+                << failures[i].category().name();
+            EXPECT_EQ(got[i].error.value(), failures[i].value()) << i;
+        }
+    }
+    // "Failing" with no error is a plain completion.
+    iocp::overlapped ov{};
+    p.post_failure(&ov, &c, std::error_code{});
+    auto ok = p.get(0ms);
+    ASSERT_TRUE(ok);
+    EXPECT_FALSE(ok->error);
 }

@@ -214,6 +214,9 @@ public:
         return closed_;
     }
 
+    // The concurrency limit (diagnostics and tests).
+    unsigned concurrency() const noexcept { return concurrency_; }
+
     // Threads blocked in get right now (diagnostics and tests).
     std::size_t waiting() const noexcept {
         std::lock_guard lock(mutex_);
