@@ -1068,3 +1068,109 @@ TEST(port_test, posted_failures_keep_their_category_and_value_exactly) {
     ASSERT_TRUE(ok);
     EXPECT_FALSE(ok->error);
 }
+
+// The waiter record each thread reuses (it lives in the thread's binding on the POSIX port):
+// waits that time out, waits released by a post and waits of either kind of call interleave
+// at random, and every packet still arrives exactly once, the rest by a drain with timeout 0.
+TEST(port_test, stress_timed_waits_racing_posts_deliver_each_packet_once_then_drain) {
+    const int producers = 3;
+    const int consumers = 6;
+    const int per_producer = iocp_test::scaled(5000, 150);
+    const int total = producers * per_producer;
+    port_type p(2);
+    std::vector<iocp::overlapped> ovs(static_cast<std::size_t>(total));
+    std::vector<std::atomic<int>> seen(static_cast<std::size_t>(total));
+    std::atomic<int> produced_done{0};
+    std::atomic<bool> stop{false};
+
+    auto count = [&](const iocp::packet<conn>& pk) {
+        auto index = static_cast<std::size_t>(pk.ov - ovs.data());
+        ASSERT_LT(index, ovs.size());
+        ++seen[index];
+    };
+    std::vector<std::thread> threads;
+    for (int c = 0; c < consumers; ++c) {
+        threads.emplace_back([&, c] {
+            std::mt19937 rng(static_cast<unsigned>(7 + c));
+            std::array<iocp::packet<conn>, 8> batch{};
+            std::error_code ec;
+            while (!stop.load()) {
+                // 0 (poll), sub-millisecond (rounded up to 1 ms), or a few milliseconds.
+                const auto timeout = std::chrono::microseconds(rng() % 3 == 0 ? 0 : rng() % 3000);
+                if (rng() % 2 == 0) {
+                    if (auto pk = p.get(timeout, ec))
+                        count(*pk);
+                } else {
+                    std::size_t n = p.get_many(std::span(batch).first(1 + rng() % 8), timeout, ec);
+                    for (std::size_t i = 0; i < n; ++i)
+                        count(batch[i]);
+                }
+            }
+        });
+    }
+    std::vector<std::thread> posters;
+    for (int pr = 0; pr < producers; ++pr) {
+        posters.emplace_back([&, pr] {
+            std::mt19937 rng(static_cast<unsigned>(pr));
+            for (int i = 0; i < per_producer; ++i) {
+                auto index = static_cast<std::size_t>(pr * per_producer + i);
+                p.post(&ovs[index], nullptr, index);
+                if (rng() % 256 == 0)
+                    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+            }
+            ++produced_done;
+        });
+    }
+    for (auto& t : posters)
+        t.join();
+    stop = true;
+    for (auto& t : threads)
+        t.join();
+    // Drain what the consumers left, as a shutdown does.
+    std::array<iocp::packet<conn>, 16> rest{};
+    while (std::size_t n = p.get_many(rest, 0ms))
+        for (std::size_t i = 0; i < n; ++i)
+            count(rest[i]);
+    EXPECT_EQ(produced_done, producers);
+    int wrong = 0;
+    for (auto& s : seen)
+        wrong += s.load() != 1;
+    EXPECT_EQ(wrong, 0) << "packets not delivered exactly once";
+}
+
+// Closing a port with waiters mixed across get and get_many, with and without a time limit:
+// each waiter wakes exactly once with closed, none is lost, and later calls report closed.
+TEST(port_test, close_wakes_every_kind_of_waiter_exactly_once) {
+    IOCP_SKIP_UNDER_WINE_IF_NATIVE("Wine's CloseHandle leaves waiters blocked");
+    constexpr int waiters = 8;
+    port_type p(waiters);
+    std::atomic<int> woke_closed{0};
+    std::atomic<int> woke_other{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < waiters; ++i) {
+        threads.emplace_back([&, i] {
+            std::error_code ec;
+            std::array<iocp::packet<conn>, 4> out{};
+            bool got = false;
+            switch (i % 4) {
+            case 0: got = p.get(iocp::infinite, ec).has_value(); break;
+            case 1: got = p.get(std::chrono::hours::max(), ec).has_value(); break;
+            case 2: got = p.get_many(out, iocp::infinite, ec) != 0; break;
+            default: got = p.get_many(out, std::chrono::hours(1), ec) != 0; break;
+            }
+            if (!got && ec == iocp::errc::closed)
+                ++woke_closed;
+            else
+                ++woke_other;
+        });
+    }
+    wait_for_waiters(p, waiters);
+    p.close();
+    for (auto& t : threads)
+        t.join();
+    EXPECT_EQ(woke_closed, waiters);
+    EXPECT_EQ(woke_other, 0);
+    std::error_code ec;
+    EXPECT_FALSE(p.get(std::chrono::hours::max(), ec));
+    EXPECT_EQ(ec, iocp::errc::closed);
+}
