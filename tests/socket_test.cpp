@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -974,6 +975,135 @@ TEST(socket_test, pool_destructor_with_pending_operations_does_not_hang) {
         // pool's destructor joins.
     }
     EXPECT_EQ(completed, 2);
+}
+
+// Item: one error table decides which accept failures lost one connection only. 30 clients
+// connect, then all reset at once (SO_LINGER 0) before the server takes them; the server's one
+// accept, re-armed from its handler, must skip every reset connection (Wine reports them as
+// ERROR_UNEXP_NET_ERR) and still accept the last, well-behaved client.
+TEST(socket_test, clients_resetting_before_accept_are_skipped) {
+    iocp::thread_pool pool(2);
+    iocp::acceptor acceptor(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+    const iocp::endpoint where = acceptor.local_endpoint();
+    constexpr int clients = 30;
+    std::vector<iocp::socket> resetters;
+    resetters.reserve(clients);
+    for (int i = 0; i < clients; ++i)
+        resetters.emplace_back(pool);
+    std::atomic<int> connected{0};
+    for (auto& c : resetters)
+        c.connect(where, [&](std::error_code ec) {
+            EXPECT_FALSE(ec) << ec.message();
+            ++connected;
+        });
+    wait_until([&] { return connected.load() == clients; }, "the clients to connect");
+    for (auto& c : resetters) {
+        c.set_linger(true, 0);
+        c.close(); // RST, while the connection waits in the backlog
+    }
+    // The well-behaved client, recognised by its port.
+    iocp::socket last(pool);
+    std::promise<std::error_code> last_connected;
+    last.connect(where, [&](std::error_code ec) { last_connected.set_value(ec); });
+    ASSERT_FALSE(await(last_connected.get_future(), "the last client"));
+    const std::uint16_t last_port = last.local_endpoint().port();
+
+    std::mutex m;
+    std::vector<std::error_code> failures;
+    std::promise<void> got_last;
+    std::function<void()> accept_next = [&] {
+        acceptor.accept([&](std::error_code ec, iocp::socket conn, const iocp::endpoint& peer) {
+            if (ec) {
+                std::lock_guard lock(m);
+                failures.push_back(ec);
+                return; // the test fails below; stop the loop
+            }
+            if (peer.port() == last_port) {
+                got_last.set_value();
+                return;
+            }
+            conn.close(); // a reset client that was accepted before its RST arrived: fine
+            accept_next();
+        });
+    };
+    accept_next();
+    await(got_last.get_future(), "the last client's accept");
+    std::lock_guard lock(m);
+    for (const auto& ec : failures)
+        ADD_FAILURE() << "an accept handler received " << ec.value() << " " << ec.message();
+}
+
+// Item: one handler-op template; over-aligned handlers get memory of their alignment.
+namespace {
+template <class Result>
+struct alignas(64) aligned_handler {
+    std::promise<Result>* done;
+    template <class... Args>
+    void operator()(std::error_code ec, Args&&...) const {
+        const bool aligned = reinterpret_cast<std::uintptr_t>(this) % 64 == 0;
+        done->set_value(aligned && !ec ? Result{} : Result{1});
+    }
+};
+} // namespace
+
+TEST(socket_test, over_aligned_handlers_get_aligned_memory_in_every_call) {
+    iocp::thread_pool pool(2);
+    iocp::acceptor acceptor(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+    std::promise<int> accepted;
+    std::promise<int> connected;
+    iocp::socket client(pool);
+    iocp::socket server;
+    acceptor.accept([&, h = aligned_handler<int>{&accepted}](std::error_code ec, iocp::socket s) {
+        server = std::move(s);
+        h(ec);
+    });
+    client.connect(acceptor.local_endpoint(), aligned_handler<int>{&connected});
+    EXPECT_EQ(await(connected.get_future(), "connect"), 0);
+    EXPECT_EQ(await(accepted.get_future(), "accept"), 0);
+    // accept with the over-aligned handler itself (socket + endpoint form).
+    std::promise<int> accepted2;
+    acceptor.accept(aligned_handler<int>{&accepted2});
+    iocp::socket client2(pool);
+    std::promise<int> connected2;
+    client2.connect(acceptor.local_endpoint(), aligned_handler<int>{&connected2});
+    EXPECT_EQ(await(connected2.get_future(), "connect"), 0);
+    EXPECT_EQ(await(accepted2.get_future(), "accept"), 0);
+
+    char out[4] = {'p', 'i', 'n', 'g'};
+    char in[8];
+    std::promise<int> sent, sent_all, received, received2;
+    client.send(iocp::buffer(out, 2), aligned_handler<int>{&sent});
+    EXPECT_EQ(await(sent.get_future(), "send"), 0);
+    client.send_all(iocp::buffer(out + 2, 2), aligned_handler<int>{&sent_all});
+    EXPECT_EQ(await(sent_all.get_future(), "send_all"), 0);
+    server.recv(iocp::buffer(in, 2), aligned_handler<int>{&received});
+    EXPECT_EQ(await(received.get_future(), "recv"), 0);
+    server.recv(iocp::buffer(in, 2), aligned_handler<int>{&received2});
+    EXPECT_EQ(await(received2.get_future(), "recv"), 0);
+}
+
+// Item: Winsock is counted per socket, not ended by a static destructor. Each socket, the
+// acceptor included, holds a reference: with every one of them closed Winsock is still up
+// while a pending accept's completion runs, and the library's own references are all given
+// back afterwards (a WSACleanup more than the library started fails with WSANOTINITIALISED).
+TEST(socket_test, every_socket_holds_its_own_winsock_reference) {
+    // Our own reference first, so that the library's are the only others.
+    WSADATA data;
+    ASSERT_EQ(::WSAStartup(MAKEWORD(2, 2), &data), 0);
+    {
+        iocp::thread_pool pool(2);
+        std::promise<std::error_code> done;
+        {
+            iocp::acceptor acceptor(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+            acceptor.accept([&](std::error_code ec, iocp::socket) { done.set_value(ec); });
+        } // closed with the accept pending
+        EXPECT_EQ(await(done.get_future(), "the aborted accept"), iocp::errc::operation_aborted);
+        pool.join();
+    }
+    // Ours is the last reference: the first cleanup succeeds, a second one fails.
+    EXPECT_EQ(::WSACleanup(), 0);
+    EXPECT_NE(::WSACleanup(), 0);
+    EXPECT_EQ(::WSAGetLastError(), WSANOTINITIALISED);
 }
 
 #endif
