@@ -959,6 +959,39 @@ TEST(port_test, integral_and_enumeration_keys_round_trip_by_value) {
     }
 }
 
+TEST(port_test, the_reserved_key_value_is_refused_so_no_user_packet_is_taken_for_the_ports_own) {
+    iocp::port<std::uintptr_t> p;
+    const std::uintptr_t reserved = iocp::port<std::uintptr_t>::reserved_key;
+    iocp::overlapped ov{};
+    std::error_code ec;
+    p.post(&ov, reserved, 3, ec);
+    EXPECT_EQ(ec, std::errc::invalid_argument);
+    p.post_failure(&ov, reserved, std::error_code(EIO, std::generic_category()), ec);
+    EXPECT_EQ(ec, std::errc::invalid_argument);
+    EXPECT_THROW(p.post(nullptr, reserved), std::system_error);
+    EXPECT_FALSE(p.get(0ms, ec)) << "a refused post queues nothing";
+    EXPECT_EQ(ec, iocp::errc::timed_out);
+#if IOCP_WINDOWS
+    HANDLE r = nullptr;
+    HANDLE w = nullptr;
+    ASSERT_TRUE(::CreatePipe(&r, &w, nullptr, 0));
+    iocp::unique_handle rh(r);
+    iocp::unique_handle wh(w);
+#else
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    iocp::unique_handle rh(fds[0]);
+    iocp::unique_handle wh(fds[1]);
+#endif
+    p.associate(rh.get(), reserved, ec);
+    EXPECT_EQ(ec, std::errc::invalid_argument);
+    // Its neighbours are ordinary keys.
+    p.post(nullptr, reserved - 1);
+    p.post(nullptr, reserved + 1);
+    EXPECT_EQ(p.get(0ms)->key, reserved - 1);
+    EXPECT_EQ(p.get(0ms)->key, reserved + 1);
+}
+
 // Seed 000's thread pool, written the Win32 way on the port: requests are integral keys
 // (a WPARAM there), and shutdown posts (OVERLAPPED*)-1 once per thread.
 TEST(port_test, seed_style_request_queue_with_integral_keys_and_minus_one_shutdown) {

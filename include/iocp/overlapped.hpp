@@ -83,7 +83,7 @@ std::ptrdiff_t member_offset() noexcept {
 /// typed form of Win32's `CONTAINING_RECORD`.
 ///
 /// @code
-/// struct per_io { int op; iocp::overlapped ov; char buffer[4096]; };
+/// struct per_io { int op; iocp::overlapped ov{}; char buffer[4096]; };
 /// per_io* io = iocp::containing_record<&per_io::ov>(dequeued_overlapped);
 /// @endcode
 ///

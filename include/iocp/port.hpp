@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <system_error>
@@ -92,6 +93,10 @@ public:
     static constexpr std::size_t max_bytes = detail::max_packet_bytes;
     /// The largest concurrency limit (a DWORD on Win32); larger requests are clamped to it.
     static constexpr std::size_t max_concurrency = detail::max_port_concurrency;
+    /// The one key value the port keeps for its own packets (on 64-bit targets no address
+    /// can have it). associate, post and post_failure refuse it with
+    /// `std::errc::invalid_argument`; only an integral key can spell it.
+    static constexpr std::uintptr_t reserved_key = detail::reserved_key_value;
 
     /// Creates a port that releases at most `concurrency` threads at once: 0 = the number of
     /// processors, as in Win32; 1 serialises the consumers; values above `max_concurrency` are
@@ -126,14 +131,17 @@ public:
     /// Binds `handle` to this port: completions of overlapped I/O on it are queued here
     /// carrying `key`. The POSIX backend only checks that the handle is open.
     /// Errors: `errc::invalid_handle` for an empty handle, the OS error for a closed or bogus
-    /// one or a handle already bound to a port, `errc::closed` for a closed port.
-    /// Thread safety: any thread.
+    /// one or a handle already bound to a port, `errc::closed` for a closed port,
+    /// `std::errc::invalid_argument` for `reserved_key`. Thread safety: any thread.
     void associate(native_handle_type_for_io handle, key_type key, std::error_code& ec) noexcept {
-        ec = impl_.associate(handle, detail::erase_key(key));
+        ec =
+            is_reserved(key) ? invalid_argument() : impl_.associate(handle, detail::erase_key(key));
     }
     /// As above. @throws std::system_error
     void associate(native_handle_type_for_io handle, key_type key) {
-        detail::throw_if(impl_.associate(handle, detail::erase_key(key)), "iocp::port::associate");
+        std::error_code ec;
+        associate(handle, key, ec);
+        detail::throw_if(ec, "iocp::port::associate");
     }
 
     /// Binds a Winsock `SOCKET` (Windows only; elsewhere a socket is a descriptor and the
@@ -154,12 +162,12 @@ public:
     /// PostQueuedCompletionStatus, it neither reads nor writes `*ov` or the key: any values
     /// (null, `(overlapped*)-1`, a sentinel's address) come back from get unchanged.
     /// Errors: `std::errc::invalid_argument` if `bytes > max_bytes` (refused on every backend
-    /// rather than truncated to a DWORD on one), `errc::closed`, or the OS error
-    /// (PostQueuedCompletionStatus can fail when the system is out of memory; the packet is
-    /// then not queued). Thread safety: any thread.
+    /// rather than truncated to a DWORD on one) or `key` is `reserved_key`, `errc::closed`, or the
+    /// OS error (PostQueuedCompletionStatus can fail when the system is out of memory; the packet
+    /// is then not queued). Thread safety: any thread.
     void post(overlapped* ov, key_type key, std::size_t bytes, std::error_code& ec) noexcept {
-        if (bytes > max_bytes) {
-            ec = std::make_error_code(std::errc::invalid_argument);
+        if (bytes > max_bytes || is_reserved(key)) {
+            ec = invalid_argument();
             return;
         }
         ec = impl_.post(ov, detail::erase_key(key), bytes);
@@ -180,12 +188,13 @@ public:
     /// another post): to carry the result, this overwrites `ov->Internal` and
     /// `ov->InternalHigh` — the status and byte-count fields the kernel fills for a completed
     /// I/O — on every backend; `Offset`, `OffsetHigh` and `hEvent` are left alone.
-    /// Errors: `std::errc::invalid_argument` for a null `ov`, otherwise as `post`.
+    /// Errors: `std::errc::invalid_argument` for a null `ov` or `reserved_key`, otherwise as
+    /// `post`.
     /// Thread safety: any thread.
     void post_failure(overlapped* ov, key_type key, std::error_code failure,
                       std::error_code& ec) noexcept {
-        if (ov == nullptr)
-            ec = std::make_error_code(std::errc::invalid_argument);
+        if (ov == nullptr || is_reserved(key))
+            ec = invalid_argument();
         else if (!failure)
             ec = impl_.post(ov, detail::erase_key(key), 0); // "no error" is a plain completion
         else
@@ -254,6 +263,14 @@ public:
     void close() { detail::throw_if(impl_.close(), "iocp::port::close"); }
 
 private:
+    static bool is_reserved(key_type key) noexcept {
+        return reinterpret_cast<std::uintptr_t>(detail::erase_key(key)) == reserved_key;
+    }
+
+    static std::error_code invalid_argument() noexcept {
+        return std::make_error_code(std::errc::invalid_argument);
+    }
+
     static unsigned clamp_concurrency(std::size_t concurrency) noexcept {
         return static_cast<unsigned>((std::min)(concurrency, max_concurrency));
     }

@@ -64,7 +64,7 @@ K restore_key(void* key) noexcept {
 // completed I/O):
 //   Internal     = the address of the error's category
 //   InternalHigh = the caller's completion key
-// On the kernel port the packet itself then carries posted_failure_key() as its key and the
+// On the kernel port the packet itself then carries reserved_key_value as its key and the
 // error's value, bit for bit, as its byte count (Asio likewise marks its own packets with a
 // reserved key). The user-space port carries the result in its own packet but writes the same
 // two fields, so that a program behaves the same on both backends.
@@ -73,6 +73,16 @@ inline void stamp_posted_failure(overlapped& ov, void* key,
     ov.Internal = reinterpret_cast<std::uintptr_t>(&category);
     ov.InternalHigh = reinterpret_cast<std::uintptr_t>(key);
 }
+
+// The one completion key value the port keeps for itself: the key of the packets post_failure
+// queues on the kernel port. A fixed value, not the address of a variable, because a header-only
+// library may be compiled into several modules (an exe and its DLLs) that share one port, and
+// each would see its own copy of a variable. The value is no pointer a program can hold (on
+// 64-bit targets it is not even a canonical address), and port refuses it as a user's key with
+// invalid_argument, so no user packet can be taken for one of ours.
+inline constexpr std::uintptr_t reserved_key_value =
+    sizeof(std::uintptr_t) >= 8 ? static_cast<std::uintptr_t>(0xFA11ED00'0000'0001ull)
+                                : static_cast<std::uintptr_t>(0xFA11ED01u);
 
 // One dequeued packet, untyped; port<Key> hands out the typed `iocp::packet<Key>`.
 struct raw_packet {

@@ -29,14 +29,8 @@ inline DWORD to_wait_ms(std::chrono::milliseconds timeout) noexcept {
     return static_cast<DWORD>(t.count());
 }
 
-// The completion key of every packet post_failure queues (see stamp_posted_failure). An inline
-// variable has one address in the program, and no user holds a pointer to it, so no user
-// packet carries this key.
-inline constexpr unsigned char posted_failure_tag = 0;
-
-inline ULONG_PTR posted_failure_key() noexcept {
-    return reinterpret_cast<ULONG_PTR>(&posted_failure_tag);
-}
+// The completion key of every packet post_failure queues (see stamp_posted_failure).
+inline constexpr ULONG_PTR posted_failure_key = reserved_key_value;
 
 using rtl_nt_status_to_dos_error_fn = ULONG(WINAPI*)(LONG);
 
@@ -60,7 +54,7 @@ inline std::error_code status_error(ULONG_PTR internal) noexcept {
 // post_failure put it (only those packets' OVERLAPPEDs are read: the library wrote them).
 inline raw_packet unpack(OVERLAPPED* ov, ULONG_PTR key, DWORD bytes,
                          std::error_code error) noexcept {
-    if (key != posted_failure_key() || ov == nullptr)
+    if (key != posted_failure_key || ov == nullptr)
         return raw_packet{ov, reinterpret_cast<void*>(key), bytes, error};
     const auto* category = reinterpret_cast<const std::error_category*>(ov->Internal);
     // The value travelled as the byte count: C++20 converts it back to int modulo 2^32.
@@ -138,7 +132,7 @@ public:
             return make_error_code(errc::closed);
         stamp_posted_failure(*ov, key, failure.category());
         return post_packet(static_cast<DWORD>(static_cast<std::uint32_t>(failure.value())),
-                           posted_failure_key(), ov);
+                           posted_failure_key, ov);
     }
 
     std::size_t get(packet_sink out, std::size_t capacity, std::chrono::milliseconds timeout,
