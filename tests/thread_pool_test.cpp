@@ -4,14 +4,21 @@
 
 #include <algorithm>
 #include <atomic>
+#include <barrier>
 #include <chrono>
+#include <climits>
+#include <cstdint>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <set>
 #include <stdexcept>
+#include <string>
+#include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "support/platform.hpp"
@@ -855,4 +862,474 @@ TEST(thread_pool_test, join_runs_work_posted_by_completion_handlers) {
         EXPECT_FALSE(io.op.grandchild_refused) << "round " << round;
         EXPECT_EQ(io.op.grandchildren, 1) << "round " << round;
     }
+}
+
+// --- issue 8: time arithmetic saturates ------------------------------------------------------
+
+namespace {
+
+// Waits until a timer due now has run: timers fire in deadline order, so every timer that the
+// pool took as due earlier has fired by then.
+void flush_due_timers(iocp::thread_pool& pool) {
+    std::promise<void> fired;
+    pool.post_after(0ms, [&] { fired.set_value(); });
+    fired.get_future().wait();
+    pool.wait();
+}
+
+} // namespace
+
+TEST(thread_pool_test, timers_too_far_to_represent_never_run_and_are_abandoned_at_join) {
+    ledger l;
+    const int far_timers = 8;
+    {
+        iocp::thread_pool pool(2);
+        using clock = std::chrono::steady_clock;
+        pool.post_after(clock::duration::max(), tracked(l));
+        pool.post_after(std::chrono::hours(24 * 365 * 1000), tracked(l));
+        pool.post_after(std::chrono::milliseconds::max(), tracked(l));
+        pool.post_after(iocp::infinite, tracked(l));
+        pool.post_after(std::chrono::duration<double>(1e300), tracked(l));
+        pool.post_after(std::chrono::duration<long double, std::ratio<86400>>(1e30L), tracked(l));
+        pool.post_at(clock::time_point::max(), tracked(l));
+        pool.post_at(std::chrono::time_point<clock, std::chrono::hours>::max(), tracked(l));
+        flush_due_timers(pool);
+        EXPECT_EQ(l.ran, 0) << "a timer beyond the clock's range ran at once";
+        pool.join();
+    }
+    EXPECT_EQ(l.ran, 0);
+    EXPECT_EQ(l.abandoned, far_timers) << "each pending timer is abandoned exactly once";
+}
+
+TEST(thread_pool_test, a_never_due_timer_can_be_cancelled) {
+    ledger l;
+    iocp::thread_pool pool(1);
+    const iocp::timer_id id = pool.post_after(iocp::infinite, tracked(l));
+    flush_due_timers(pool);
+    EXPECT_TRUE(pool.cancel(id));
+    EXPECT_FALSE(pool.cancel(id));
+    EXPECT_EQ(l.abandoned, 1);
+    EXPECT_EQ(pool.stop(), 0u) << "nothing left to abandon";
+    EXPECT_EQ(l.ran, 0);
+}
+
+TEST(thread_pool_test, negative_and_floating_point_delays_run) {
+    iocp::thread_pool pool(2);
+    std::atomic<int> ran{0};
+    std::promise<void> all;
+    const int n = 5;
+    auto count = [&] {
+        if (++ran == n)
+            all.set_value();
+    };
+    pool.post_after(-1h, count);
+    pool.post_after(std::chrono::duration<double>(-1e300), count);
+    pool.post_after(std::chrono::duration<double, std::milli>(1.5), count);
+    pool.post_at(std::chrono::steady_clock::time_point::min(), count);
+    pool.post_at(std::chrono::time_point<std::chrono::steady_clock, std::chrono::hours>::min(),
+                 count);
+    all.get_future().wait(); // hangs (ctest's timeout) if any of them never runs
+    EXPECT_EQ(ran, n);
+}
+
+// --- issue 8: options and entry points validate alike -----------------------------------------
+
+TEST(thread_pool_test, every_option_at_zero_one_and_its_maximum_is_clamped_or_refused) {
+    auto runs = [](const iocp::thread_pool_options& o) {
+        iocp::thread_pool pool(o);
+        std::atomic<int> ran{0};
+        for (int i = 0; i < 100; ++i)
+            pool.post([&] { ++ran; });
+        pool.wait();
+        return ran.load() == 100;
+    };
+    using opts = iocp::thread_pool_options;
+    for (std::size_t v : {std::size_t{0}, std::size_t{1}, std::size_t{SIZE_MAX}}) {
+        opts o;
+        o.threads = 2;
+        o.queue_capacity = v; // SIZE_MAX: rounding up to a power of two must not wrap to 0
+        EXPECT_TRUE(runs(o)) << "queue_capacity " << v;
+        o = opts{};
+        o.threads = 2;
+        o.batch = v;
+        EXPECT_TRUE(runs(o)) << "batch " << v;
+    }
+    for (unsigned c : {0u, 1u, UINT_MAX}) {
+        opts o;
+        o.threads = 2;
+        o.concurrency = c;
+        EXPECT_TRUE(runs(o)) << "concurrency " << c;
+    }
+    for (auto spin : {std::chrono::microseconds::min(), std::chrono::microseconds(0),
+                      std::chrono::microseconds(1), std::chrono::microseconds::max()}) {
+        opts o;
+        o.threads = 2;
+        o.spin = spin; // max: now() + spin must not overflow
+        EXPECT_TRUE(runs(o)) << "spin " << spin.count();
+    }
+    {
+        opts o;
+        o.threads = 1;
+        EXPECT_TRUE(runs(o));
+    }
+    for (std::size_t threads : {opts::max_threads + 1, std::size_t{SIZE_MAX}}) {
+        opts o;
+        o.threads = threads;
+        try {
+            iocp::thread_pool pool(o);
+            ADD_FAILURE() << threads << " threads accepted";
+        } catch (const std::system_error& e) {
+            EXPECT_EQ(e.code(), std::errc::invalid_argument) << e.what();
+        }
+    }
+}
+
+TEST(thread_pool_test, every_entry_point_refuses_an_empty_callable) {
+    iocp::thread_pool pool(1);
+    std::function<void()> empty;
+    auto expect_invalid = [](auto&& call, const char* what) {
+        try {
+            call();
+            ADD_FAILURE() << what << " accepted an empty callable";
+        } catch (const std::system_error& e) {
+            EXPECT_EQ(e.code(), std::errc::invalid_argument) << what;
+        }
+    };
+    expect_invalid([&] { pool.post(empty); }, "post");
+    expect_invalid([&] { pool.submit(empty); }, "submit");
+    expect_invalid([&] { pool.post_after(1ms, empty); }, "post_after");
+    expect_invalid([&] { pool.post_at(std::chrono::steady_clock::now(), empty); }, "post_at");
+    void (*null_fn)() = nullptr;
+    expect_invalid([&] { pool.submit(null_fn); }, "submit(nullptr)");
+    std::error_code ec;
+    std::future<void> f = pool.submit(empty, ec);
+    EXPECT_EQ(ec, std::errc::invalid_argument);
+    EXPECT_FALSE(f.valid()) << "a refused submit returns an invalid future";
+    iocp::operation* no_op = nullptr;
+    pool.post_completion(no_op, {}, ec);
+    EXPECT_EQ(ec, std::errc::invalid_argument);
+}
+
+// --- issue 8: a burst of long tasks runs side by side -----------------------------------------
+
+namespace {
+
+// N tasks that each wait for all N to arrive: they finish only if N workers run them at once.
+// Serialised (a worker sitting on two of them), the round never ends and ctest's timeout fails
+// the test.
+void burst_of_blocking_tasks(std::size_t workers, int rounds) {
+    iocp::thread_pool pool(workers);
+    const auto n = static_cast<std::ptrdiff_t>(workers);
+    for (int round = 0; round < rounds; ++round) {
+        std::barrier meeting(n);
+        std::atomic<int> done{0};
+        for (std::ptrdiff_t i = 0; i < n; ++i)
+            pool.post([&] {
+                meeting.arrive_and_wait();
+                ++done;
+            });
+        pool.wait();
+        ASSERT_EQ(done, n) << "round " << round;
+    }
+}
+
+} // namespace
+
+TEST(thread_pool_test, a_burst_of_blocking_tasks_runs_side_by_side_on_2_workers) {
+    burst_of_blocking_tasks(2, iocp_test::scaled(500, 50));
+}
+
+TEST(thread_pool_test, a_burst_of_blocking_tasks_runs_side_by_side_on_4_workers) {
+    burst_of_blocking_tasks(4, iocp_test::scaled(300, 30));
+}
+
+TEST(thread_pool_test, a_burst_of_blocking_tasks_runs_side_by_side_on_8_workers) {
+    burst_of_blocking_tasks(8, iocp_test::scaled(200, 20));
+}
+
+// The same, while other producers keep the queue busy with short items: a worker may claim a
+// share of them, but never more than leaves the others something to run.
+TEST(thread_pool_test, stress_bursts_of_blocking_tasks_among_short_items) {
+    iocp::thread_pool pool(4);
+    std::atomic<bool> stop{false};
+    std::atomic<long> short_ran{0};
+    std::thread noise([&] {
+        std::mt19937 rng(7);
+        while (!stop.load()) {
+            for (unsigned i = rng() % 32; i > 0; --i)
+                pool.post([&] { ++short_ran; });
+            std::this_thread::yield();
+        }
+    });
+    const int rounds = iocp_test::scaled(200, 20);
+    for (int round = 0; round < rounds; ++round) {
+        std::barrier meeting(4);
+        std::atomic<int> done{0};
+        for (int i = 0; i < 4; ++i)
+            pool.post([&] {
+                meeting.arrive_and_wait();
+                ++done;
+            });
+        while (done.load() < 4)
+            std::this_thread::yield();
+    }
+    stop = true;
+    noise.join();
+    pool.wait();
+    EXPECT_GT(short_ran.load(), 0);
+}
+
+// --- issue 8: shutdown entries ----------------------------------------------------------------
+
+template <class Pool>
+constexpr bool has_get_port = requires(Pool& p) {
+    p.get_port();
+};
+
+TEST(thread_pool_test, the_port_is_not_public) {
+    // Anyone holding the port could close or drain it, or post packets shutdown never sees.
+    static_assert(!has_get_port<iocp::thread_pool>);
+    SUCCEED();
+}
+
+namespace {
+
+// Posts from this (non-worker) thread until the pool refuses: then shutdown has begun. The
+// probes it posts report to `probes` (accepted ones run or are abandoned like any item; the
+// last one, refused, is destroyed unrun and so counts as abandoned too).
+void wait_until_shutdown_begins(iocp::thread_pool& pool, ledger& probes) {
+    for (;;) {
+        std::error_code ec;
+        pool.post(tracked(probes), ec);
+        if (ec == iocp::errc::closed)
+            return;
+        std::this_thread::yield();
+    }
+}
+
+} // namespace
+
+TEST(thread_pool_test, stop_during_a_concurrent_join_waits_for_it_and_returns_zero) {
+    ledger l;
+    iocp::thread_pool pool(2);
+    std::atomic<bool> release{false};
+    pool.post([&] { spin_until(release); });
+    const int n = 50;
+    for (int i = 0; i < n; ++i)
+        pool.post(tracked(l));
+    std::thread joiner([&] { pool.join(); });
+    ledger probes;
+    wait_until_shutdown_begins(pool, probes);
+    std::atomic<bool> stop_returned{false};
+    std::size_t stopped = 1;
+    std::thread stopper([&] {
+        stopped = pool.stop();
+        stop_returned = true;
+    });
+    release = true;
+    stopper.join();
+    joiner.join();
+    EXPECT_TRUE(stop_returned);
+    EXPECT_EQ(stopped, 0u) << "the join under way decided: everything queued runs";
+    EXPECT_EQ(l.ran, n);
+    EXPECT_EQ(l.abandoned, 0);
+    EXPECT_EQ(probes.abandoned, 1) << "only the refused probe";
+}
+
+TEST(thread_pool_test, join_during_a_concurrent_stop_waits_for_it) {
+    ledger l;
+    iocp::thread_pool pool(2);
+    std::atomic<bool> release{false};
+    std::atomic<bool> running{false};
+    pool.post([&] {
+        running = true;
+        spin_until(release);
+    });
+    spin_until(running);
+    const int n = 50;
+    for (int i = 0; i < n; ++i)
+        pool.post(tracked(l));
+    std::size_t stopped = 0;
+    std::thread stopper([&] { stopped = pool.stop(); });
+    ledger probes;
+    wait_until_shutdown_begins(pool, probes);
+    std::thread joiner([&] { pool.join(); });
+    release = true;
+    joiner.join();
+    stopper.join();
+    EXPECT_EQ(l.settled(), n) << "each item ran or was abandoned exactly once";
+    EXPECT_EQ(l.ran, 0) << "stop() came first: queued items are abandoned";
+    EXPECT_EQ(stopped, static_cast<std::size_t>(l.abandoned.load() + probes.abandoned.load() - 1));
+}
+
+TEST(thread_pool_test, stress_join_and_stop_from_many_threads_at_once) {
+    const int rounds = iocp_test::scaled(100, 10);
+    for (int round = 0; round < rounds; ++round) {
+        ledger l;
+        std::atomic<std::size_t> stopped{0};
+        {
+            iocp::thread_pool pool(2);
+            const int n = 200;
+            for (int i = 0; i < n; ++i)
+                pool.post(tracked(l));
+            std::vector<std::thread> callers;
+            for (int t = 0; t < 4; ++t)
+                callers.emplace_back([&, t] {
+                    if (t % 2 == 0)
+                        pool.join();
+                    else
+                        stopped += pool.stop();
+                });
+            for (auto& t : callers)
+                t.join();
+            ASSERT_EQ(l.settled(), n) << "round " << round;
+        }
+        EXPECT_EQ(stopped.load(), static_cast<std::size_t>(l.abandoned.load()));
+    }
+}
+
+namespace {
+
+// A callable whose destructor throws when it is destroyed unrun (abandoned).
+struct throws_when_abandoned {
+    std::atomic<int>* ran;
+    bool armed = true;
+    throws_when_abandoned(std::atomic<int>* r) : ran(r) {}
+    throws_when_abandoned(throws_when_abandoned&& o) noexcept
+        : ran(o.ran), armed(std::exchange(o.armed, false)) {}
+    throws_when_abandoned& operator=(throws_when_abandoned&&) = delete;
+    ~throws_when_abandoned() noexcept(false) {
+        if (armed)
+            throw std::runtime_error("abandoned");
+    }
+    void operator()() {
+        armed = false;
+        ++*ran;
+    }
+};
+
+// A callable whose destructor throws after it ran.
+struct throws_after_running {
+    bool armed = false;
+    throws_after_running() = default;
+    throws_after_running(throws_after_running&&) noexcept {}
+    throws_after_running& operator=(throws_after_running&&) = delete;
+    ~throws_after_running() noexcept(false) {
+        if (armed)
+            throw std::runtime_error("after running");
+    }
+    void operator()() { armed = true; }
+};
+
+struct exception_log {
+    std::mutex m;
+    std::vector<std::string> messages;
+    std::function<void(std::exception_ptr)> handler() {
+        return [this](const std::exception_ptr& e) {
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& ex) {
+                std::lock_guard lock(m);
+                messages.emplace_back(ex.what());
+            }
+        };
+    }
+    std::size_t count(const std::string& what) {
+        std::lock_guard lock(m);
+        return static_cast<std::size_t>(std::count(messages.begin(), messages.end(), what));
+    }
+};
+
+} // namespace
+
+TEST(thread_pool_test, exceptions_from_abandoned_callables_reach_the_exception_handler) {
+    exception_log log;
+    std::atomic<int> ran{0};
+    {
+        iocp::thread_pool_options o;
+        o.threads = 1;
+        o.exception_handler = log.handler();
+        iocp::thread_pool pool(o);
+        std::atomic<bool> release{false};
+        std::atomic<bool> running{false};
+        pool.post([&] {
+            running = true;
+            spin_until(release);
+        });
+        spin_until(running);
+        pool.post(throws_when_abandoned(&ran));                       // abandoned by stop()
+        pool.post_after(iocp::infinite, throws_when_abandoned(&ran)); // abandoned by stop()
+        auto id = pool.post_after(iocp::infinite, throws_when_abandoned(&ran));
+        EXPECT_TRUE(pool.cancel(id)); // abandoned by cancel
+        std::thread stopper([&] { pool.stop(); });
+        ledger probes;
+        wait_until_shutdown_begins(pool, probes);
+        std::error_code ec;
+        pool.post(throws_when_abandoned(&ran), ec); // refused: destroyed unrun
+        EXPECT_EQ(ec, iocp::errc::closed);
+        release = true;
+        stopper.join();
+    }
+    EXPECT_EQ(ran, 0);
+    EXPECT_EQ(log.count("abandoned"), 4u) << "no exception is swallowed";
+}
+
+TEST(thread_pool_test, an_exception_from_a_destructor_after_running_reaches_the_handler) {
+    exception_log log;
+    iocp::thread_pool_options o;
+    o.threads = 1;
+    o.exception_handler = log.handler();
+    iocp::thread_pool pool(o);
+    pool.post(throws_after_running{});
+    pool.post([] {}); // the worker lives on
+    pool.wait();
+    EXPECT_EQ(log.count("after running"), 1u);
+}
+
+// --- issue 8: error_code overloads ------------------------------------------------------------
+
+TEST(thread_pool_test, every_call_has_an_error_code_form) {
+    iocp::thread_pool pool(1);
+    std::error_code ec;
+    std::future<int> f = pool.submit([] { return 7; }, ec);
+    ASSERT_FALSE(ec);
+    EXPECT_EQ(f.get(), 7);
+    iocp::timer_id id = pool.post_after(
+        iocp::infinite, [] {}, ec);
+    EXPECT_FALSE(ec);
+    EXPECT_NE(id.value, 0u);
+    id = pool.post_at(
+        std::chrono::steady_clock::time_point::max(), [] {}, ec);
+    EXPECT_FALSE(ec);
+    pool.wait(ec);
+    EXPECT_FALSE(ec);
+
+    // From a worker, the waiting calls report instead of deadlocking.
+    std::error_code wait_ec, join_ec, stop_ec;
+    std::size_t stopped = 1;
+    pool.submit([&] {
+            pool.wait(wait_ec);
+            pool.join(join_ec);
+            stopped = pool.stop(stop_ec);
+        })
+        .get();
+    EXPECT_EQ(wait_ec, std::errc::resource_deadlock_would_occur);
+    EXPECT_EQ(join_ec, std::errc::resource_deadlock_would_occur);
+    EXPECT_EQ(stop_ec, std::errc::resource_deadlock_would_occur);
+    EXPECT_EQ(stopped, 0u);
+
+    EXPECT_EQ(pool.stop(ec), 2u) << "the two pending timers";
+    EXPECT_FALSE(ec);
+    pool.join(ec);
+    EXPECT_FALSE(ec);
+    f = pool.submit([] { return 1; }, ec);
+    EXPECT_EQ(ec, iocp::errc::closed);
+    EXPECT_FALSE(f.valid());
+    id = pool.post_after(
+        1ms, [] {}, ec);
+    EXPECT_EQ(ec, iocp::errc::closed);
+    EXPECT_EQ(id.value, 0u);
+    id = pool.post_at(
+        std::chrono::steady_clock::now(), [] {}, ec);
+    EXPECT_EQ(ec, iocp::errc::closed);
 }

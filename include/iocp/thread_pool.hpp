@@ -159,6 +159,7 @@ public:
           sentinels_(std::make_unique<sentinel[]>(options_.threads)),
           queue_(options_.queue_capacity),
           finished_(std::make_unique<finished_counter[]>(options_.threads + 1)),
+          held_(std::make_unique<held_chain[]>(options_.threads)),
           timers_(
               [this](detail::work_item* item) { return enqueue(item, true) == std::error_code{}; },
               [this](std::exception_ptr e) { handle_exception(std::move(e)); }) {
@@ -717,9 +718,10 @@ private:
         op->complete(this, result);
     }
 
-    // Work a worker could take now: queued items or backlog entries.
+    // Work a worker could take now: queued items, backlog entries, items another worker holds.
     bool has_work() const noexcept {
-        return queue_.maybe_nonempty() || backlog_size_.load(std::memory_order_seq_cst) != 0;
+        return queue_.maybe_nonempty() || backlog_size_.load(std::memory_order_seq_cst) != 0 ||
+               any_held();
     }
 
     // --- workers -------------------------------------------------------------------------
@@ -762,7 +764,7 @@ private:
                 // for them (a spinner or a busy worker will; otherwise wake a sleeper).
                 if (got.more)
                     wake_one_if_needed();
-                run_chain(got.head, got.count);
+                run_chain(got.head);
                 // I/O completions must not starve behind a busy FIFO: look at the port every
                 // `port_check_interval` items (one cheap non-blocking call).
                 since_port_check += got.count;
@@ -775,6 +777,8 @@ private:
                 continue;
             }
             since_port_check = 0;
+            if (steal_held())
+                continue;
             if (spin_for_work())
                 continue;
             if (!sleep())
@@ -785,10 +789,22 @@ private:
     // Work items a busy worker runs between two looks at the port.
     static constexpr std::size_t port_check_interval = 64;
 
-    void run_chain(detail::work_item* item, std::size_t n) noexcept {
+    // Runs a claimed chain. TRICKY: the items not started yet wait in this worker's `held_`
+    // slot, where an idle worker can steal them (steal_held): a worker never sits on items
+    // that another could start while it runs a long one. The owner takes the rest back with
+    // an exchange (so it reads `next` only of items it owns), then republishes the remainder
+    // with a seq_cst store and checks for sleepers: the same Dekker pair as a queue publish,
+    // against a worker that registers as a sleeper and then looks at the slots.
+    void run_chain(detail::work_item* item) noexcept {
         const std::size_t me = current().index;
+        std::atomic<detail::work_item*>& held = held_[me].chain;
+        std::size_t done = 0;
         while (item != nullptr) {
-            detail::work_item* next = item->next;
+            detail::work_item* rest = item->next;
+            if (rest != nullptr) {
+                held.store(rest, std::memory_order_seq_cst);
+                wake_one_if_needed();
+            }
             if (abandon_.load(std::memory_order_acquire)) {
                 abandon(item);
                 abandoned_.fetch_add(1, std::memory_order_relaxed);
@@ -799,9 +815,32 @@ private:
                     handle_exception(std::current_exception());
                 }
             }
-            item = next;
+            ++done;
+            item = rest != nullptr ? held.exchange(nullptr, std::memory_order_acq_rel) : nullptr;
         }
-        finish_items(me, n);
+        finish_items(me, done);
+    }
+
+    // Takes the items another worker claimed but has not started; true if it ran some.
+    bool steal_held() noexcept {
+        const std::size_t me = current().index;
+        for (std::size_t k = 1; k < options_.threads; ++k) {
+            std::atomic<detail::work_item*>& held = held_[(me + k) % options_.threads].chain;
+            if (held.load(std::memory_order_relaxed) == nullptr)
+                continue;
+            if (detail::work_item* chain = held.exchange(nullptr, std::memory_order_acq_rel)) {
+                run_chain(chain);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    bool any_held() const noexcept {
+        for (std::size_t i = 0; i < options_.threads; ++i)
+            if (held_[i].chain.load(std::memory_order_seq_cst) != nullptr)
+                return true;
+        return false;
     }
 
     // Bounded spin for new work; true if some appeared. At most one worker spins at a time:
@@ -1139,6 +1178,12 @@ private:
         [[maybe_unused]] detail::cache_line_pad pad{}; // one counter per cache line
     };
     std::unique_ptr<finished_counter[]> finished_;
+    // Per worker: the claimed items it has not started yet (see run_chain).
+    struct held_chain {
+        std::atomic<detail::work_item*> chain{nullptr};
+        [[maybe_unused]] detail::cache_line_pad pad{}; // one slot per cache line
+    };
+    std::unique_ptr<held_chain[]> held_;
     [[maybe_unused]] detail::cache_line_pad pad1_{};
     std::atomic<std::uint64_t> io_started_{0};  // operations ever started (monotonic)
     std::atomic<std::uint64_t> io_finished_{0}; // operations ever finished (monotonic)
