@@ -76,9 +76,10 @@ class file;
 /// file (whether Windows reports it at once or in the packet), `errc::operation_aborted`
 /// after `cancel`/`close`, `errc::invalid_handle` if the file is not open, `errc::closed`
 /// while the pool shuts down. At most 2 GiB are read per call.
-/// @returns an error only if nothing was started: the file has no pool
-/// (`std::errc::invalid_argument`) or its pool has shut down for good (`errc::closed`); `op`
-/// is then not completed.
+/// @returns an error only if nothing was started: the file has no pool, or `offset` (or
+/// `offset` + the size) lies above INT64_MAX, an offset no file can have and that Windows
+/// would read as "append" or "current position" (`std::errc::invalid_argument`), or its pool
+/// has shut down for good (`errc::closed`); `op` is then not completed.
 std::error_code start_read_at(file& f, io_operation& op, std::uint64_t offset,
                               mutable_buffer buffer) noexcept;
 
@@ -248,8 +249,9 @@ public:
     /// fewer bytes. The buffer must stay valid until the handler runs. An exception from the
     /// handler goes to the pool's exception handler.
     /// @throws std::system_error (`errc::closed`) if the pool has already shut down, or
-    /// `std::errc::invalid_argument` if the file has no pool: the handler is then destroyed
-    /// without running. `std::bad_alloc` if the operation cannot be allocated.
+    /// `std::errc::invalid_argument` if the file has no pool or the range lies above
+    /// INT64_MAX (see `start_read_at`): the handler is then destroyed without running.
+    /// `std::bad_alloc` if the operation cannot be allocated.
     template <class Handler>
     void read_at(std::uint64_t offset, mutable_buffer buffer, Handler&& handler) {
         detail::win32::start_handler_op<io_operation>(
