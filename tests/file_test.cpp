@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "iocp/detail/per_thread.hpp"
 #include "iocp/io_operation.hpp"
 #include "iocp/thread_pool.hpp"
 #include "iocp/unique_handle.hpp"
@@ -566,6 +567,96 @@ TEST(file_test, destroy_mode_runs_no_handler_and_releases_the_operation) {
     EXPECT_EQ(alive.use_count(), 1); // the handler was destroyed
     pool.join();                     // returns: both operations were counted finished
     SUCCEED();
+}
+
+// Item: one per-thread cache mechanism, correct with fibers. FLS values belong to a fiber, so
+// each fiber gets its own objects, deleting a fiber destroys exactly its own, and no fiber ever
+// sees another's freed object (a thread_local caching an FLS value did). The library's own
+// users of the cache (the pool's post, the handler operations) run from two fibers of one
+// thread.
+namespace {
+struct fiber_probe {
+    static inline std::atomic<int> constructed{0};
+    static inline std::atomic<int> destroyed{0};
+    bool alive = true;
+    fiber_probe() { ++constructed; }
+    fiber_probe(const fiber_probe&) = delete;
+    fiber_probe& operator=(const fiber_probe&) = delete;
+    ~fiber_probe() {
+        alive = false;
+        ++destroyed;
+    }
+};
+
+struct fiber_job {
+    iocp::thread_pool* pool;
+    iocp::file* file;
+    LPVOID back;
+    fiber_probe* seen = nullptr;
+    bool io_ok = false;
+    bool post_ok = false;
+};
+
+void WINAPI fiber_main(LPVOID param) {
+    auto* job = static_cast<fiber_job*>(param);
+    job->seen = &iocp::detail::per_thread<fiber_probe>();
+    // TRICKY: the promises are shared with the handlers, not on this fiber's stack: a worker may
+    // still be inside set_value when the wait below returns, and DeleteFiber frees the stack.
+    auto posted = std::make_shared<std::promise<void>>();
+    job->pool->post([posted] { posted->set_value(); });
+    job->post_ok = posted->get_future().wait_for(deadline) == std::future_status::ready;
+    auto wrote = std::make_shared<std::promise<std::error_code>>();
+    job->file->write_at(0, iocp::buffer("fiber", 5),
+                        [wrote](std::error_code ec, std::size_t) { wrote->set_value(ec); });
+    auto f = wrote->get_future();
+    job->io_ok = f.wait_for(deadline) == std::future_status::ready && !f.get();
+    ::SwitchToFiber(job->back);
+}
+} // namespace
+
+TEST(file_test, per_thread_caches_are_per_fiber_and_freed_with_their_fiber) {
+    iocp::thread_pool pool(2);
+    temp_path tmp("fibers.bin");
+    iocp::file f(pool, tmp.get(), iocp::file_mode::read_write | iocp::file_mode::create);
+    std::promise<bool> result;
+    // A thread of our own: converting it to fibers leaves the test's thread alone.
+    std::thread t([&] {
+        LPVOID main_fiber = ::ConvertThreadToFiber(nullptr);
+        if (main_fiber == nullptr) {
+            result.set_value(false);
+            return;
+        }
+        const int before = fiber_probe::destroyed.load();
+        fiber_job a{&pool, &f, main_fiber};
+        fiber_job b{&pool, &f, main_fiber};
+        LPVOID fa = ::CreateFiber(0, &fiber_main, &a);
+        LPVOID fb = ::CreateFiber(0, &fiber_main, &b);
+        ::SwitchToFiber(fa);
+        ::SwitchToFiber(fb);
+        bool ok = a.post_ok && b.post_ok && a.io_ok && b.io_ok && a.seen != b.seen;
+        ::DeleteFiber(fa); // destroys a's objects, and only those
+        ok = ok && fiber_probe::destroyed.load() == before + 1;
+        ::DeleteFiber(fb);
+        ok = ok && fiber_probe::destroyed.load() == before + 2;
+        // The thread's own fiber gets a new object of its own, not one of the freed ones. (Not
+        // compared by address: the heap may well hand a freed object's memory to the new one.)
+        const int constructed = fiber_probe::constructed.load();
+        fiber_probe& mine = iocp::detail::per_thread<fiber_probe>();
+        ok = ok && mine.alive && fiber_probe::constructed.load() == constructed + 1;
+        // The pool and a handler operation still work from here after both fibers are gone.
+        auto read = std::make_shared<std::promise<std::error_code>>();
+        char buf[5];
+        f.read_at(0, iocp::buffer(buf, 5),
+                  [read](std::error_code ec, std::size_t) { read->set_value(ec); });
+        auto rf = read->get_future();
+        ok = ok && rf.wait_for(deadline) == std::future_status::ready && !rf.get();
+        ::ConvertFiberToThread();
+        result.set_value(ok);
+    });
+    t.join();
+    EXPECT_TRUE(result.get_future().get());
+    // Exactly one destruction per object created (the thread's own went at its exit).
+    EXPECT_EQ(fiber_probe::constructed.load(), fiber_probe::destroyed.load());
 }
 
 #endif
