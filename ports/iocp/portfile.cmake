@@ -3,9 +3,19 @@
 # works offline and installs exactly the sources of that checkout.
 #
 # vcpkg computes the package ABI from this port directory, not from the sources: after
-# changing the checkout, `vcpkg remove iocp` (and skip the binary cache, e.g.
-# --binarysource=clear) before installing again.
-get_filename_component(SOURCE_PATH "${CMAKE_CURRENT_LIST_DIR}/../.." ABSOLUTE)
+# changing the checkout, `vcpkg remove iocp` (classic mode; in manifest mode delete
+# <build>/vcpkg_installed) and skip the binary cache (--binarysource=clear) before installing
+# again (README, "vcpkg").
+#
+# The links are resolved first: an overlay reached through a symlink (a ports folder that
+# links to <checkout>/ports/iocp) would otherwise put "../.." beside the link, not in the
+# checkout. REALPATH resolves every link on the way, ABSOLUTE none.
+get_filename_component(_iocp_port_dir "${CMAKE_CURRENT_LIST_DIR}" REALPATH)
+get_filename_component(SOURCE_PATH "${_iocp_port_dir}/../.." ABSOLUTE)
+if(NOT EXISTS "${SOURCE_PATH}/include/iocp/iocp.hpp")
+    message(FATAL_ERROR "iocp port: ${_iocp_port_dir} is not <checkout>/ports/iocp "
+                        "(no include/iocp/iocp.hpp in ${SOURCE_PATH})")
+endif()
 
 # Header-only: one (release) configuration is enough.
 set(VCPKG_BUILD_TYPE release)

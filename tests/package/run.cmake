@@ -6,7 +6,9 @@
 # For each configuration (native: the host compiler; mingw-wine: cmake/mingw-w64-wine.cmake,
 # the programs run under Wine through cmake/wine-run.sh), from scratch:
 #   1. configures the library alone and installs it into a private prefix;
-#   2. builds tests/package/find_package against that prefix and runs it (ctest);
+#   2. builds tests/package/find_package against that prefix and runs it (ctest); when cross
+#      compiling, also with the prefix in a CMAKE_FIND_ROOT_PATH given before the toolchain
+#      file runs (how vcpkg's toolchain chainloads ours);
 #   3. builds the same consumer against the library's build tree (its export());
 #   4. builds tests/package/add_subdirectory, which adds the checkout to its own tree, and runs it.
 # Any failure stops the script with a non-zero exit status.
@@ -100,6 +102,15 @@ foreach(config IN LISTS IOCP_PACKAGE_CONFIGS)
   file(REAL_PATH "${_prefix}/share/iocp" _expected)
   if(NOT _dir STREQUAL _expected)
     message(FATAL_ERROR "[package] ${config}: find_package used ${_dir}, not the install")
+  endif()
+
+  # 2b. A root path set before the toolchain runs, as vcpkg's toolchain does when it
+  # chainloads ours: the package is found in it (the toolchain adds to CMAKE_FIND_ROOT_PATH,
+  # it does not replace it). vcpkg also puts its tree in CMAKE_PREFIX_PATH.
+  if(_toolchain_args)
+    consume(${config} find_root_path "${CMAKE_CURRENT_LIST_DIR}/find_package" ${_toolchain_args}
+            "-DCMAKE_FIND_ROOT_PATH=${_prefix}" "-DCMAKE_PREFIX_PATH=${_prefix}"
+            -DIOCP_EXPECTED_VERSION=${IOCP_VERSION})
   endif()
 
   # 3. find_package against the library's build tree (export()).

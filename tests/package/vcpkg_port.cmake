@@ -7,6 +7,8 @@
 # 2. portfile.cmake runs against small stand-ins for the vcpkg helpers it calls (they do what
 #    vcpkg's do for a header-only CMake package: configure, install into the package dir,
 #    check the config dir, install the copyright), and the resulting package has vcpkg's layout.
+#    It runs three times: reached through a symlink to ports/iocp, through a symlink to ports/,
+#    and in the checkout; each time it must build this checkout.
 # 3. The find_package consumer builds and runs against that package.
 # The stand-ins are not vcpkg: a real `vcpkg install iocp --overlay-ports=ports` remains the
 # final word.
@@ -93,6 +95,11 @@ function(vcpkg_cmake_configure)
   if(NOT arg_SOURCE_PATH OR NOT EXISTS "${arg_SOURCE_PATH}/CMakeLists.txt")
     fail("vcpkg_cmake_configure: SOURCE_PATH '${arg_SOURCE_PATH}' holds no CMakeLists.txt")
   endif()
+  file(REAL_PATH "${arg_SOURCE_PATH}" _real_source)
+  file(REAL_PATH "${_source}" _real_checkout)
+  if(NOT _real_source STREQUAL _real_checkout)
+    fail("vcpkg_cmake_configure: SOURCE_PATH is ${arg_SOURCE_PATH}, not the checkout ${_source}")
+  endif()
   if(NOT VCPKG_BUILD_TYPE STREQUAL "release")
     fail("a header-only port sets VCPKG_BUILD_TYPE to release before configuring")
   endif()
@@ -143,32 +150,56 @@ function(vcpkg_install_copyright)
   file(WRITE "${CURRENT_PACKAGES_DIR}/share/${PORT}/copyright" "${_text}")
 endfunction()
 
-include("${_port_dir}/portfile.cmake")
+# run_port(<port dir> <what>): runs <port dir>/portfile.cmake as vcpkg would, into a fresh
+# package directory, and checks the package.
+function(run_port port_dir what)
+  file(REMOVE_RECURSE "${CURRENT_PACKAGES_DIR}" "${CURRENT_BUILDTREES_DIR}")
+  include("${port_dir}/portfile.cmake")
 
-foreach(_file include/iocp/iocp.hpp include/iocp/version.hpp share/iocp/iocpConfig.cmake
-        share/iocp/iocpConfigVersion.cmake share/iocp/iocpTargets.cmake share/iocp/copyright
-        share/iocp/usage)
-  if(NOT EXISTS "${CURRENT_PACKAGES_DIR}/${_file}")
-    fail("the package lacks ${_file}")
-  endif()
-endforeach()
-foreach(_dir debug lib bin share/doc)
-  if(EXISTS "${CURRENT_PACKAGES_DIR}/${_dir}")
-    fail("a header-only package has no ${_dir}/")
-  endif()
-endforeach()
-# vcpkg packages are relocatable: no absolute path of this build in the CMake files.
-file(GLOB _config_files "${CURRENT_PACKAGES_DIR}/share/iocp/*.cmake")
-foreach(_file IN LISTS _config_files)
-  file(READ "${_file}" _text)
-  foreach(_path "${CURRENT_PACKAGES_DIR}" "${_source}")
-    string(FIND "${_text}" "${_path}" _at)
-    if(NOT _at EQUAL -1)
-      fail("${_file} contains the absolute path ${_path}")
+  foreach(_file include/iocp/iocp.hpp include/iocp/version.hpp share/iocp/iocpConfig.cmake
+          share/iocp/iocpConfigVersion.cmake share/iocp/iocpTargets.cmake share/iocp/copyright
+          share/iocp/usage)
+    if(NOT EXISTS "${CURRENT_PACKAGES_DIR}/${_file}")
+      fail("${what}: the package lacks ${_file}")
     endif()
   endforeach()
-endforeach()
-message(STATUS "[vcpkg port] portfile.cmake produced ${CURRENT_PACKAGES_DIR}")
+  foreach(_dir debug lib bin share/doc)
+    if(EXISTS "${CURRENT_PACKAGES_DIR}/${_dir}")
+      fail("${what}: a header-only package has no ${_dir}/")
+    endif()
+  endforeach()
+  # vcpkg packages are relocatable: no absolute path of this build in the CMake files.
+  file(GLOB _config_files "${CURRENT_PACKAGES_DIR}/share/iocp/*.cmake")
+  foreach(_file IN LISTS _config_files)
+    file(READ "${_file}" _text)
+    foreach(_path "${CURRENT_PACKAGES_DIR}" "${_source}")
+      string(FIND "${_text}" "${_path}" _at)
+      if(NOT _at EQUAL -1)
+        fail("${what}: ${_file} contains the absolute path ${_path}")
+      endif()
+    endforeach()
+  endforeach()
+  message(STATUS "[vcpkg port] ${what}: portfile.cmake produced ${CURRENT_PACKAGES_DIR}")
+endfunction()
+
+# The port reached through symlinks, as users set overlays up: a folder of overlays holding a
+# link to <checkout>/ports/iocp, and a link to <checkout>/ports itself. "../.." of the port
+# then lies beside the link; a decoy project there (which installs nothing) is what a port
+# that does not resolve links would build.
+set(_links "${_root}/links")
+file(MAKE_DIRECTORY "${_links}/overlays")
+file(CREATE_LINK "${_port_dir}" "${_links}/overlays/iocp" RESULT _link_rc SYMBOLIC)
+if(NOT _link_rc EQUAL 0)
+  fail("cannot create a symlink in ${_links}: ${_link_rc}")
+endif()
+file(CREATE_LINK "${_source}/ports" "${_links}/ports" SYMBOLIC)
+file(WRITE "${_links}/CMakeLists.txt"
+     "cmake_minimum_required(VERSION 3.21)\nproject(not_iocp NONE)\n"
+     "message(FATAL_ERROR \"the vcpkg port built ${_links}, not the iocp checkout\")\n")
+
+run_port("${_links}/overlays/iocp" "overlay linked to ports/iocp")
+run_port("${_links}/ports/iocp" "overlay through a linked ports folder")
+run_port("${_port_dir}" "overlay in the checkout")
 
 # --- 3. a consumer of the package --------------------------------------------------------
 set(_bin "${_root}/consumer")
