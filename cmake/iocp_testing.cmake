@@ -47,14 +47,26 @@ if(WIN32)
   list(APPEND IOCP_TEST_BACKENDS posix)
 endif()
 
-# iocp_add_gtest(<name> [WIN32_BACKEND_ONLY] <source>...): one test program per backend, each
-# GoogleTest case a ctest test with a timeout. Names: <name> (native backend) and
-# <name>_posix_backend. WIN32_BACKEND_ONLY: tests of what only the Win32 backend has (files and
-# sockets), built only where that backend is.
+# iocp_add_gtest(<name> [WIN32_BACKEND_ONLY] [COMPILE_DEFINITIONS <def>...] [SOURCES] <source>...):
+# one test program per backend, each GoogleTest case a ctest test with a timeout. Names: <name>
+# (native backend) and <name>_posix_backend. WIN32_BACKEND_ONLY: tests of what only the Win32
+# backend has (files and sockets), built only where that backend is. COMPILE_DEFINITIONS: for
+# this program only, on every backend (e.g. IOCP_FAULT_INJECTION); put the sources after
+# SOURCES, or before COMPILE_DEFINITIONS.
 function(iocp_add_gtest name)
+  cmake_parse_arguments(PARSE_ARGV 1 arg "WIN32_BACKEND_ONLY" "" "COMPILE_DEFINITIONS;SOURCES")
+  set(sources ${arg_UNPARSED_ARGUMENTS} ${arg_SOURCES})
+  foreach(definition IN LISTS arg_COMPILE_DEFINITIONS)
+    if(definition MATCHES "\\.(cpp|cc|cxx|hpp|h)$")
+      message(FATAL_ERROR "iocp_add_gtest(${name}): '${definition}' is a source, not a "
+                          "definition: list sources after SOURCES")
+    endif()
+  endforeach()
+  if(NOT sources)
+    message(FATAL_ERROR "iocp_add_gtest(${name}): no sources")
+  endif()
   set(backends ${IOCP_TEST_BACKENDS})
-  if(ARGV1 STREQUAL "WIN32_BACKEND_ONLY")
-    list(REMOVE_AT ARGN 0)
+  if(arg_WIN32_BACKEND_ONLY)
     if(NOT WIN32)
       return()
     endif()
@@ -65,11 +77,14 @@ function(iocp_add_gtest name)
     if(backend STREQUAL "posix")
       set(target ${name}_posix_backend)
     endif()
-    add_executable(${target} ${ARGN} ${PROJECT_SOURCE_DIR}/tests/support/test_main.cpp)
+    add_executable(${target} ${sources} ${PROJECT_SOURCE_DIR}/tests/support/test_main.cpp)
     target_link_libraries(${target} PRIVATE iocp::iocp GTest::gtest)
     target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
     if(backend STREQUAL "posix")
       target_compile_definitions(${target} PRIVATE IOCP_FORCE_POSIX_BACKEND)
+    endif()
+    if(arg_COMPILE_DEFINITIONS)
+      target_compile_definitions(${target} PRIVATE ${arg_COMPILE_DEFINITIONS})
     endif()
     iocp_warnings(${target})
     gtest_discover_tests(${target}
