@@ -22,13 +22,16 @@ namespace {
 
 namespace fi = iocp::detail::fault_injection;
 
+// More failures than any test posts (long is 32 bits on Windows).
+constexpr long endless = 1L << 30;
+
 // Every port post fails while one of these lives.
 struct failing_port_posts {
-    failing_port_posts() { fi::port_post_failures.store(1L << 40); }
+    failing_port_posts() { fi::port_post_failures.store(endless); }
     failing_port_posts(const failing_port_posts&) = delete;
     failing_port_posts& operator=(const failing_port_posts&) = delete;
     ~failing_port_posts() { fi::port_post_failures.store(0); }
-    static bool some_failed() { return fi::port_post_failures.load() < (1L << 40); }
+    static bool some_failed() { return fi::port_post_failures.load() < endless; }
 };
 
 struct ledger {

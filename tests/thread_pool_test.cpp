@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <barrier>
 #include <chrono>
 #include <climits>
 #include <cstdint>
@@ -1014,18 +1013,34 @@ TEST(thread_pool_test, every_entry_point_refuses_an_empty_callable) {
 
 namespace {
 
+// N parties that each wait until all N have arrived. (Not std::barrier: GCC 12's libstdc++
+// loses its wake-ups under MinGW, and the test would blame the pool.)
+class meeting {
+public:
+    explicit meeting(int parties) : parties_(parties) {}
+    void arrive_and_wait() {
+        ++arrived_;
+        while (arrived_.load() < parties_)
+            std::this_thread::yield();
+    }
+
+private:
+    const int parties_;
+    std::atomic<int> arrived_{0};
+};
+
 // N tasks that each wait for all N to arrive: they finish only if N workers run them at once.
 // Serialised (a worker sitting on two of them), the round never ends and ctest's timeout fails
 // the test.
 void burst_of_blocking_tasks(std::size_t workers, int rounds) {
     iocp::thread_pool pool(workers);
-    const auto n = static_cast<std::ptrdiff_t>(workers);
+    const auto n = static_cast<int>(workers);
     for (int round = 0; round < rounds; ++round) {
-        std::barrier meeting(n);
+        meeting all(n);
         std::atomic<int> done{0};
-        for (std::ptrdiff_t i = 0; i < n; ++i)
+        for (int i = 0; i < n; ++i)
             pool.post([&] {
-                meeting.arrive_and_wait();
+                all.arrive_and_wait();
                 ++done;
             });
         pool.wait();
@@ -1063,11 +1078,11 @@ TEST(thread_pool_test, stress_bursts_of_blocking_tasks_among_short_items) {
     });
     const int rounds = iocp_test::scaled(200, 20);
     for (int round = 0; round < rounds; ++round) {
-        std::barrier meeting(4);
+        meeting all(4);
         std::atomic<int> done{0};
         for (int i = 0; i < 4; ++i)
             pool.post([&] {
-                meeting.arrive_and_wait();
+                all.arrive_and_wait();
                 ++done;
             });
         while (done.load() < 4)
@@ -1138,7 +1153,7 @@ TEST(thread_pool_test, stop_during_a_concurrent_join_waits_for_it_and_returns_ze
 
 TEST(thread_pool_test, join_during_a_concurrent_stop_waits_for_it) {
     ledger l;
-    iocp::thread_pool pool(2);
+    iocp::thread_pool pool(1); // its only worker held: nothing queued runs before stop()
     std::atomic<bool> release{false};
     std::atomic<bool> running{false};
     pool.post([&] {

@@ -159,7 +159,7 @@ public:
           sentinels_(std::make_unique<sentinel[]>(options_.threads)),
           queue_(options_.queue_capacity),
           finished_(std::make_unique<finished_counter[]>(options_.threads + 1)),
-          held_(std::make_unique<held_chain[]>(options_.threads)),
+          held_(std::make_unique<held_range[]>(options_.threads)),
           timers_(
               [this](detail::work_item* item) { return enqueue(item, true) == std::error_code{}; },
               [this](std::exception_ptr e) { handle_exception(std::move(e)); }) {
@@ -560,6 +560,17 @@ private:
         backlog_node* next = nullptr;
     };
 
+    // Per worker: the claimed items it has not started yet, [begin, end) (see run_items).
+    // Positions only grow; a claim publishes at most max_batch - 1 items, so max_batch slots
+    // hold any range.
+    static constexpr std::size_t held_slots = thread_pool_options::max_batch;
+    struct held_range {
+        [[maybe_unused]] detail::cache_line_pad pad{}; // apart from the previous worker's
+        std::atomic<std::uint64_t> begin{0};           // taken by the owner or a thief (CAS)
+        std::atomic<std::uint64_t> end{0};             // published by the owner only
+        std::atomic<detail::work_item*> slots[held_slots] = {};
+    };
+
     enum class state : int {
         running,  // everything accepted
         draining, // join(): only the pool's own workers may post
@@ -789,48 +800,93 @@ private:
     // Work items a busy worker runs between two looks at the port.
     static constexpr std::size_t port_check_interval = 64;
 
-    // Runs a claimed chain. TRICKY: the items not started yet wait in this worker's `held_`
-    // slot, where an idle worker can steal them (steal_held): a worker never sits on items
-    // that another could start while it runs a long one. The owner takes the rest back with
-    // an exchange (so it reads `next` only of items it owns), then republishes the remainder
-    // with a seq_cst store and checks for sleepers: the same Dekker pair as a queue publish,
-    // against a worker that registers as a sleeper and then looks at the slots.
-    void run_chain(detail::work_item* item) noexcept {
+    // Runs a claimed chain (at most max_batch items, linked through `next`).
+    void run_chain(detail::work_item* chain) noexcept {
+        detail::work_item* items[thread_pool_options::max_batch];
+        std::size_t n = 0;
+        for (; chain != nullptr && n < thread_pool_options::max_batch; chain = chain->next)
+            items[n++] = chain;
+        run_items(items, n);
+    }
+
+    // Runs `n` claimed items. TRICKY: the ones not started yet are published in this worker's
+    // `held_` range, where an idle worker can steal them (steal_held): a worker never sits on
+    // items that another could start while it runs a long one. They stay visible until taken,
+    // so one seq_cst publish and one look for sleepers per claim suffice: the same Dekker pair
+    // as a queue publish, against a worker that registers as a sleeper and then looks at the
+    // ranges. The owner takes each next item with a CAS on `begin`; a thief takes the whole
+    // rest with one CAS, so each item has exactly one taker.
+    void run_items(detail::work_item* const* items, std::size_t n) noexcept {
         const std::size_t me = current().index;
-        std::atomic<detail::work_item*>& held = held_[me].chain;
+        held_range& held = held_[me];
         std::size_t done = 0;
+        if (n > 1) {
+            // The range is empty here (begin == end): the owner publishes only after taking
+            // or losing everything it published before, so no thief still reads these slots
+            // and succeeds.
+            const std::uint64_t end = held.end.load(std::memory_order_relaxed);
+            for (std::size_t i = 1; i < n; ++i)
+                held.slots[(end + i - 1) % held_slots].store(items[i], std::memory_order_relaxed);
+            held.end.store(end + n - 1, std::memory_order_seq_cst);
+            wake_one_if_needed();
+        }
+        detail::work_item* item = items[0];
         while (item != nullptr) {
-            detail::work_item* rest = item->next;
-            if (rest != nullptr) {
-                held.store(rest, std::memory_order_seq_cst);
-                wake_one_if_needed();
-            }
-            if (abandon_.load(std::memory_order_acquire)) {
-                abandon(item);
-                abandoned_.fetch_add(1, std::memory_order_relaxed);
-            } else {
-                try {
-                    detail::run_work_item(item);
-                } catch (...) {
-                    handle_exception(std::current_exception());
-                }
-            }
+            run_one(item);
             ++done;
-            item = rest != nullptr ? held.exchange(nullptr, std::memory_order_acq_rel) : nullptr;
+            item = n > 1 ? take_own(held) : nullptr;
         }
         finish_items(me, done);
     }
 
-    // Takes the items another worker claimed but has not started; true if it ran some.
+    // The owner's next held item, or nullptr when the range is empty (taken or stolen).
+    static detail::work_item* take_own(held_range& held) noexcept {
+        const std::uint64_t end = held.end.load(std::memory_order_relaxed); // ours
+        std::uint64_t begin = held.begin.load(std::memory_order_relaxed);
+        while (begin < end) {
+            detail::work_item* item =
+                held.slots[begin % held_slots].load(std::memory_order_relaxed);
+            if (held.begin.compare_exchange_weak(begin, begin + 1, std::memory_order_relaxed))
+                return item;
+        }
+        return nullptr;
+    }
+
+    void run_one(detail::work_item* item) noexcept {
+        if (abandon_.load(std::memory_order_acquire)) {
+            abandon(item);
+            abandoned_.fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+        try {
+            detail::run_work_item(item);
+        } catch (...) {
+            handle_exception(std::current_exception());
+        }
+    }
+
+    // Takes every item another worker claimed but has not started; true if it ran some.
     bool steal_held() noexcept {
         const std::size_t me = current().index;
+        detail::work_item* items[thread_pool_options::max_batch];
         for (std::size_t k = 1; k < options_.threads; ++k) {
-            std::atomic<detail::work_item*>& held = held_[(me + k) % options_.threads].chain;
-            if (held.load(std::memory_order_relaxed) == nullptr)
-                continue;
-            if (detail::work_item* chain = held.exchange(nullptr, std::memory_order_acq_rel)) {
-                run_chain(chain);
-                return true;
+            held_range& held = held_[(me + k) % options_.threads];
+            std::uint64_t begin = held.begin.load(std::memory_order_acquire);
+            for (;;) {
+                const std::uint64_t end = held.end.load(std::memory_order_acquire);
+                if (begin >= end)
+                    break;
+                // TRICKY: read the slots before the CAS. If the owner took or republished
+                // anything meanwhile, `begin` moved on (it never goes back) and the CAS fails:
+                // what was read is then dropped.
+                const auto n = static_cast<std::size_t>(end - begin);
+                for (std::size_t i = 0; i < n; ++i)
+                    items[i] = held.slots[(begin + i) % held_slots].load(std::memory_order_relaxed);
+                if (held.begin.compare_exchange_weak(begin, end, std::memory_order_acquire,
+                                                     std::memory_order_acquire)) {
+                    run_items(items, n);
+                    return true;
+                }
             }
         }
         return false;
@@ -838,7 +894,8 @@ private:
 
     bool any_held() const noexcept {
         for (std::size_t i = 0; i < options_.threads; ++i)
-            if (held_[i].chain.load(std::memory_order_seq_cst) != nullptr)
+            if (held_[i].begin.load(std::memory_order_seq_cst) <
+                held_[i].end.load(std::memory_order_seq_cst))
                 return true;
         return false;
     }
@@ -1178,12 +1235,7 @@ private:
         [[maybe_unused]] detail::cache_line_pad pad{}; // one counter per cache line
     };
     std::unique_ptr<finished_counter[]> finished_;
-    // Per worker: the claimed items it has not started yet (see run_chain).
-    struct held_chain {
-        std::atomic<detail::work_item*> chain{nullptr};
-        [[maybe_unused]] detail::cache_line_pad pad{}; // one slot per cache line
-    };
-    std::unique_ptr<held_chain[]> held_;
+    std::unique_ptr<held_range[]> held_;
     [[maybe_unused]] detail::cache_line_pad pad1_{};
     std::atomic<std::uint64_t> io_started_{0};  // operations ever started (monotonic)
     std::atomic<std::uint64_t> io_finished_{0}; // operations ever finished (monotonic)
