@@ -1,0 +1,850 @@
+#pragma once
+// The epoll fallback below the I/O layer (the contract is backend.hpp): readiness, then the
+// non-blocking call, then on_complete on the backend's own thread. select.hpp picks it when
+// io_uring cannot be set up (ENOSYS, EPERM: old kernels, seccomp, many containers), when liburing
+// was not compiled in, or when IOCP_IO_BACKEND=epoll.
+//
+// Threads (created with every signal blocked, so signals go to the program's own threads, as
+// Asio's thread_pool does):
+// - one reactor thread ("iocp-epoll") in epoll_wait. It performs the waiting socket operations
+//   when their fd becomes ready and calls on_complete for them, and it runs on_complete for the
+//   operations that finished inside issue() or were cancelled (the "ready list"), because
+//   on_complete never runs inside issue() nor on the caller's thread;
+// - up to `epoll_backend::max_file_threads` file threads ("iocp-file"), started on demand, that
+//   run read_at/write_at as blocking preadv/pwritev. epoll cannot wait for regular files
+//   (epoll_ctl ADD fails with EPERM, epoll_ctl(2)): they are always "ready", and a read that
+//   misses the page cache blocks. These are the backend's own threads, not the pool's workers:
+//   a pool in stop() abandons queued work items, and a blocked read would hold a worker.
+//
+// Sockets (and pipes) are registered once, at attach(), edge-triggered (EPOLLIN | EPOLLOUT |
+// EPOLLRDHUP | EPOLLET), with `data.ptr` = a per-fd state object, never the fd number (a closed
+// number is reused at once: ABA). attach() puts them in non-blocking mode (O_NONBLOCK through
+// fcntl; this changes the open file description, so dup()ed copies see it too). Each fd keeps
+// two FIFO queues under its lock: read-side operations (recv, accept) and write-side ones (send,
+// connect). issue() makes the non-blocking call at once when its queue is empty; an operation
+// that would block (EAGAIN) waits in the queue for the next edge.
+//
+// Cost in kernel calls per operation (measured facts in LINUX-IO-NOTES.md 1 and 6):
+// - finished at once (data already there, room to send): the call itself, plus one eventfd
+//   write to wake the reactor when it is not already awake (one per batch of such completions,
+//   not per operation), plus the reactor's epoll_wait return shared by the whole batch;
+// - waited: the call that gave EAGAIN, a share of one epoll_wait, and the call again;
+// - files: the preadv/pwritev, plus a futex wake when every started file thread is asleep;
+//   a page-cache hit therefore costs a thread handoff (microseconds) that io_uring avoids, and
+//   at most max_file_threads reads that miss the cache overlap, the others wait in the queue.
+//
+// Thread safety: every member function may be called from any thread concurrently, except the
+// destructor (no other call may run or start). on_complete may call any member function except
+// the destructor.
+
+#if !defined(__linux__)
+#error "epoll_backend.hpp is the Linux I/O backend"
+#endif
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <shared_mutex>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "../../thread_name.hpp"
+#include "backend.hpp"
+
+// ThreadSanitizer cannot see the ordering that the kernel gives between the thread that
+// registers a state (epoll_ctl) and the reactor that gets its pointer back from epoll_wait: the
+// same gap Asio annotates for io_uring (asio commit bdd3d69).
+#if defined(__SANITIZE_THREAD__)
+#define IOCP_EPOLL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define IOCP_EPOLL_TSAN 1
+#endif
+#endif
+#if defined(IOCP_EPOLL_TSAN)
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+#endif
+
+namespace iocp::detail::io::lnx {
+
+namespace epoll_detail {
+
+// Happens-before through epoll: release before epoll_ctl ADD, acquire after epoll_wait.
+inline void tsan_release([[maybe_unused]] void* addr) noexcept {
+#if defined(IOCP_EPOLL_TSAN)
+    __tsan_release(addr);
+#endif
+}
+
+inline void tsan_acquire([[maybe_unused]] void* addr) noexcept {
+#if defined(IOCP_EPOLL_TSAN)
+    __tsan_acquire(addr);
+#endif
+}
+
+// A FIFO of operations linked through linux_op::next: queuing allocates nothing.
+struct op_queue {
+    linux_op* head = nullptr;
+    linux_op* tail = nullptr;
+
+    bool empty() const noexcept { return head == nullptr; }
+
+    void push(linux_op* op) noexcept {
+        op->next = nullptr;
+        if (tail != nullptr)
+            tail->next = op;
+        else
+            head = op;
+        tail = op;
+    }
+
+    linux_op* pop() noexcept {
+        linux_op* op = head;
+        if (op != nullptr) {
+            head = op->next;
+            if (head == nullptr)
+                tail = nullptr;
+            op->next = nullptr;
+        }
+        return op;
+    }
+
+    // Moves every operation of `other` to the end of this queue.
+    void splice(op_queue& other) noexcept {
+        if (other.head == nullptr)
+            return;
+        if (tail != nullptr)
+            tail->next = other.head;
+        else
+            head = other.head;
+        tail = other.tail;
+        other.head = other.tail = nullptr;
+    }
+
+    // Moves the operations on `fd` to `out`, keeping the order of both queues.
+    void take_fd(int fd, op_queue& out) noexcept {
+        op_queue keep;
+        while (linux_op* op = pop())
+            (op->fd == fd ? out : keep).push(op);
+        *this = keep;
+    }
+};
+
+// The result of a finished operation travels in its scratch word from where it finished to where
+// on_complete runs (the ready list, a batch of the reactor).
+inline void set_result(linux_op& op, int res) noexcept {
+    op.backend_data = reinterpret_cast<void*>(static_cast<std::intptr_t>(res));
+}
+
+inline int result_of(const linux_op& op) noexcept {
+    return static_cast<int>(reinterpret_cast<std::intptr_t>(op.backend_data));
+}
+
+// Marks a queued connect whose ::connect already returned EINPROGRESS (the scratch word is free
+// while an operation waits; set_result overwrites it when it finishes).
+inline void* connect_started_mark(linux_op& op) noexcept { return &op; }
+
+// Calls on_complete for every operation of `done`, each with its stored result. The link is read
+// before the call: on_complete may free or reuse the operation.
+inline void complete_all(op_queue& done) noexcept {
+    linux_op* op = done.head;
+    done.head = done.tail = nullptr;
+    while (op != nullptr) {
+        linux_op* next = op->next;
+        op->next = nullptr;
+        op->on_complete(op, result_of(*op));
+        op = next;
+    }
+}
+
+// A byte count from the kernel as the contract's int. Linux moves at most MAX_RW_COUNT
+// (INT_MAX rounded down to a page) bytes per call, so this never clamps in practice.
+inline int count_result(::ssize_t n) noexcept {
+    return n > static_cast<::ssize_t>(INT_MAX) ? INT_MAX : static_cast<int>(n);
+}
+
+// Makes the socket operation's non-blocking call once. True: it finished, `res` is the result
+// (>= 0) or -errno. False: it would block; wait for readiness and call again.
+inline bool attempt_socket_op(linux_op& op, int& res) noexcept {
+    using kind = linux_op::kind;
+    for (;;) {
+        ::ssize_t n = -1;
+        switch (op.what) {
+        case kind::recv:
+            // MSG_DONTWAIT as well as O_NONBLOCK: the reactor never blocks, even if someone
+            // cleared O_NONBLOCK on the file description after attach().
+            n = ::recvmsg(op.fd, &op.msg, MSG_DONTWAIT);
+            break;
+        case kind::send:
+            // MSG_NOSIGNAL: a peer that is gone gives EPIPE, never SIGPIPE (send(2)).
+            n = ::sendmsg(op.fd, &op.msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+            break;
+        case kind::accept:
+            // The new socket is non-blocking and close-on-exec at once (accept4(2)): the layer
+            // attaches it to this backend, which wants it non-blocking anyway.
+            op.addr_len = static_cast<::socklen_t>(sizeof op.addr);
+            n = ::accept4(op.fd, reinterpret_cast<::sockaddr*>(&op.addr), &op.addr_len,
+                          SOCK_NONBLOCK | SOCK_CLOEXEC);
+            break;
+        case kind::connect:
+            if (op.backend_data == nullptr) {
+                if (::connect(op.fd, reinterpret_cast<const ::sockaddr*>(&op.addr), op.addr_len) ==
+                    0) {
+                    res = 0;
+                    return true;
+                }
+                const int error = errno;
+                // EINTR on a connect: the connection goes on in the background (connect(2)).
+                if (error == EINPROGRESS || error == EINTR) {
+                    op.backend_data = connect_started_mark(op);
+                    return false;
+                }
+                // EAGAIN here is a UNIX-domain listener's full backlog, not "in progress": no
+                // edge would announce room, so it is the result, never a wait.
+                res = -error;
+                return true;
+            } else {
+                // A write-side event on a connecting socket: SO_ERROR tells a failure (and
+                // clears it); no error and a peer name mean connected; ENOTCONN means the
+                // event was stale (attach() reports the fresh socket's state) and it goes on.
+                int error = 0;
+                ::socklen_t len = sizeof error;
+                if (::getsockopt(op.fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) {
+                    res = -errno;
+                    return true;
+                }
+                if (error != 0) {
+                    res = -error;
+                    return true;
+                }
+                ::sockaddr_storage peer{};
+                ::socklen_t peer_len = sizeof peer;
+                if (::getpeername(op.fd, reinterpret_cast<::sockaddr*>(&peer), &peer_len) == 0) {
+                    res = 0;
+                    return true;
+                }
+                if (errno == ENOTCONN)
+                    return false;
+                res = -errno;
+                return true;
+            }
+        case kind::read_at:
+        case kind::write_at:
+        default:
+            res = -EINVAL; // not a socket operation: issue() routes those elsewhere
+            return true;
+        }
+        if (n >= 0) {
+            res = count_result(n);
+            return true;
+        }
+        const int error = errno;
+        if (error == EINTR)
+            continue;
+        if (error == EAGAIN || error == EWOULDBLOCK)
+            return false;
+        res = -error;
+        return true;
+    }
+}
+
+// Runs a read_at / write_at as a blocking call; returns the byte count or -errno.
+inline int run_file_op(linux_op& op) noexcept {
+    // Offsets the kernel would read as negative are refused (the layer refuses them first).
+    if (op.offset > static_cast<std::uint64_t>(INT64_MAX))
+        return -EINVAL;
+    // read_at / write_at use iov[0]; more buffers, when given, are one preadv/pwritev.
+    const unsigned count = op.iov_count == 0 ? 1u : op.iov_count;
+    if (count > max_buffers)
+        return -EINVAL;
+    const auto offset = static_cast<::off_t>(op.offset);
+    for (;;) {
+        const ::ssize_t n = op.what == linux_op::kind::read_at
+                                ? ::preadv(op.fd, op.iov, static_cast<int>(count), offset)
+                                : ::pwritev(op.fd, op.iov, static_cast<int>(count), offset);
+        if (n >= 0)
+            return count_result(n);
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+// One attached fd. Reached from the epoll event (data.ptr) and from the fd table.
+struct fd_state {
+    fd_state(int fd_, bool registered_) noexcept : fd(fd_), registered(registered_) {}
+
+    std::mutex mutex;      // guards everything below that is not const
+    const int fd;          // the fd as attached (for the test hook and messages)
+    const bool registered; // false: epoll refused it (a regular file); no readiness ever comes
+    bool detached = false; // set by detach(): events still in the reactor's batch are dropped
+    op_queue read_ops;     // recv, accept: waiting for EPOLLIN (FIFO)
+    op_queue write_ops;    // send, connect: waiting for EPOLLOUT (FIFO)
+    fd_state* next_retired = nullptr; // the reactor frees detached states through this link
+};
+
+// Blocks every signal in the threads this backend starts, restoring the caller's mask after.
+class signal_blocker {
+public:
+    signal_blocker() noexcept {
+        ::sigset_t all;
+        ::sigfillset(&all);
+        blocked_ = ::pthread_sigmask(SIG_BLOCK, &all, &old_) == 0;
+    }
+    ~signal_blocker() {
+        if (blocked_)
+            ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    }
+    signal_blocker(const signal_blocker&) = delete;
+    signal_blocker& operator=(const signal_blocker&) = delete;
+
+private:
+    ::sigset_t old_{};
+    bool blocked_ = false;
+};
+
+} // namespace epoll_detail
+
+/// The epoll backend. Made once per process by select.hpp (`instance()`); tests make their own.
+class epoll_backend final : public backend {
+public:
+    /// At most this many file threads: 4 reads that miss the page cache overlap, which is
+    /// plenty for a fallback; page-cache hits are bound by the copy, not by the thread count.
+    static constexpr unsigned max_file_threads = 4;
+
+    /// At most this many events per epoll_wait: enough to share one kernel call among many
+    /// ready sockets; more would only delay running the ready list.
+    static constexpr int max_events = 128;
+
+    /// Test-only hook, called on the reactor thread for each socket event of a batch, after
+    /// epoll_wait returned it and before the backend handles it (`fd` is the attached number).
+    struct test_hook {
+        void (*before_event)(void* context, int fd, std::uint32_t events) noexcept = nullptr;
+        void* context = nullptr;
+    };
+
+    /// Makes a backend: an epoll instance, an eventfd, the reactor thread.
+    /// @throws std::system_error when one of them cannot be made (EMFILE, ENOMEM, EAGAIN).
+    static std::unique_ptr<backend> create() {
+        std::error_code ec;
+        std::unique_ptr<backend> b = create(ec);
+        if (ec)
+            throw std::system_error(ec, "iocp: cannot start the epoll I/O backend");
+        return b;
+    }
+
+    /// As create(), reporting failure in `ec` (and returning null) instead of throwing.
+    static std::unique_ptr<backend> create(std::error_code& ec) noexcept {
+        ec.clear();
+        std::unique_ptr<epoll_backend> b(new (std::nothrow) epoll_backend());
+        if (b == nullptr) {
+            ec = std::make_error_code(std::errc::not_enough_memory);
+            return nullptr;
+        }
+        ec = b->start();
+        if (ec)
+            return nullptr;
+        return b;
+    }
+
+    /// Completes every queued operation with -ECANCELED (on the backend's threads), lets the
+    /// file I/O running now finish with its result, then stops and joins the threads. No other
+    /// call may run or start meanwhile. The process-wide instance is never destroyed.
+    ~epoll_backend() override { shutdown(); }
+
+    epoll_backend(const epoll_backend&) = delete;
+    epoll_backend& operator=(const epoll_backend&) = delete;
+
+    const char* name() const noexcept override { return "epoll"; }
+
+    /// Registers `fd` (once; edge-triggered) and makes it non-blocking; a regular file, which
+    /// epoll refuses with EPERM, is attached without registration (its I/O runs on the file
+    /// threads). Errors: EBADF (not an open fd), EEXIST (already attached: detach first),
+    /// ENOMEM, ENOSPC (epoll's max_user_watches), or fcntl's error.
+    std::error_code attach(int fd) noexcept override {
+        if (fd < 0)
+            return std::error_code(EBADF, std::system_category());
+        const int flags = ::fcntl(fd, F_GETFL);
+        if (flags < 0)
+            return std::error_code(errno, std::system_category());
+        std::unique_lock table(table_mutex_);
+        const auto index = static_cast<std::size_t>(fd);
+        if (index < table_.size() && table_[index] != nullptr)
+            return std::error_code(EEXIST, std::system_category());
+        try {
+            if (index >= table_.size())
+                table_.resize(index + 1, nullptr);
+        } catch (...) {
+            return std::make_error_code(std::errc::not_enough_memory);
+        }
+        auto* state = new (std::nothrow) epoll_detail::fd_state(fd, true);
+        if (state == nullptr)
+            return std::make_error_code(std::errc::not_enough_memory);
+        ::epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+        ev.data.ptr = state;
+        epoll_detail::tsan_release(state);
+        if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            const int error = errno;
+            delete state;
+            if (error != EPERM)
+                return std::error_code(error, std::system_category());
+            // A regular file (or directory): always "ready"; its I/O runs on the file threads.
+            state = new (std::nothrow) epoll_detail::fd_state(fd, false);
+            if (state == nullptr)
+                return std::make_error_code(std::errc::not_enough_memory);
+        } else if ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+            const int error = errno;
+            ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+            // TRICKY: the reactor may hold this state in its current batch (ADD reported the
+            // fd's readiness at once): it is freed by the reactor, after that batch.
+            state->detached = true;
+            retire(state);
+            return std::error_code(error, std::system_category());
+        }
+        table_[index] = state;
+        return {};
+    }
+
+    /// Unregisters `fd` before its owner closes it: every operation still queued on it
+    /// completes with -ECANCELED, events of it already returned by epoll_wait are dropped, and
+    /// a read_at/write_at running on a file thread is waited for (so that the number, once
+    /// closed and reused, is never read or written by a stale operation). No-op for an fd that
+    /// is not attached (its queued file operations are still cancelled).
+    void detach(int fd) noexcept override {
+        epoll_detail::fd_state* state = nullptr;
+        {
+            std::unique_lock table(table_mutex_);
+            const auto index = static_cast<std::size_t>(fd);
+            if (fd >= 0 && index < table_.size()) {
+                state = table_[index];
+                table_[index] = nullptr;
+            }
+        }
+        epoll_detail::op_queue cancelled;
+        if (state != nullptr) {
+            {
+                std::lock_guard lock(state->mutex);
+                state->detached = true;
+                cancelled.splice(state->read_ops);
+                cancelled.splice(state->write_ops);
+            }
+            if (state->registered) {
+                // EBADF here means the owner closed first (a bug above): the kernel removed
+                // the registration with the last reference to the file anyway.
+                ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+                retire(state);
+            } else {
+                delete state; // never registered: the reactor cannot hold it
+            }
+        }
+        take_file_ops(fd, cancelled);
+        post_ready(cancelled, -ECANCELED);
+        wait_file_ops_running_on(fd);
+    }
+
+    /// Hands `op` over; on_complete runs once later on a backend thread. Socket operations need
+    /// an attached fd (else -EBADF); read_at/write_at do not. More than max_buffers buffers:
+    /// -EINVAL. A recv/send/accept that cannot finish now waits for readiness; connect waits
+    /// for its outcome (-ECONNREFUSED, ...). The result of an accept is a non-blocking,
+    /// close-on-exec socket.
+    void issue(linux_op& op) noexcept override {
+        using kind = linux_op::kind;
+        op.next = nullptr;
+        op.backend_data = nullptr;
+        switch (op.what) {
+        case kind::read_at:
+        case kind::write_at: issue_file_op(op); return;
+        case kind::recv:
+        case kind::send:
+            if (op.iov_count > max_buffers) {
+                post_ready(op, -EINVAL);
+                return;
+            }
+            op.msg = ::msghdr{};
+            op.msg.msg_iov = op.iov;
+            op.msg.msg_iovlen = op.iov_count;
+            break;
+        case kind::accept:
+        case kind::connect: break;
+        default: post_ready(op, -EINVAL); return;
+        }
+        std::shared_lock table(table_mutex_);
+        epoll_detail::fd_state* state = find(op.fd);
+        if (state == nullptr) {
+            table.unlock();
+            post_ready(op, -EBADF);
+            return;
+        }
+        // TRICKY: the state's lock is taken before the table's is released, so detach()
+        // (which removes the state from the table, then takes the state's lock) cannot retire
+        // it in between. The non-blocking call is made under the state's lock: an edge that
+        // the reactor handles before this point happened before the call (which then sees the
+        // data); one after it finds the operation queued. Either way no readiness is lost.
+        std::unique_lock lock(state->mutex);
+        table.unlock();
+        const bool read_side = op.what == kind::recv || op.what == kind::accept;
+        epoll_detail::op_queue& queue = read_side ? state->read_ops : state->write_ops;
+        int res = 0;
+        if (!queue.empty()) {
+            queue.push(&op); // FIFO: behind the operations already waiting for an edge
+            return;
+        }
+        if (epoll_detail::attempt_socket_op(op, res)) {
+            lock.unlock();
+            post_ready(op, res);
+            return;
+        }
+        if (!state->registered) {
+            // Not registered (a regular file): no edge would ever come. Not reached by a
+            // regular file (recvmsg on one is ENOTSOCK), kept so that nothing can wait forever.
+            lock.unlock();
+            post_ready(op, -EAGAIN);
+            return;
+        }
+        queue.push(&op);
+    }
+
+    /// Completes every operation of `fd` that is still queued (socket operations waiting for
+    /// readiness, file operations no file thread has started) with -ECANCELED, on the reactor
+    /// thread. Operations that already finished, and file I/O already running, complete with
+    /// their own result. A connect in progress goes on in the kernel until the fd is closed.
+    void cancel(int fd) noexcept override {
+        epoll_detail::op_queue cancelled;
+        {
+            std::shared_lock table(table_mutex_);
+            if (epoll_detail::fd_state* state = find(fd)) {
+                std::lock_guard lock(state->mutex);
+                cancelled.splice(state->read_ops);
+                cancelled.splice(state->write_ops);
+            }
+        }
+        take_file_ops(fd, cancelled);
+        post_ready(cancelled, -ECANCELED);
+    }
+
+    /// Installs (or with null, removes) the test hook. Tests only.
+    void set_test_hook(const test_hook* hook) noexcept {
+        test_hook_.store(hook, std::memory_order_release);
+    }
+
+private:
+    epoll_backend() = default;
+
+    std::error_code start() noexcept {
+        epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+        if (epoll_fd_ < 0)
+            return std::error_code(errno, std::system_category());
+        wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (wake_fd_ < 0)
+            return std::error_code(errno, std::system_category());
+        // Edge-triggered and never read: every eventfd write is a new edge (the eventfd wakes
+        // its waiters on each write), so a wake costs one write and no read. The counter
+        // (2^64 - 2 at most) cannot fill in the life of a process at one write per wake.
+        ::epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLET;
+        ev.data.ptr = &wake_fd_;
+        if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0)
+            return std::error_code(errno, std::system_category());
+        try {
+            epoll_detail::signal_blocker blocker;
+            reactor_ = std::thread([this] { run_reactor(); });
+        } catch (const std::system_error& e) {
+            return e.code();
+        } catch (...) {
+            return std::make_error_code(std::errc::not_enough_memory);
+        }
+        return {};
+    }
+
+    void shutdown() noexcept {
+        epoll_detail::op_queue cancelled;
+        std::vector<epoll_detail::fd_state*> states;
+        {
+            std::unique_lock table(table_mutex_);
+            for (epoll_detail::fd_state* state : table_) {
+                if (state == nullptr)
+                    continue;
+                std::lock_guard lock(state->mutex);
+                state->detached = true;
+                cancelled.splice(state->read_ops);
+                cancelled.splice(state->write_ops);
+                states.push_back(state); // reserve-free: shutdown is allowed to allocate
+            }
+            table_.clear();
+        }
+        {
+            std::lock_guard lock(file_mutex_);
+            cancelled.splice(file_ops_);
+            file_stopping_ = true;
+        }
+        file_cv_.notify_all();
+        for (std::thread& t : file_threads_)
+            t.join(); // each finishes the operation it runs (and its on_complete) first
+        post_ready(cancelled, -ECANCELED);
+        // TRICKY: the stop flag is stored after the last post and loaded by the reactor before
+        // it takes the ready list, so its last round runs every cancelled operation.
+        stopping_.store(true, std::memory_order_release);
+        signal_reactor();
+        if (reactor_.joinable())
+            reactor_.join();
+        for (epoll_detail::fd_state* state : states)
+            delete state;
+        free_retired();
+        if (wake_fd_ >= 0)
+            ::close(wake_fd_);
+        if (epoll_fd_ >= 0)
+            ::close(epoll_fd_);
+    }
+
+    // The attached state of `fd`, or null. Caller holds table_mutex_.
+    epoll_detail::fd_state* find(int fd) const noexcept {
+        const auto index = static_cast<std::size_t>(fd);
+        return fd >= 0 && index < table_.size() ? table_[index] : nullptr;
+    }
+
+    // Hands a finished operation to the reactor, which runs its on_complete.
+    void post_ready(linux_op& op, int res) noexcept {
+        epoll_detail::op_queue one;
+        one.push(&op);
+        post_ready(one, res);
+    }
+
+    // Hands finished operations (all with the result `res`) to the reactor.
+    void post_ready(epoll_detail::op_queue& ops, int res) noexcept {
+        if (ops.empty())
+            return;
+        for (linux_op* op = ops.head; op != nullptr; op = op->next)
+            epoll_detail::set_result(*op, res);
+        bool wake = false;
+        {
+            std::lock_guard lock(ready_mutex_);
+            ready_.splice(ops);
+            // TRICKY: one eventfd write per batch. The reactor clears wake_pending_ when it
+            // takes the list (under this lock): a post after that writes again; a post before it
+            // is in the list it takes.
+            wake = !wake_pending_;
+            wake_pending_ = true;
+        }
+        if (wake)
+            signal_reactor();
+    }
+
+    void signal_reactor() noexcept {
+        const std::uint64_t one = 1;
+        while (::write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
+        }
+    }
+
+    // Frees `state` once the reactor can no longer hold it (after its current batch).
+    void retire(epoll_detail::fd_state* state) noexcept {
+        std::lock_guard lock(ready_mutex_);
+        state->next_retired = retired_;
+        retired_ = state;
+    }
+
+    void free_retired() noexcept {
+        epoll_detail::fd_state* state = nullptr;
+        {
+            std::lock_guard lock(ready_mutex_);
+            state = std::exchange(retired_, nullptr);
+        }
+        while (state != nullptr)
+            delete std::exchange(state, state->next_retired);
+    }
+
+    void run_reactor() noexcept {
+        set_current_thread_name("iocp-epoll");
+        ::epoll_event events[max_events];
+        for (;;) {
+            // TRICKY: a state is retired only after its EPOLL_CTL_DEL returned, and no
+            // epoll_wait that starts after that returns it; the batches returned before were
+            // handled completely before we come back here. So this is the one safe place to free
+            // (libuv instead rewrites the current batch: uv__platform_invalidate_fd).
+            free_retired();
+            const int n = ::epoll_wait(epoll_fd_, events, max_events, -1);
+            if (n < 0 && errno != EINTR)
+                std::terminate(); // EBADF/EFAULT/EINVAL: only a bug in this class gives them
+            const test_hook* hook = test_hook_.load(std::memory_order_acquire);
+            for (int i = 0; i < n; ++i) {
+                if (events[i].data.ptr == &wake_fd_)
+                    continue; // the ready list is run below, every round
+                auto* state = static_cast<epoll_detail::fd_state*>(events[i].data.ptr);
+                epoll_detail::tsan_acquire(state);
+                if (hook != nullptr && hook->before_event != nullptr)
+                    hook->before_event(hook->context, state->fd, events[i].events);
+                handle_events(*state, events[i].events);
+            }
+            const bool stop = stopping_.load(std::memory_order_acquire);
+            run_ready();
+            if (stop)
+                return;
+        }
+    }
+
+    // Runs every queued operation of `state` that the event makes possible, then their
+    // on_complete (outside the lock: on_complete may issue on the same fd).
+    void handle_events(epoll_detail::fd_state& state, std::uint32_t events) noexcept {
+        epoll_detail::op_queue done;
+        {
+            std::lock_guard lock(state.mutex);
+            if (state.detached)
+                return; // detached after epoll_wait returned this event: drop it
+            // The write side first: a connect reads its failure from SO_ERROR, which a recv
+            // on the read side would otherwise consume and clear (then the connect would wait
+            // for an event that never comes).
+            if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0)
+                perform(state.write_ops, done);
+            if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0)
+                perform(state.read_ops, done);
+        }
+        epoll_detail::complete_all(done);
+    }
+
+    // Makes the calls of the queue's operations in order until one would block.
+    // TRICKY: edge-triggered: every operation must be tried until EAGAIN, or readiness that
+    // this edge announced would never be announced again.
+    static void perform(epoll_detail::op_queue& queue, epoll_detail::op_queue& done) noexcept {
+        while (linux_op* op = queue.head) {
+            int res = 0;
+            if (!epoll_detail::attempt_socket_op(*op, res))
+                return;
+            queue.pop();
+            epoll_detail::set_result(*op, res);
+            done.push(op);
+        }
+    }
+
+    void run_ready() noexcept {
+        epoll_detail::op_queue ready;
+        {
+            std::lock_guard lock(ready_mutex_);
+            ready.splice(ready_);
+            wake_pending_ = false;
+        }
+        epoll_detail::complete_all(ready);
+    }
+
+    void issue_file_op(linux_op& op) noexcept {
+        bool notify = false;
+        {
+            std::lock_guard lock(file_mutex_);
+            file_ops_.push(&op);
+            if (idle_file_threads_ > 0) {
+                notify = true;
+            } else if (file_threads_.size() < max_file_threads) {
+                try {
+                    const std::size_t index = file_threads_.size();
+                    file_threads_.reserve(max_file_threads);
+                    epoll_detail::signal_blocker blocker;
+                    file_threads_.emplace_back([this, index] { run_file_thread(index); });
+                } catch (...) {
+                    // No thread could start (EAGAIN, ENOMEM): with none running at all the
+                    // operation would wait forever, so it fails now; else a running thread
+                    // takes it.
+                    if (file_threads_.empty()) {
+                        op_queue_remove_last();
+                        post_ready(op, -EAGAIN);
+                    }
+                }
+            }
+        }
+        if (notify)
+            file_cv_.notify_one();
+    }
+
+    // Removes the operation pushed last on file_ops_ (caller holds file_mutex_).
+    void op_queue_remove_last() noexcept {
+        epoll_detail::op_queue keep;
+        linux_op* last = file_ops_.tail;
+        while (linux_op* op = file_ops_.pop())
+            if (op != last)
+                keep.push(op);
+        file_ops_ = keep;
+    }
+
+    void run_file_thread(std::size_t index) noexcept {
+        set_current_thread_name("iocp-file");
+        std::unique_lock lock(file_mutex_);
+        for (;;) {
+            while (file_ops_.empty() && !file_stopping_) {
+                ++idle_file_threads_;
+                file_cv_.wait(lock);
+                --idle_file_threads_;
+            }
+            linux_op* op = file_ops_.pop();
+            if (op == nullptr)
+                return; // stopping, and nothing queued
+            // TRICKY: published under file_mutex_, in the same critical section that takes
+            // the operation from the queue, so detach() finds it either queued or running.
+            running_fd_[index].store(op->fd, std::memory_order_relaxed);
+            lock.unlock();
+            const int res = epoll_detail::run_file_op(*op);
+            running_fd_[index].store(-1, std::memory_order_release);
+            running_fd_[index].notify_all();
+            op->on_complete(op, res);
+            lock.lock();
+        }
+    }
+
+    // Moves the file operations queued on `fd` to `out`.
+    void take_file_ops(int fd, epoll_detail::op_queue& out) noexcept {
+        std::lock_guard lock(file_mutex_);
+        file_ops_.take_fd(fd, out);
+    }
+
+    // Waits until no file thread runs an operation on `fd`.
+    void wait_file_ops_running_on(int fd) noexcept {
+        for (std::atomic<int>& running : running_fd_) {
+            int seen = running.load(std::memory_order_acquire);
+            while (seen == fd) {
+                running.wait(seen, std::memory_order_acquire);
+                seen = running.load(std::memory_order_acquire);
+            }
+        }
+    }
+
+    int epoll_fd_ = -1;
+    int wake_fd_ = -1; // eventfd that wakes the reactor; its address tags its epoll events
+    std::thread reactor_;
+
+    std::shared_mutex table_mutex_;              // guards table_
+    std::vector<epoll_detail::fd_state*> table_; // attached states by fd number
+
+    std::mutex ready_mutex_;       // guards ready_, wake_pending_, retired_
+    epoll_detail::op_queue ready_; // finished operations whose on_complete the reactor runs
+    bool wake_pending_ = false;    // an eventfd write is on its way or unhandled
+    epoll_detail::fd_state* retired_ = nullptr; // detached states the reactor frees
+    std::atomic<bool> stopping_{false};
+
+    std::mutex file_mutex_; // guards file_ops_, file_threads_, idle_file_threads_, file_stopping_
+    std::condition_variable file_cv_;
+    epoll_detail::op_queue file_ops_; // read_at / write_at no file thread has taken yet
+    std::vector<std::thread> file_threads_;
+    unsigned idle_file_threads_ = 0;
+    bool file_stopping_ = false;
+    static_assert(max_file_threads == 4, "running_fd_ initialises one slot per file thread");
+    std::atomic<int> running_fd_[max_file_threads] = {-1, -1, -1, -1}; // fd each file thread runs
+
+    std::atomic<const test_hook*> test_hook_{nullptr};
+};
+
+} // namespace iocp::detail::io::lnx
