@@ -57,9 +57,9 @@ TEST(error_test, throw_if_throws_system_error_with_the_code) {
     }
 }
 
-// The one error table (detail/win32/error_table.hpp) is plain numbers: its verdicts are checked
+// The one error table (detail/io/win32/error_table.hpp) is plain numbers: its verdicts are checked
 // on every platform, one code class at a time.
-#include "iocp/detail/win32/error_table.hpp"
+#include "iocp/detail/io/win32/error_table.hpp"
 
 TEST(error_test, table_classifies_each_code_class) {
     using iocp::detail::win32::classify_error;
@@ -122,10 +122,10 @@ TEST(error_test, portable_conditions_follow_errno) {
 #endif
 
 #if IOCP_HAS_IOCP
-#include "iocp/detail/win32/io_state.hpp"
+#include "iocp/detail/io/io_state.hpp"
 
 TEST(error_test, io_objects_normalise_through_the_same_table) {
-    using iocp::detail::win32::translate_io_error;
+    const auto translate_io_error = &iocp::detail::io::win32::translate;
     auto sys = [](int v) { return std::error_code(v, std::system_category()); };
     // Who closed the handle decides ERROR_NETNAME_DELETED and the resets and aborts.
     for (int code : {64, 10054, 10052, 1236, 10053})

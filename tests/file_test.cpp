@@ -429,18 +429,17 @@ namespace {
 // A file's per-handle state made directly (the detail layer the public calls sit on), so that
 // a test can issue calls the public ones refuse. Closed (and released) by the destructor.
 struct raw_file_state {
-    iocp::detail::win32::io_state* st = nullptr;
+    iocp::detail::io::io_state* st = nullptr;
     raw_file_state(iocp::thread_pool& pool, const fs::path& path) {
         HANDLE h = ::CreateFileW(path.c_str(), GENERIC_READ | GENERIC_WRITE, 0, nullptr,
                                  CREATE_ALWAYS, FILE_FLAG_OVERLAPPED, nullptr);
         std::error_code ec;
-        st =
-            iocp::detail::win32::open_state(pool, h, iocp::detail::win32::handle_kind::file, 0, ec);
+        st = iocp::detail::io::open_state(pool, h, iocp::detail::io::handle_kind::file, 0, ec);
         EXPECT_FALSE(ec) << ec.message();
     }
     raw_file_state(const raw_file_state&) = delete;
     raw_file_state& operator=(const raw_file_state&) = delete;
-    ~raw_file_state() { (void)iocp::detail::win32::close_state(st); }
+    ~raw_file_state() { (void)iocp::detail::io::close_state(st); }
 };
 } // namespace
 
@@ -473,10 +472,10 @@ TEST(file_test, a_call_that_fails_and_still_queues_a_packet_completes_once) {
             ops.push_back(std::make_unique<op_type>());
             op_type& op = *ops.back();
             // Through the detail layer: the public calls refuse this offset before any call.
-            ec = iocp::detail::win32::io_access::start(
+            ec = iocp::detail::io::io_access::start(
                 pool, f.st, op, nullptr, 0, [](HANDLE h, OVERLAPPED* ov) -> DWORD {
                     iocp::set_offset(*ov, 1ull << 63);
-                    return iocp::detail::win32::issue_result(
+                    return iocp::detail::io::win32::issue_result(
                         ::WriteFile(h, "TAIL", 4, nullptr, ov));
                 });
             ASSERT_FALSE(ec) << ec.message();
@@ -535,7 +534,7 @@ TEST(file_test, destroy_mode_runs_no_handler_and_releases_the_operation) {
     iocp::thread_pool pool(2);
     temp_path tmp("destroy.bin");
     raw_file_state f(pool, tmp.get());
-    iocp::detail::win32::io_state* st = f.st;
+    iocp::detail::io::io_state* st = f.st;
     // Started, as far as the library knows, but no packet will come: the issue pretends.
     auto pretend_pending = [](HANDLE, OVERLAPPED*) -> DWORD { return 0; };
 
@@ -547,7 +546,7 @@ TEST(file_test, destroy_mode_runs_no_handler_and_releases_the_operation) {
             ++static_cast<user_op*>(base)->runs;
         }
     } op;
-    ASSERT_FALSE(iocp::detail::win32::io_access::start(pool, st, op, nullptr, 0, pretend_pending));
+    ASSERT_FALSE(iocp::detail::io::io_access::start(pool, st, op, nullptr, 0, pretend_pending));
     op.destroy();
     EXPECT_EQ(op.runs, 0);
 
@@ -557,11 +556,10 @@ TEST(file_test, destroy_mode_runs_no_handler_and_releases_the_operation) {
         std::shared_ptr<int> runs, alive;
         void operator()(std::error_code, std::size_t) { ++*runs; }
     };
-    using op_type = iocp::detail::win32::handler_op<iocp::io_operation, counted>;
+    using op_type = iocp::detail::io::handler_op<iocp::io_operation, counted>;
     op_type* hop = op_type::create(counted{runs, alive});
     EXPECT_EQ(alive.use_count(), 2);
-    ASSERT_FALSE(
-        iocp::detail::win32::io_access::start(pool, st, *hop, nullptr, 0, pretend_pending));
+    ASSERT_FALSE(iocp::detail::io::io_access::start(pool, st, *hop, nullptr, 0, pretend_pending));
     hop->destroy();
     EXPECT_EQ(*runs, 0);
     EXPECT_EQ(alive.use_count(), 1); // the handler was destroyed

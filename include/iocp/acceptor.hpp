@@ -16,12 +16,12 @@
 /// accept_next();
 /// @endcode
 ///
-/// Available with the Win32 backend only (`IOCP_HAS_IOCP`); the POSIX I/O backend is future
-/// work.
+/// Available wherever `IOCP_HAS_IO` is 1 (Win32: AcceptEx; Linux: accept4 through io_uring or
+/// epoll).
 
 #include "config.hpp"
 
-#if IOCP_HAS_IOCP
+#if IOCP_HAS_IO
 
 #include <cstddef>
 #include <exception>
@@ -29,10 +29,10 @@
 #include <type_traits>
 #include <utility>
 
-#include "detail/win32/handler_op.hpp"
-#include "detail/win32/io_state.hpp"
-#include "detail/win32/windows.hpp"
-#include "detail/win32/winsock.hpp"
+#include "detail/io/handler_op.hpp"
+#include "detail/io/io_state.hpp"
+#include "detail/io/net.hpp"
+#include "detail/io/start.hpp"
 #include "endpoint.hpp"
 #include "error.hpp"
 #include "io_operation.hpp"
@@ -64,7 +64,7 @@ public:
     /// acceptor's pool. Later calls (and calls after a failure) return a closed socket.
     socket take_socket() noexcept {
         thread_pool* p = pool();
-        detail::win32::io_state* st = std::exchange(accepted_state_, nullptr);
+        detail::io::io_state* st = std::exchange(accepted_state_, nullptr);
         if (p == nullptr)
             return socket();
         if (st == nullptr)
@@ -89,106 +89,62 @@ protected:
 private:
     friend std::error_code start_accept(acceptor&, accept_operation&) noexcept;
 
-    // AcceptEx wants room for each address plus 16 bytes.
-    static constexpr DWORD address_space = sizeof(sockaddr_in6) + 16;
-
     void discard_result() noexcept {
-        (void)detail::win32::close_state(std::exchange(accepted_state_, nullptr));
-        detail::win32::close_tcp_socket(std::exchange(accepted_, INVALID_SOCKET));
+        (void)detail::io::close_state(std::exchange(accepted_state_, nullptr));
+        slot_.discard();
     }
 
-    // Creates the socket to accept into and calls AcceptEx. Runs before the operation is
-    // handed to the kernel (from start_accept, or from finish when skipping a reset client).
-    DWORD issue(HANDLE listener, detail::win32::io_state& st, OVERLAPPED* ov) noexcept {
-        std::error_code ec;
-        accepted_ = detail::win32::make_tcp_socket(st.family, ec);
-        if (ec)
-            return static_cast<DWORD>(ec.value());
-        LPFN_ACCEPTEX accept_ex =
-            detail::win32::load_accept_ex(reinterpret_cast<SOCKET>(listener), st.accept_ex, ec);
-        if (ec)
-            return static_cast<DWORD>(ec.value());
-        DWORD bytes = 0;
-        return detail::win32::issue_result(accept_ex(reinterpret_cast<SOCKET>(listener), accepted_,
-                                                     addresses_, 0, address_space, address_space,
-                                                     &bytes, ov));
+    detail::io::request accept_request() noexcept {
+        detail::io::request req;
+        req.what = detail::io::request::kind::accept;
+        req.accept_slot = &slot_;
+        return req;
     }
 
     // Whether an accept that failed with `ec` (as io_operation normalised it) lost only that
     // one connection: the error table decides (a client that reset or aborted before we took
     // it, Wine's ERROR_UNEXP_NET_ERR for the same); our own close or cancel is not one.
     static bool lost_one_connection(const std::error_code& ec) noexcept {
-        if (ec == make_error_code(errc::connection_reset))
-            return true; // ERROR_NETNAME_DELETED or a reset, normalised
-        return ec.category() == std::system_category() &&
-               detail::win32::is_per_connection_error(ec.value());
+        return detail::io::native::is_per_connection_error(ec);
     }
 
-    static bool finish(io_operation* op, std::error_code& ec, std::size_t&) noexcept {
+    static bool finish(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
         auto* self = static_cast<accept_operation*>(op);
-        detail::win32::io_state* st = detail::win32::io_access::state(*op); // the listener
+        detail::io::io_state* st = detail::io::io_access::state(*op); // the listener
         if (!ec) {
             // Under the listener's lock: its owner may be closing it on another thread, and
-            // SO_UPDATE_ACCEPT_CONTEXT reads the listening socket.
+            // SO_UPDATE_ACCEPT_CONTEXT (Win32) reads the listening socket.
             std::lock_guard lock(st->mutex);
-            SOCKET listener = st->socket();
             if (st->closed_by_us.load(std::memory_order_seq_cst)) {
                 ec = make_error_code(errc::operation_aborted);
-            } else if (::setsockopt(self->accepted_, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
-                                    reinterpret_cast<const char*>(&listener),
-                                    sizeof listener) != 0) {
-                ec = detail::win32::last_wsa_error();
-            } else {
-                self->decode_addresses(listener, *st);
+                self->slot_.drop(bytes); // the connection nobody will take
             }
         }
-        if (!ec) {
+        if (!ec)
             self->accepted_state_ =
-                detail::win32::open_state(*op->pool(), reinterpret_cast<HANDLE>(self->accepted_),
-                                          detail::win32::handle_kind::socket, st->family, ec);
-            if (!ec)
-                self->accepted_ = INVALID_SOCKET; // owned by its state now
-        }
+                self->slot_.take(detail::io::io_access::core(*op), bytes, *op->pool(), *st,
+                                 self->local_, self->remote_, ec);
+        bytes = 0;
         if (!ec)
             return true;
         self->discard_result();
         // A client that reset its connection before we accepted it is not the server's
         // problem: accept the next one instead (unless we are closing).
         if (lost_one_connection(ec)) {
-            if (detail::win32::io_access::restart(*op, ec, [self, st](HANDLE h, OVERLAPPED* ov) {
-                    return self->issue(h, *st, ov);
-                }))
+            if (detail::io::io_access::restart(*op, ec, self->accept_request()))
                 return false;       // accepting again (or its failure is on its way)
             self->discard_result(); // restart may have created a socket before failing
         }
         return true;
     }
 
-    void decode_addresses(SOCKET listener, detail::win32::io_state& st) noexcept {
-        std::error_code ec;
-        LPFN_GETACCEPTEXSOCKADDRS get =
-            detail::win32::load_get_accept_ex_sockaddrs(listener, st.get_accept_ex_sockaddrs, ec);
-        local_ = endpoint();
-        remote_ = endpoint();
-        if (ec)
-            return;
-        sockaddr* local = nullptr;
-        sockaddr* remote = nullptr;
-        int local_len = 0;
-        int remote_len = 0;
-        get(addresses_, 0, address_space, address_space, &local, &local_len, &remote, &remote_len);
-        local_ = endpoint(local, static_cast<std::size_t>(local_len));
-        remote_ = endpoint(remote, static_cast<std::size_t>(remote_len));
-    }
-
-    SOCKET accepted_ = INVALID_SOCKET;                  // accepting into; ours until success
-    detail::win32::io_state* accepted_state_ = nullptr; // the connection, until taken
+    detail::io::native::accept_slot slot_;           // what the backend accepts into
+    detail::io::io_state* accepted_state_ = nullptr; // the connection, until taken
     endpoint local_;
     endpoint remote_;
-    char addresses_[2 * address_space];
 };
 
-namespace detail::win32 {
+namespace detail::io {
 
 // What an accept handler receives besides the error: the connection (closed on error) and
 // the peer's address, taken out of the operation before it is freed.
@@ -208,7 +164,7 @@ struct handler_args<accept_operation> {
     }
 };
 
-} // namespace detail::win32
+} // namespace detail::io
 
 /// A listening TCP socket associated with a `thread_pool`.
 ///
@@ -239,7 +195,7 @@ public:
     /// Closes this acceptor (cancelling its accepts), then takes over `other`'s.
     acceptor& operator=(acceptor&& other) noexcept {
         if (this != &other) {
-            (void)detail::win32::close_state(std::exchange(state_, nullptr));
+            (void)detail::io::close_state(std::exchange(state_, nullptr));
             pool_ = other.pool_;
             state_ = std::exchange(other.state_, nullptr);
         }
@@ -250,7 +206,7 @@ public:
     acceptor& operator=(const acceptor&) = delete;
 
     /// Closes the acceptor, cancelling pending accepts.
-    ~acceptor() { (void)detail::win32::close_state(state_); }
+    ~acceptor() { (void)detail::io::close_state(state_); }
 
     /// Creates a socket of `local`'s family, binds it to `local` (port 0: the system picks
     /// one, see `local_endpoint`) and listens with `backlog`. An IPv6 acceptor accepts IPv6
@@ -264,25 +220,24 @@ public:
             return;
         }
         const int af = native_family(local.family());
-        SOCKET s = detail::win32::make_tcp_socket(af, ec);
+        namespace native = detail::io::native;
+        native_socket_type s = native::make_tcp_socket(af, ec);
         if (ec)
             return;
-        // Load the extension functions now, so that a provider without them fails here.
-        if (::bind(s, local.data(), local.size()) != 0 || ::listen(s, backlog) != 0)
-            ec = detail::win32::last_wsa_error();
-        detail::win32::io_state* st = nullptr;
+        native::before_listen_bind(s);
+        if (native::sock_bind(s, local.data(), local.size()) != 0 ||
+            native::sock_listen(s, backlog) != 0)
+            ec = native::last_socket_error();
+        detail::io::io_state* st = nullptr;
         if (!ec)
-            st = detail::win32::open_state(*pool_, reinterpret_cast<HANDLE>(s),
-                                           detail::win32::handle_kind::socket, af, ec);
+            st = detail::io::open_state(*pool_, native::from_socket(s),
+                                        detail::io::handle_kind::socket, af, ec);
         if (ec) {
-            detail::win32::close_tcp_socket(s);
+            native::close_socket(s);
             return;
         }
-        (void)detail::win32::load_accept_ex(s, st->accept_ex, ec);
-        if (!ec)
-            (void)detail::win32::load_get_accept_ex_sockaddrs(s, st->get_accept_ex_sockaddrs, ec);
-        if (ec) {
-            (void)detail::win32::close_state(st); // closes the socket, gives back its reference
+        if ((ec = native::prepare_listener(*st))) {
+            (void)detail::io::close_state(st); // closes the socket, gives back its reference
             return;
         }
         state_ = st;
@@ -297,9 +252,9 @@ public:
     /// True while listening.
     bool is_open() const noexcept { return state_ != nullptr; }
 
-    /// The listening SOCKET (INVALID_SOCKET when closed).
-    SOCKET native_handle() const noexcept {
-        return state_ != nullptr ? state_->socket() : INVALID_SOCKET;
+    /// The listening socket (INVALID_SOCKET, or -1 on Linux, when closed).
+    native_socket_type native_handle() const noexcept {
+        return state_ != nullptr ? state_->socket() : detail::io::native::invalid_socket;
     }
 
     /// The pool accepts complete on.
@@ -314,8 +269,8 @@ public:
         }
         endpoint e;
         int len = endpoint::capacity();
-        if (::getsockname(native_handle(), e.data(), &len) != 0) {
-            ec = detail::win32::last_wsa_error();
+        if (detail::io::native::sock_name(native_handle(), e.data(), &len) != 0) {
+            ec = detail::io::native::last_socket_error();
             return {};
         }
         ec.clear();
@@ -340,23 +295,21 @@ public:
     /// running. `std::bad_alloc`.
     template <class Handler>
     void accept(Handler&& handler) {
-        detail::win32::start_handler_op<accept_operation>(
+        detail::io::start_handler_op<accept_operation>(
             std::forward<Handler>(handler), "iocp::acceptor::accept",
             [&](accept_operation& op) { return start_accept(*this, op); });
     }
 
     /// Cancels pending accepts (they complete with `errc::operation_aborted`); the acceptor
     /// keeps listening. Errors: `errc::invalid_handle` when closed.
-    void cancel(std::error_code& ec) noexcept { ec = detail::win32::cancel_state(state_); }
+    void cancel(std::error_code& ec) noexcept { ec = detail::io::cancel_state(state_); }
     /// As above. @throws std::system_error
-    void cancel() {
-        detail::throw_if(detail::win32::cancel_state(state_), "iocp::acceptor::cancel");
-    }
+    void cancel() { detail::throw_if(detail::io::cancel_state(state_), "iocp::acceptor::cancel"); }
 
     /// Stops listening; pending accepts complete with `errc::operation_aborted`. Closing a
     /// closed acceptor does nothing.
     void close(std::error_code& ec) noexcept {
-        ec = detail::win32::close_state(std::exchange(state_, nullptr));
+        ec = detail::io::close_state(std::exchange(state_, nullptr));
     }
     /// As above. @throws std::system_error if closesocket reports an error (closed anyway).
     void close() {
@@ -369,17 +322,15 @@ private:
     friend std::error_code start_accept(acceptor&, accept_operation&) noexcept;
 
     thread_pool* pool_ = nullptr;
-    detail::win32::io_state* state_ = nullptr; // non-null while open
+    detail::io::io_state* state_ = nullptr; // non-null while open
 };
 
 inline std::error_code start_accept(acceptor& a, accept_operation& op) noexcept {
     if (a.pool_ == nullptr)
         return std::make_error_code(std::errc::invalid_argument);
     op.discard_result(); // a connection from an earlier use that nobody took
-    detail::win32::io_state* st = a.state_;
-    std::error_code ec = detail::win32::io_access::start(
-        *a.pool_, st, op, &accept_operation::finish, 0,
-        [&op, st](HANDLE h, OVERLAPPED* ov) { return op.issue(h, *st, ov); });
+    std::error_code ec = detail::io::io_access::start(
+        *a.pool_, a.state_, op, &accept_operation::finish, 0, op.accept_request());
     if (ec)
         op.discard_result(); // nothing started: close the socket it may have created
     return ec;
@@ -387,4 +338,4 @@ inline std::error_code start_accept(acceptor& a, accept_operation& op) noexcept 
 
 } // namespace iocp
 
-#endif // IOCP_HAS_IOCP
+#endif // IOCP_HAS_IO

@@ -23,6 +23,15 @@
 #define IOCP_HAS_IOCP 0
 #endif
 
+#if IOCP_HAS_IOCP || !IOCP_WINDOWS
+/// 1 where files and sockets exist: the Win32 backend (overlapped calls on the kernel's IOCP)
+/// and Linux (io_uring or epoll). 0 on Windows with IOCP_FORCE_POSIX_BACKEND.
+#define IOCP_HAS_IO 1
+#else
+/// 1 where files and sockets exist (see above).
+#define IOCP_HAS_IO 0
+#endif
+
 namespace iocp {
 
 #if IOCP_WINDOWS

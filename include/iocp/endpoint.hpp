@@ -8,12 +8,12 @@
 /// std::printf("%s\n", peer.to_string().c_str());              // "[::1]:8080"
 /// @endcode
 ///
-/// Available with the Win32 backend only (`IOCP_HAS_IOCP`); the POSIX I/O backend is future
-/// work.
+/// Available wherever `IOCP_HAS_IO` is 1 (the Win32 backend and Linux); sockaddr_in/in6 from
+/// <netinet/in.h> on Linux, from Winsock on Windows.
 
 #include "config.hpp"
 
-#if IOCP_HAS_IOCP
+#if IOCP_HAS_IO
 
 #include <cstdint>
 #include <cstring>
@@ -21,8 +21,7 @@
 #include <string_view>
 #include <system_error>
 
-#include "detail/win32/windows.hpp"
-#include "detail/win32/winsock.hpp"
+#include "detail/io/net.hpp"
 #include "error.hpp"
 
 namespace iocp {
@@ -88,13 +87,13 @@ public:
         }
         std::memcpy(text, address.data(), address.size());
         // inet_pton needs Winsock started: hold a reference for the call only.
-        if (std::error_code wsa = detail::win32::winsock_acquire()) {
+        if (std::error_code wsa = detail::io::net_acquire()) {
             ec = wsa;
             return e;
         }
         const int v4 = ::inet_pton(AF_INET, text, &e.addr_.v4.sin_addr);
         const int v6 = v4 == 1 ? 0 : ::inet_pton(AF_INET6, text, &e.addr_.v6.sin6_addr);
-        detail::win32::winsock_release();
+        detail::io::net_release();
         if (v4 == 1) {
             e.addr_.v4.sin_family = AF_INET;
             e.addr_.v4.sin_port = ::htons(port);
@@ -206,4 +205,4 @@ constexpr int native_family(address_family f) noexcept {
 
 } // namespace iocp
 
-#endif // IOCP_HAS_IOCP
+#endif // IOCP_HAS_IO

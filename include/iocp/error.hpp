@@ -17,7 +17,7 @@
 #include "config.hpp"
 
 #if IOCP_WINDOWS
-#include "detail/win32/error_table.hpp"
+#include "detail/io/win32/error_table.hpp"
 #endif
 
 namespace iocp {
@@ -39,7 +39,7 @@ enum class errc {
 namespace detail {
 
 // Compares native codes with the portable conditions: Win32/WSA codes through the error table
-// (detail/win32/error_table.hpp), errno values directly.
+// (detail/io/win32/error_table.hpp), errno values directly.
 class error_category final : public std::error_category {
 public:
     const char* name() const noexcept override { return "iocp"; }
@@ -99,7 +99,8 @@ private:
         case errc::eof: return false; // POSIX has no errno for end of file
         case errc::timed_out: return value == ETIMEDOUT;
         case errc::closed: return false;
-        case errc::connection_reset: return value == ECONNRESET;
+        // EPIPE: a send after the peer reset (Linux gives ECONNRESET once, then EPIPE).
+        case errc::connection_reset: return value == ECONNRESET || value == EPIPE;
         case errc::connection_refused: return value == ECONNREFUSED;
         case errc::invalid_handle: return value == EBADF;
         case errc::connection_aborted: return value == ECONNABORTED;

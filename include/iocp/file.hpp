@@ -20,12 +20,13 @@
 /// use FILE_SKIP_COMPLETION_PORT_ON_SUCCESS (Wine never completes file I/O synchronously
 /// anyway), so a handler never runs inside the call that started it.
 ///
-/// Available with the Win32 backend only (`IOCP_HAS_IOCP`); the POSIX I/O backend is future
-/// work.
+/// Available wherever `IOCP_HAS_IO` is 1. On Linux files are opened with open(2) (O_CLOEXEC)
+/// and read and written through the I/O backend: io_uring's READ/WRITE at the offset, or with
+/// epoll (which cannot watch regular files) a pread/pwrite on the backend's own threads.
 
 #include "config.hpp"
 
-#if IOCP_HAS_IOCP
+#if IOCP_HAS_IO
 
 #include <algorithm>
 #include <cstddef>
@@ -36,9 +37,9 @@
 #include <utility>
 
 #include "buffer.hpp"
-#include "detail/win32/handler_op.hpp"
-#include "detail/win32/io_state.hpp"
-#include "detail/win32/windows.hpp"
+#include "detail/io/handler_op.hpp"
+#include "detail/io/io_state.hpp"
+#include "detail/io/start.hpp"
 #include "error.hpp"
 #include "io_operation.hpp"
 #include "thread_pool.hpp"
@@ -130,7 +131,7 @@ public:
     /// Closes this file (cancelling its operations), then takes over `other`'s.
     file& operator=(file&& other) noexcept {
         if (this != &other) {
-            (void)detail::win32::close_state(std::exchange(state_, nullptr));
+            (void)detail::io::close_state(std::exchange(state_, nullptr));
             pool_ = other.pool_;
             state_ = std::exchange(other.state_, nullptr);
         }
@@ -141,7 +142,7 @@ public:
     file& operator=(const file&) = delete;
 
     /// Closes the file, cancelling pending operations (they still complete, aborted).
-    ~file() { (void)detail::win32::close_state(state_); }
+    ~file() { (void)detail::io::close_state(state_); }
 
     /// Opens (or creates, per `mode`) `path` for overlapped I/O and associates it with the
     /// pool. A file that was open is closed first. Sharing: others may read, write and delete
@@ -156,29 +157,13 @@ public:
             ec = std::make_error_code(std::errc::invalid_argument);
             return;
         }
-        DWORD access = 0;
-        if (has_mode(mode, file_mode::read))
-            access |= GENERIC_READ;
-        if (has_mode(mode, file_mode::write))
-            access |= GENERIC_WRITE;
-        DWORD disposition = OPEN_EXISTING;
-        if (has_mode(mode, file_mode::create)) {
-            if (has_mode(mode, file_mode::exclusive))
-                disposition = CREATE_NEW;
-            else if (has_mode(mode, file_mode::truncate))
-                disposition = CREATE_ALWAYS;
-            else
-                disposition = OPEN_ALWAYS;
-        } else if (has_mode(mode, file_mode::truncate)) {
-            disposition = TRUNCATE_EXISTING;
-        }
-        HANDLE h = ::CreateFileW(
-            path.c_str(), access, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, nullptr,
-            disposition, FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OVERLAPPED, nullptr);
-        if (h == INVALID_HANDLE_VALUE) {
-            ec.assign(static_cast<int>(::GetLastError()), std::system_category());
+        const detail::io::open_flags flags{
+            has_mode(mode, file_mode::read), has_mode(mode, file_mode::write),
+            has_mode(mode, file_mode::create), has_mode(mode, file_mode::truncate),
+            has_mode(mode, file_mode::exclusive)};
+        native_handle_type h = detail::io::native::open_file(path, flags, ec);
+        if (ec)
             return;
-        }
         adopt(h, ec);
     }
     /// As above. @throws std::system_error whose message names the path.
@@ -199,8 +184,7 @@ public:
             ec = std::make_error_code(std::errc::invalid_argument);
             return;
         }
-        HANDLE h = handle.release();
-        adopt(h, ec);
+        adopt(handle.release(), ec);
     }
     /// As above. @throws std::system_error
     void assign(unique_handle handle) {
@@ -212,10 +196,9 @@ public:
     /// True while a handle is held.
     bool is_open() const noexcept { return state_ != nullptr; }
 
-    /// The handle (INVALID_HANDLE_VALUE when closed), still owned by the file.
-    HANDLE native_handle() const noexcept {
-        return state_ != nullptr ? state_->handle.load(std::memory_order_relaxed)
-                                 : INVALID_HANDLE_VALUE;
+    /// The handle (INVALID_HANDLE_VALUE, or -1 on Linux, when closed), still owned by the file.
+    native_handle_type native_handle() const noexcept {
+        return state_ != nullptr ? state_->get() : detail::io::native::invalid_handle();
     }
 
     /// The pool the file's operations complete on (nullptr for a default-constructed file).
@@ -223,17 +206,11 @@ public:
 
     /// The file's size in bytes. Errors: `errc::invalid_handle` when closed, or the system's.
     std::uint64_t size(std::error_code& ec) const noexcept {
-        LARGE_INTEGER n{};
         if (state_ == nullptr) {
             ec = make_error_code(errc::invalid_handle);
             return 0;
         }
-        if (!::GetFileSizeEx(native_handle(), &n)) {
-            ec.assign(static_cast<int>(::GetLastError()), std::system_category());
-            return 0;
-        }
-        ec.clear();
-        return static_cast<std::uint64_t>(n.QuadPart);
+        return detail::io::native::file_size(native_handle(), ec);
     }
     /// As above. @throws std::system_error
     std::uint64_t size() const {
@@ -254,7 +231,7 @@ public:
     /// `std::bad_alloc` if the operation cannot be allocated.
     template <class Handler>
     void read_at(std::uint64_t offset, mutable_buffer buffer, Handler&& handler) {
-        detail::win32::start_handler_op<io_operation>(
+        detail::io::start_handler_op<io_operation>(
             std::forward<Handler>(handler), "iocp::file::read_at",
             [&](io_operation& op) { return start_read_at(*this, op, offset, buffer); });
     }
@@ -263,7 +240,7 @@ public:
     /// error_code, std::size_t bytes)` once, on a worker. Same rules and errors as `read_at`.
     template <class Handler>
     void write_at(std::uint64_t offset, const_buffer buffer, Handler&& handler) {
-        detail::win32::start_handler_op<io_operation>(
+        detail::io::start_handler_op<io_operation>(
             std::forward<Handler>(handler), "iocp::file::write_at",
             [&](io_operation& op) { return start_write_at(*this, op, offset, buffer); });
     }
@@ -271,14 +248,14 @@ public:
     /// Cancels the pending operations (they complete with `errc::operation_aborted`, or with
     /// their result if they finished first); the file stays open.
     /// Errors: `errc::invalid_handle` when closed.
-    void cancel(std::error_code& ec) noexcept { ec = detail::win32::cancel_state(state_); }
+    void cancel(std::error_code& ec) noexcept { ec = detail::io::cancel_state(state_); }
     /// As above. @throws std::system_error
-    void cancel() { detail::throw_if(detail::win32::cancel_state(state_), "iocp::file::cancel"); }
+    void cancel() { detail::throw_if(detail::io::cancel_state(state_), "iocp::file::cancel"); }
 
     /// Closes the file; pending operations complete with `errc::operation_aborted`. Closing a
     /// closed file does nothing. The file keeps its pool and can be opened again.
     void close(std::error_code& ec) noexcept {
-        ec = detail::win32::close_state(std::exchange(state_, nullptr));
+        ec = detail::io::close_state(std::exchange(state_, nullptr));
     }
     /// As above. @throws std::system_error if the system reports an error closing the handle
     /// (the file is closed anyway).
@@ -294,9 +271,10 @@ private:
     friend std::error_code start_write_at(file&, io_operation&, std::uint64_t,
                                           const_buffer) noexcept;
 
-    // Largest transfer per call: ReadFile/WriteFile take a DWORD, and 2 GiB keeps well clear of
-    // the limits some file systems put below 4 GiB.
-    static constexpr std::size_t max_transfer = 0x80000000u;
+    // Largest transfer per call, 2 GiB less 4 KiB: ReadFile/WriteFile take a DWORD; Linux
+    // transfers at most this much per read or write (MAX_RW_COUNT, read(2)), and io_uring
+    // reports the bytes as an int.
+    static constexpr std::size_t max_transfer = 0x7FFFF000u;
 
     // The largest offset a file can have: Windows' file offsets are signed 64-bit (LARGE_
     // INTEGER). Above it are values the kernel reads as something else: 0xFFFFFFFFFFFFFFFF is
@@ -309,10 +287,10 @@ private:
         return offset <= max_offset && size <= max_offset - offset;
     }
 
-    void adopt(HANDLE h, std::error_code& ec) noexcept {
-        state_ = detail::win32::open_state(*pool_, h, detail::win32::handle_kind::file, 0, ec);
-        if (ec && detail::win32::io_state::valid(h))
-            ::CloseHandle(h);
+    void adopt(native_handle_type h, std::error_code& ec) noexcept {
+        state_ = detail::io::open_state(*pool_, h, detail::io::handle_kind::file, 0, ec);
+        if (ec)
+            detail::io::native::close_unowned(h);
     }
 
     static std::string describe(const char* what, const std::filesystem::path& path) {
@@ -323,50 +301,53 @@ private:
         }
     }
 
-    template <class Issue>
-    std::error_code start(io_operation& op, std::size_t requested, Issue&& issue) noexcept {
+    std::error_code start(io_operation& op, std::size_t requested,
+                          const detail::io::request& req) noexcept {
         if (pool_ == nullptr)
             return std::make_error_code(std::errc::invalid_argument);
-        return detail::win32::io_access::start(*pool_, state_, op,
-                                               requested > 0 ? &finish_read : nullptr, requested,
-                                               std::forward<Issue>(issue));
+        return detail::io::io_access::start(*pool_, state_, op,
+                                            requested > 0 ? &finish_read : nullptr, requested, req);
     }
 
     // A successful read of 0 bytes into a non-empty buffer is the end of the file, as
     // ERROR_HANDLE_EOF is (that one is mapped with the other errors).
     static bool finish_read(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
-        if (!ec && bytes == 0 && detail::win32::io_access::requested(*op) > 0)
+        if (!ec && bytes == 0 && detail::io::io_access::requested(*op) > 0)
             ec = make_error_code(errc::eof);
         return true;
     }
 
     thread_pool* pool_ = nullptr;
-    detail::win32::io_state* state_ = nullptr; // non-null while open
+    detail::io::io_state* state_ = nullptr; // non-null while open
 };
 
 inline std::error_code start_read_at(file& f, io_operation& op, std::uint64_t offset,
                                      mutable_buffer buffer) noexcept {
-    const auto n = static_cast<DWORD>((std::min)(buffer.size, file::max_transfer));
+    const std::size_t n = (std::min)(buffer.size, file::max_transfer);
     if (!file::valid_range(offset, n))
         return std::make_error_code(std::errc::invalid_argument);
+    detail::io::request req;
+    req.what = detail::io::request::kind::read_at;
+    req.offset = offset;
+    req.bufs[0] = {buffer.data, n};
+    req.count = 1;
     // Reads into nothing are not eof: only a non-empty read gets the eof check.
-    return f.start(op, n, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
-        set_offset(*ov, offset);
-        return detail::win32::issue_result(::ReadFile(h, buffer.data, n, nullptr, ov));
-    });
+    return f.start(op, n, req);
 }
 
 inline std::error_code start_write_at(file& f, io_operation& op, std::uint64_t offset,
                                       const_buffer buffer) noexcept {
-    const auto n = static_cast<DWORD>((std::min)(buffer.size, file::max_transfer));
+    const std::size_t n = (std::min)(buffer.size, file::max_transfer);
     if (!file::valid_range(offset, n))
         return std::make_error_code(std::errc::invalid_argument);
-    return f.start(op, 0, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
-        set_offset(*ov, offset);
-        return detail::win32::issue_result(::WriteFile(h, buffer.data, n, nullptr, ov));
-    });
+    detail::io::request req;
+    req.what = detail::io::request::kind::write_at;
+    req.offset = offset;
+    req.bufs[0] = {const_cast<void*>(buffer.data), n};
+    req.count = 1;
+    return f.start(op, 0, req);
 }
 
 } // namespace iocp
 
-#endif // IOCP_HAS_IOCP
+#endif // IOCP_HAS_IO

@@ -11,8 +11,8 @@
 #include "unique_handle.hpp"
 #include "version.hpp"
 
-#if IOCP_HAS_IOCP
-// Overlapped file and socket I/O on the pool (the POSIX I/O backend is future work).
+#if IOCP_HAS_IO
+// File and socket I/O on the pool (Win32: overlapped calls; Linux: io_uring or epoll).
 #include "acceptor.hpp"
 #include "buffer.hpp"
 #include "endpoint.hpp"

@@ -27,12 +27,13 @@
 ///
 /// Winsock is started (WSAStartup) by the library, once, on first use.
 ///
-/// Available with the Win32 backend only (`IOCP_HAS_IOCP`); the POSIX I/O backend is future
-/// work.
+/// Available wherever `IOCP_HAS_IO` is 1: Winsock's overlapped calls on Windows; on Linux
+/// socket(2) (SOCK_CLOEXEC) with recvmsg/sendmsg/connect through io_uring or epoll. A send
+/// never raises SIGPIPE (MSG_NOSIGNAL).
 
 #include "config.hpp"
 
-#if IOCP_HAS_IOCP
+#if IOCP_HAS_IO
 
 #include <algorithm>
 #include <climits>
@@ -43,16 +44,19 @@
 #include <utility>
 
 #include "buffer.hpp"
-#include "detail/win32/handler_op.hpp"
-#include "detail/win32/io_state.hpp"
-#include "detail/win32/windows.hpp"
-#include "detail/win32/winsock.hpp"
+#include "detail/io/handler_op.hpp"
+#include "detail/io/io_state.hpp"
+#include "detail/io/net.hpp"
+#include "detail/io/start.hpp"
 #include "endpoint.hpp"
 #include "error.hpp"
 #include "io_operation.hpp"
 #include "thread_pool.hpp"
 
 namespace iocp {
+
+/// The platform's socket handle: a Winsock `SOCKET` on Windows, a file descriptor on Linux.
+using native_socket_type = detail::io::native::socket_type;
 
 /// Which direction(s) `socket::shutdown` closes.
 enum class shutdown_type {
@@ -86,26 +90,21 @@ private:
     friend std::error_code start_send_all(socket&, send_all_operation&,
                                           std::span<const const_buffer>) noexcept;
 
-    // Fills `out` with what is left to send, at most max_send bytes; returns how many
-    // WSABUFs it used.
-    DWORD remaining(WSABUF* out) const noexcept {
-        DWORD n = 0;
+    // The send of what is left, at most max_send bytes.
+    detail::io::request remaining() const noexcept {
+        detail::io::request req;
+        req.what = detail::io::request::kind::send;
         std::size_t skip = offset_;
         std::size_t budget = max_send;
         for (std::size_t i = first_; i < count_ && budget > 0; ++i, skip = 0) {
             const std::size_t len = (std::min)(buffers_[i].size - skip, budget);
-            out[n].buf = static_cast<char*>(const_cast<void*>(buffers_[i].data)) + skip;
-            out[n].len = static_cast<ULONG>(len);
+            req.bufs[req.count++] = {static_cast<char*>(const_cast<void*>(buffers_[i].data)) + skip,
+                                     len};
             budget -= len;
-            ++n;
         }
-        if (n == 0) {
-            // Nothing (left) to send: one empty send still completes the usual way.
-            out[0].buf = nullptr;
-            out[0].len = 0;
-            n = 1;
-        }
-        return n;
+        if (req.count == 0) // nothing (left) to send: one empty send completes the usual way
+            req.bufs[req.count++] = {nullptr, 0};
+        return req;
     }
 
     // Consumes `bytes` from the front; true when nothing is left.
@@ -123,22 +122,13 @@ private:
         return true;
     }
 
-    DWORD issue(HANDLE h, OVERLAPPED* ov) noexcept {
-        WSABUF bufs[max_buffers];
-        const DWORD n = remaining(bufs);
-        return detail::win32::wsa_issue_result(
-            ::WSASend(reinterpret_cast<SOCKET>(h), bufs, n, nullptr, 0, ov, nullptr));
-    }
-
     static bool finish(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
         auto* self = static_cast<send_all_operation*>(op);
         self->sent_ += bytes;
         if (!ec && !self->consume(bytes)) {
             if (bytes == 0) {
                 ec = std::make_error_code(std::errc::io_error); // no progress: never loop
-            } else if (detail::win32::io_access::restart(*op, ec, [self](HANDLE h, OVERLAPPED* ov) {
-                           return self->issue(h, ov);
-                       })) {
+            } else if (detail::io::io_access::restart(*op, ec, self->remaining())) {
                 return false; // the rest is on its way
             }
         }
@@ -226,7 +216,7 @@ public:
     /// Closes this socket (cancelling its operations), then takes over `other`'s.
     socket& operator=(socket&& other) noexcept {
         if (this != &other) {
-            (void)detail::win32::close_state(std::exchange(state_, nullptr));
+            (void)detail::io::close_state(std::exchange(state_, nullptr));
             pool_ = other.pool_;
             state_ = std::exchange(other.state_, nullptr);
             bound_ = std::exchange(other.bound_, false);
@@ -238,7 +228,7 @@ public:
     socket& operator=(const socket&) = delete;
 
     /// Closes the socket, cancelling pending operations (they still complete, aborted).
-    ~socket() { (void)detail::win32::close_state(state_); }
+    ~socket() { (void)detail::io::close_state(state_); }
 
     /// Creates an overlapped TCP socket of `family` and associates it with the pool. A socket
     /// that was open is closed first.
@@ -251,13 +241,13 @@ public:
             return;
         }
         const int af = native_family(family);
-        SOCKET s = detail::win32::make_tcp_socket(af, ec);
+        native_socket_type s = detail::io::native::make_tcp_socket(af, ec);
         if (ec)
             return;
-        state_ = detail::win32::open_state(*pool_, reinterpret_cast<HANDLE>(s),
-                                           detail::win32::handle_kind::socket, af, ec);
+        state_ = detail::io::open_state(*pool_, detail::io::native::from_socket(s),
+                                        detail::io::handle_kind::socket, af, ec);
         if (ec)
-            detail::win32::close_tcp_socket(s);
+            detail::io::native::close_socket(s);
     }
     /// As above. @throws std::system_error
     void open(address_family family) {
@@ -270,8 +260,8 @@ public:
     bool is_open() const noexcept { return state_ != nullptr; }
 
     /// The SOCKET (INVALID_SOCKET when closed), still owned by this object.
-    SOCKET native_handle() const noexcept {
-        return state_ != nullptr ? state_->socket() : INVALID_SOCKET;
+    native_socket_type native_handle() const noexcept {
+        return state_ != nullptr ? state_->socket() : detail::io::native::invalid_socket;
     }
 
     /// The pool the socket's operations complete on (nullptr when default-constructed).
@@ -282,8 +272,8 @@ public:
     void bind(const endpoint& local, std::error_code& ec) noexcept {
         if (!ensure_open(local.family(), ec))
             return;
-        if (::bind(native_handle(), local.data(), local.size()) != 0) {
-            ec = detail::win32::last_wsa_error();
+        if (detail::io::native::sock_bind(native_handle(), local.data(), local.size()) != 0) {
+            ec = detail::io::native::last_socket_error();
             return;
         }
         bound_ = true;
@@ -299,7 +289,7 @@ public:
     /// The local address (getsockname). Errors: `errc::invalid_handle` when closed, or the
     /// system's (WSAEINVAL when not bound).
     endpoint local_endpoint(std::error_code& ec) const noexcept {
-        return query(&::getsockname, ec);
+        return query(&detail::io::native::sock_name, ec);
     }
     /// As above. @throws std::system_error
     endpoint local_endpoint() const {
@@ -312,7 +302,7 @@ public:
     /// The peer's address (getpeername). Errors: `errc::invalid_handle` when closed, the
     /// system's (WSAENOTCONN when not connected).
     endpoint remote_endpoint(std::error_code& ec) const noexcept {
-        return query(&::getpeername, ec);
+        return query(&detail::io::native::sock_peer, ec);
     }
     /// As above. @throws std::system_error
     endpoint remote_endpoint() const {
@@ -361,13 +351,9 @@ public:
             ec = make_error_code(errc::invalid_handle);
             return;
         }
-        LINGER l{};
-        l.l_onoff = on ? 1 : 0;
-        l.l_linger = static_cast<u_short>(seconds);
         ec.clear();
-        if (::setsockopt(native_handle(), SOL_SOCKET, SO_LINGER, reinterpret_cast<const char*>(&l),
-                         sizeof l) != 0)
-            ec = detail::win32::last_wsa_error();
+        if (detail::io::native::sock_linger(native_handle(), on, seconds) != 0)
+            ec = detail::io::native::last_socket_error();
     }
     /// As above. @throws std::system_error
     void set_linger(bool on, int seconds) {
@@ -387,7 +373,7 @@ public:
     /// handler is then destroyed without running. `std::bad_alloc`.
     template <class Handler>
     void connect(const endpoint& peer, Handler&& handler) {
-        detail::win32::start_handler_op<io_operation>(
+        detail::io::start_handler_op<io_operation>(
             std::forward<Handler>(handler), "iocp::socket::connect",
             [&](io_operation& op) { return start_connect(*this, op, peer); });
     }
@@ -405,7 +391,7 @@ public:
     /// As above, scattering into up to `max_buffers` buffers (in order).
     template <class Handler>
     void recv(std::span<const mutable_buffer> buffers, Handler&& handler) {
-        detail::win32::start_handler_op<io_operation>(
+        detail::io::start_handler_op<io_operation>(
             std::forward<Handler>(handler), "iocp::socket::recv",
             [&](io_operation& op) { return start_recv(*this, op, buffers); });
     }
@@ -420,7 +406,7 @@ public:
     /// As above, gathering up to `max_buffers` buffers (in order).
     template <class Handler>
     void send(std::span<const const_buffer> buffers, Handler&& handler) {
-        detail::win32::start_handler_op<io_operation>(
+        detail::io::start_handler_op<io_operation>(
             std::forward<Handler>(handler), "iocp::socket::send",
             [&](io_operation& op) { return start_send(*this, op, buffers); });
     }
@@ -435,7 +421,7 @@ public:
     /// As above, for up to `max_buffers` buffers (the descriptors are copied).
     template <class Handler>
     void send_all(std::span<const const_buffer> buffers, Handler&& handler) {
-        detail::win32::start_handler_op<send_all_operation>(
+        detail::io::start_handler_op<send_all_operation>(
             std::forward<Handler>(handler), "iocp::socket::send_all",
             [&](send_all_operation& op) { return start_send_all(*this, op, buffers); });
     }
@@ -448,12 +434,13 @@ public:
             ec = make_error_code(errc::invalid_handle);
             return;
         }
-        const int how = what == shutdown_type::receive ? SD_RECEIVE
-                        : what == shutdown_type::send  ? SD_SEND
-                                                       : SD_BOTH;
+        namespace native = detail::io::native;
+        const int how = what == shutdown_type::receive ? native::shut_receive
+                        : what == shutdown_type::send  ? native::shut_send
+                                                       : native::shut_both;
         ec.clear();
-        if (::shutdown(native_handle(), how) != 0)
-            ec = detail::win32::last_wsa_error();
+        if (native::sock_shutdown(native_handle(), how) != 0)
+            ec = native::last_socket_error();
     }
     /// As above. @throws std::system_error
     void shutdown(shutdown_type what) {
@@ -466,16 +453,16 @@ public:
     /// `errc::operation_aborted`, or with their result if they finished first. The socket
     /// stays open (but a cancelled receive may have lost data: usually close next).
     /// Errors: `errc::invalid_handle` when closed.
-    void cancel(std::error_code& ec) noexcept { ec = detail::win32::cancel_state(state_); }
+    void cancel(std::error_code& ec) noexcept { ec = detail::io::cancel_state(state_); }
     /// As above. @throws std::system_error
-    void cancel() { detail::throw_if(detail::win32::cancel_state(state_), "iocp::socket::cancel"); }
+    void cancel() { detail::throw_if(detail::io::cancel_state(state_), "iocp::socket::cancel"); }
 
     /// Closes the socket: cancels pending operations (CancelIoEx, then closesocket; they
     /// complete with `errc::operation_aborted`). Closing a closed socket does nothing. The
     /// socket keeps its pool and can be opened again.
     void close(std::error_code& ec) noexcept {
         bound_ = false;
-        ec = detail::win32::close_state(std::exchange(state_, nullptr));
+        ec = detail::io::close_state(std::exchange(state_, nullptr));
     }
     /// As above. @throws std::system_error if closesocket reports an error (the socket is
     /// closed anyway).
@@ -496,7 +483,7 @@ private:
     friend std::error_code start_connect(socket&, io_operation&, const endpoint&) noexcept;
 
     // An accepted connection, already associated with `pool`.
-    socket(thread_pool& pool, detail::win32::io_state* st) noexcept : pool_(&pool), state_(st) {}
+    socket(thread_pool& pool, detail::io::io_state* st) noexcept : pool_(&pool), state_(st) {}
 
     bool ensure_open(address_family family, std::error_code& ec) noexcept {
         if (state_ == nullptr)
@@ -509,13 +496,13 @@ private:
     std::error_code set_int(int level, int name, int value) noexcept {
         if (state_ == nullptr)
             return make_error_code(errc::invalid_handle);
-        if (::setsockopt(native_handle(), level, name, reinterpret_cast<const char*>(&value),
-                         sizeof value) != 0)
-            return detail::win32::last_wsa_error();
+        if (detail::io::native::sock_setopt(native_handle(), level, name, &value, sizeof value) !=
+            0)
+            return detail::io::native::last_socket_error();
         return {};
     }
 
-    using name_query = int(WSAAPI*)(SOCKET, sockaddr*, int*);
+    using name_query = int (*)(native_socket_type, sockaddr*, int*) noexcept;
     endpoint query(name_query fn, std::error_code& ec) const noexcept {
         if (state_ == nullptr) {
             ec = make_error_code(errc::invalid_handle);
@@ -524,75 +511,79 @@ private:
         endpoint e;
         int len = endpoint::capacity();
         if (fn(native_handle(), e.data(), &len) != 0) {
-            ec = detail::win32::last_wsa_error();
+            ec = detail::io::native::last_socket_error();
             return {};
         }
         ec.clear();
         return e;
     }
 
-    template <class Issue>
-    std::error_code start(io_operation& op, detail::win32::finish_fn finish, std::size_t requested,
-                          Issue&& issue) noexcept {
+    std::error_code start(io_operation& op, detail::io::finish_fn finish, std::size_t requested,
+                          const detail::io::request& req) noexcept {
         if (pool_ == nullptr)
             return std::make_error_code(std::errc::invalid_argument);
-        return detail::win32::io_access::start(*pool_, state_, op, finish, requested,
-                                               std::forward<Issue>(issue));
+        return detail::io::io_access::start(*pool_, state_, op, finish, requested, req);
     }
 
     static bool finish_recv(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
-        if (!ec && bytes == 0 && detail::win32::io_access::requested(*op) > 0)
-            ec = make_error_code(errc::eof); // the peer closed its sending side
+        if (!ec && bytes == 0 && detail::io::io_access::requested(*op) > 0) {
+            // The peer closed its sending side, unless our own close or shutdown ended it
+            // (Linux: a receive ended by shutdown(SHUT_RDWR) reads 0).
+            detail::io::io_state* st = detail::io::io_access::state(*op);
+            ec = make_error_code(st != nullptr && st->ours() ? errc::operation_aborted : errc::eof);
+        }
         return true;
     }
 
     static bool finish_connect(io_operation* op, std::error_code& ec, std::size_t&) noexcept {
         if (ec)
             return true;
-        detail::win32::io_state* st = detail::win32::io_access::state(*op);
-        // Makes getpeername, shutdown and the like work on the connected socket. Under the
-        // state's lock: the owner may be closing the socket on another thread.
+        detail::io::io_state* st = detail::io::io_access::state(*op);
+        // Win32: makes getpeername, shutdown and the like work on the connected socket. Under
+        // the state's lock: the owner may be closing the socket on another thread.
         std::lock_guard lock(st->mutex);
         if (st->closed_by_us.load(std::memory_order_seq_cst))
             ec = make_error_code(errc::operation_aborted);
-        else if (::setsockopt(st->socket(), SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, nullptr, 0) != 0)
-            ec = detail::win32::last_wsa_error();
+        else
+            ec = detail::io::native::after_connect(st->socket());
         return true;
     }
 
+    // The request of a receive or send of `in`; false (nothing built) for no buffer or more
+    // than max_buffers. Each buffer and the total are capped at max_transfer (a Winsock
+    // buffer's length is a ULONG; Linux reports bytes as an int): a larger request takes
+    // what fits, as a partial receive or send does.
     template <class Buffer>
-    static bool to_wsabufs(std::span<const Buffer> in, WSABUF* out, std::size_t& total) noexcept {
+    static bool to_request(std::span<const Buffer> in, detail::io::request::kind what,
+                           detail::io::request& req, std::size_t& total) noexcept {
         if (in.empty() || in.size() > max_buffers)
             return false;
+        req.what = what;
+        req.count = in.size();
         total = 0;
         for (std::size_t i = 0; i < in.size(); ++i) {
-            out[i].buf =
-                static_cast<char*>(const_cast<void*>(static_cast<const void*>(in[i].data)));
-            out[i].len = static_cast<ULONG>((std::min)(in[i].size, std::size_t{ULONG_MAX}));
-            total += out[i].len;
+            const std::size_t n = (std::min)(in[i].size, max_transfer - total);
+            req.bufs[i] = {const_cast<void*>(static_cast<const void*>(in[i].data)), n};
+            total += n;
         }
         return true;
     }
 
+    // 2 GiB less 4 KiB per receive or send (see to_request).
+    static constexpr std::size_t max_transfer = 0x7FFFF000u;
+
     thread_pool* pool_ = nullptr;
-    detail::win32::io_state* state_ = nullptr; // non-null while open
-    bool bound_ = false;                       // bind() was called (ConnectEx needs it)
+    detail::io::io_state* state_ = nullptr; // non-null while open
+    bool bound_ = false;                    // bind() was called (ConnectEx needs it)
 };
 
 inline std::error_code start_recv(socket& s, io_operation& op,
                                   std::span<const mutable_buffer> buffers) noexcept {
-    WSABUF bufs[max_buffers];
+    detail::io::request req;
     std::size_t total = 0;
-    if (!socket::to_wsabufs(buffers, bufs, total))
+    if (!socket::to_request(buffers, detail::io::request::kind::recv, req, total))
         return std::make_error_code(std::errc::invalid_argument);
-    const auto n = static_cast<DWORD>(buffers.size());
-    return s.start(op, &socket::finish_recv, total, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
-        // The flags are in and out; the WSABUF array is captured by the call (the provider
-        // copies it before returning), so both may live on this stack.
-        DWORD flags = 0;
-        return detail::win32::wsa_issue_result(
-            ::WSARecv(reinterpret_cast<SOCKET>(h), bufs, n, nullptr, &flags, ov, nullptr));
-    });
+    return s.start(op, &socket::finish_recv, total, req);
 }
 
 inline std::error_code start_recv(socket& s, io_operation& op, mutable_buffer buffer) noexcept {
@@ -601,15 +592,11 @@ inline std::error_code start_recv(socket& s, io_operation& op, mutable_buffer bu
 
 inline std::error_code start_send(socket& s, io_operation& op,
                                   std::span<const const_buffer> buffers) noexcept {
-    WSABUF bufs[max_buffers];
+    detail::io::request req;
     std::size_t total = 0;
-    if (!socket::to_wsabufs(buffers, bufs, total))
+    if (!socket::to_request(buffers, detail::io::request::kind::send, req, total))
         return std::make_error_code(std::errc::invalid_argument);
-    const auto n = static_cast<DWORD>(buffers.size());
-    return s.start(op, nullptr, 0, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
-        return detail::win32::wsa_issue_result(
-            ::WSASend(reinterpret_cast<SOCKET>(h), bufs, n, nullptr, 0, ov, nullptr));
-    });
+    return s.start(op, nullptr, 0, req);
 }
 
 inline std::error_code start_send(socket& s, io_operation& op, const_buffer buffer) noexcept {
@@ -626,8 +613,7 @@ inline std::error_code start_send_all(socket& s, send_all_operation& op,
     op.offset_ = 0;
     op.sent_ = 0;
     (void)op.consume(0); // skips empty buffers at the front
-    return s.start(op, &send_all_operation::finish, 0,
-                   [&op](HANDLE h, OVERLAPPED* ov) { return op.issue(h, ov); });
+    return s.start(op, &send_all_operation::finish, 0, op.remaining());
 }
 
 inline std::error_code start_connect(socket& s, io_operation& op, const endpoint& peer) noexcept {
@@ -636,22 +622,18 @@ inline std::error_code start_connect(socket& s, io_operation& op, const endpoint
         return std::make_error_code(std::errc::invalid_argument);
     if (!s.ensure_open(peer.family(), ec))
         return ec;
-    if (!s.bound_) {
+    if (detail::io::native::connect_needs_bind && !s.bound_) {
         // ConnectEx needs a bound socket.
         s.bind(endpoint::any(peer.family(), 0), ec);
         if (ec)
             return ec;
     }
-    LPFN_CONNECTEX connect_ex =
-        detail::win32::load_connect_ex(s.native_handle(), s.state_->connect_ex, ec);
-    if (ec)
-        return ec;
-    return s.start(op, &socket::finish_connect, 0, [&](HANDLE h, OVERLAPPED* ov) -> DWORD {
-        return detail::win32::issue_result(connect_ex(reinterpret_cast<SOCKET>(h), peer.data(),
-                                                      peer.size(), nullptr, 0, nullptr, ov));
-    });
+    detail::io::request req;
+    req.what = detail::io::request::kind::connect;
+    req.peer = &peer;
+    return s.start(op, &socket::finish_connect, 0, req);
 }
 
 } // namespace iocp
 
-#endif // IOCP_HAS_IOCP
+#endif // IOCP_HAS_IO

@@ -17,7 +17,7 @@
 #include "../../thread_pool.hpp"
 #include "../per_thread.hpp"
 
-namespace iocp::detail::win32 {
+namespace iocp::detail::io {
 
 // Two block sizes: 256 bytes hold an operation (~100 bytes) with a handler of up to ~20
 // pointers; 512 hold a send_all or accept operation (buffer descriptors, addresses) with a
@@ -190,4 +190,4 @@ void start_handler_op(Handler&& handler, const char* what, Start&& start) {
     }
 }
 
-} // namespace iocp::detail::win32
+} // namespace iocp::detail::io

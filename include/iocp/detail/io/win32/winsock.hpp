@@ -6,7 +6,7 @@
 #include <atomic>
 #include <system_error>
 
-#include "windows.hpp"
+#include "../../win32/windows.hpp"
 
 namespace iocp::detail::win32 {
 

@@ -1,0 +1,151 @@
+#pragma once
+// Starting and restarting an io_operation, written once for every backend: the in-flight
+// guard, the start guard's phases, and the rule that a failure is posted through the port
+// (never delivered inside the start call). Only `native::issue` differs per backend.
+
+#include <mutex>
+#include <system_error>
+#include <type_traits>
+
+#include "../../io_operation.hpp"
+#include "in_flight.hpp"
+#include "io_state.hpp"
+#include "op_core.hpp"
+
+#if IOCP_HAS_IOCP
+#include "win32/issue.hpp"
+#else
+#include "linux/issue.hpp"
+#endif
+
+namespace iocp::detail::io {
+
+struct io_access {
+    static op_core& core(io_operation& op) noexcept { return op.core_; }
+    static io_state* state(io_operation& op) noexcept { return op.core_.state; }
+    static std::size_t requested(const io_operation& op) noexcept { return op.core_.requested; }
+
+    // Starts `op` on the handle of `st` (nullptr: the object is not open) with `req`.
+    //
+    // Returns an error only when nothing was started and no completion will come: the pool
+    // is shut down for good and not even the failure can be delivered. Every other failure,
+    // immediate or not, arrives through the port.
+    static std::error_code start(thread_pool& pool, io_state* st, io_operation& op,
+                                 finish_fn finish, std::size_t requested,
+                                 const request& req) noexcept {
+        return start_with(pool, st, op, finish, requested,
+                          [&](op_core& c, io_state& s, native::handle_type h, completion& posted) {
+                              return native::issue(op, c, s, h, req, posted);
+                          });
+    }
+
+#if IOCP_HAS_IOCP
+    // For tests of the start guard: `call(handle, overlapped)` stands in for the overlapped
+    // call (0: pending or done; else the error), as the kernel would see it.
+    template <class Call>
+    requires std::is_invocable_r_v<DWORD, Call&, HANDLE, OVERLAPPED*>
+    static std::error_code start(thread_pool& pool, io_state* st, io_operation& op,
+                                 finish_fn finish, std::size_t requested, Call&& call) noexcept {
+        return start_with(pool, st, op, finish, requested,
+                          [&](op_core& c, io_state&, HANDLE h, completion& posted) {
+                              return win32::issue_guarded(
+                                  c,
+                                  [&]() -> DWORD {
+                                      return call(h, reinterpret_cast<OVERLAPPED*>(
+                                                         static_cast<overlapped*>(&op)));
+                                  },
+                                  posted);
+                          });
+    }
+#endif
+
+private:
+    template <class Issue>
+    static std::error_code start_with(thread_pool& pool, io_state* st, io_operation& op,
+                                      finish_fn finish, std::size_t requested,
+                                      Issue&& issue) noexcept {
+        op.reset_overlapped();
+        op_core& c = op.core_;
+        c.pool = &pool;
+        c.state = st;
+        c.finish = finish;
+        c.requested = requested;
+        in_flight guard = in_flight::begin(pool, st);
+        completion posted{{}, 0, posted_completion_key()};
+        native::handle_type h = st != nullptr ? st->get() : native::invalid_handle();
+        if (!guard.admitted()) {
+            posted.error = make_error_code(errc::closed);
+            c.ph.store(phase::failed_sync, std::memory_order_relaxed);
+        } else if (!native::valid(h)) {
+            posted.error = make_error_code(errc::invalid_handle);
+            c.ph.store(phase::failed_sync, std::memory_order_relaxed);
+        } else {
+            if (issue(c, *st, h, posted)) {
+                guard.hand_over(); // the operation holds it now: its completion gives it back
+                // TRICKY: the pool's shutdown may have run its cancel pass between
+                // operation_started() and the issue, and then missed this operation. `st` is
+                // still valid here: the owner's reference outlives its start calls.
+                if (st->pool_cancelling.load(std::memory_order_seq_cst))
+                    native::cancel_all(h);
+                return {};
+            }
+        }
+        // Failed at once, or the kernel's packet came early: deliver through the port.
+        std::error_code post_error;
+        pool.post_completion(&op, posted, post_error);
+        if (!post_error) {
+            guard.hand_over();
+            return {};
+        }
+        c.ph.store(phase::idle, std::memory_order_relaxed);
+        c.state = nullptr;
+        return post_error; // the guard gives back the count and the reference
+    }
+
+public:
+    // Starts `op` again from its own completion (a send continuing after a partial send, an
+    // accept skipping a reset client). Unlike start(), nobody else holds `st` for us. Returns
+    // true if a completion will come (the backend's, or a failure posted like start() does);
+    // false with `ec` set if not even the failure could be posted: the caller completes the
+    // operation in place (it runs in a completion already, not in a start call).
+    static bool restart(io_operation& op, std::error_code& ec, const request& req) noexcept {
+        op_core& c = op.core_;
+        io_state* st = c.state;
+        if (st == nullptr) { // never: a restarted operation was started on a handle
+            ec = make_error_code(errc::invalid_handle);
+            return false;
+        }
+        op.reset_overlapped();
+        // Our own reference: once the issue returns, `op` (and its reference) may be gone.
+        add_ref(st);
+        in_flight own(nullptr, st);
+        completion posted{{}, 0, posted_completion_key()};
+        bool issued = false;
+        {
+            std::lock_guard lock(st->mutex);
+            native::handle_type h = st->get();
+            if (st->ours() || !native::valid(h)) {
+                posted.error = make_error_code(errc::operation_aborted);
+                c.ph.store(phase::failed_sync, std::memory_order_relaxed);
+            } else if (native::issue(op, c, *st, h, req, posted)) {
+                issued = true;
+                // TRICKY: as in start(): the pool's cancel pass may have just missed it.
+                if (st->pool_cancelling.load(std::memory_order_seq_cst))
+                    native::cancel_all(h);
+            }
+        }
+        if (issued)
+            return true;
+        // TRICKY: posted, not handled in place: on Win32 a stray packet of a failed call is
+        // already in the port, and the FIFO port hands it out before our post.
+        std::error_code post_error;
+        c.pool->post_completion(&op, posted, post_error);
+        if (!post_error)
+            return true;
+        c.ph.store(phase::idle, std::memory_order_relaxed);
+        ec = translate_error(posted.error, st);
+        return false;
+    }
+};
+
+} // namespace iocp::detail::io
