@@ -430,11 +430,13 @@ public:
     /// closed and reused, is never read or written by a stale operation). No-op for an fd that
     /// is not attached (its queued file operations are still cancelled).
     void detach(int fd) noexcept override {
+        if (fd < 0)
+            return; // never an fd (and -1 marks an idle file thread in running_fd_)
         epoll_detail::fd_state* state = nullptr;
         {
             std::unique_lock table(table_mutex_);
             const auto index = static_cast<std::size_t>(fd);
-            if (fd >= 0 && index < table_.size()) {
+            if (index < table_.size()) {
                 state = table_[index];
                 table_[index] = nullptr;
             }
