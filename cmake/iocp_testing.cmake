@@ -47,14 +47,46 @@ if(WIN32)
   list(APPEND IOCP_TEST_BACKENDS posix)
 endif()
 
-# iocp_add_gtest(<name> [WIN32_BACKEND_ONLY] [COMPILE_DEFINITIONS <def>...] [SOURCES] <source>...):
+# The Linux I/O backends each I/O test runs on (IOCP_IO_BACKEND in its environment, see
+# include/iocp/detail/io/linux/select.hpp): io_uring only where the library links liburing.
+set(IOCP_TEST_IO_BACKENDS "")
+if(CMAKE_SYSTEM_NAME STREQUAL "Linux")
+  if(IOCP_LIBURING_FOUND)
+    list(APPEND IOCP_TEST_IO_BACKENDS io_uring)
+  endif()
+  list(APPEND IOCP_TEST_IO_BACKENDS epoll)
+endif()
+
+# iocp_add_io_test(<name> <command>... [PROPERTIES <prop> <value>...]): a plain ctest test of
+# files and sockets, once per Linux I/O backend (<name>_io_uring, <name>_epoll), elsewhere once.
+function(iocp_add_io_test name)
+  cmake_parse_arguments(PARSE_ARGV 1 arg "" "WORKING_DIRECTORY" "PROPERTIES")
+  set(dir_args)
+  if(arg_WORKING_DIRECTORY)
+    set(dir_args WORKING_DIRECTORY ${arg_WORKING_DIRECTORY})
+  endif()
+  if(NOT IOCP_TEST_IO_BACKENDS)
+    add_test(NAME ${name} COMMAND ${arg_UNPARSED_ARGUMENTS} ${dir_args})
+    set_tests_properties(${name} PROPERTIES TIMEOUT 120 ${arg_PROPERTIES})
+    return()
+  endif()
+  foreach(io IN LISTS IOCP_TEST_IO_BACKENDS)
+    add_test(NAME ${name}_${io} COMMAND ${arg_UNPARSED_ARGUMENTS} ${dir_args})
+    set_tests_properties(${name}_${io} PROPERTIES TIMEOUT 120 ENVIRONMENT IOCP_IO_BACKEND=${io}
+                         ${arg_PROPERTIES})
+  endforeach()
+endfunction()
+
+# iocp_add_gtest(<name> [IO] [COMPILE_DEFINITIONS <def>...] [SOURCES] <source>...):
 # one test program per backend, each GoogleTest case a ctest test with a timeout. Names: <name>
-# (native backend) and <name>_posix_backend. WIN32_BACKEND_ONLY: tests of what only the Win32
-# backend has (files and sockets), built only where that backend is. COMPILE_DEFINITIONS: for
-# this program only, on every backend (e.g. IOCP_FAULT_INJECTION); put the sources after
-# SOURCES, or before COMPILE_DEFINITIONS.
+# (native backend) and <name>_posix_backend. IO: tests of files and sockets, built where they
+# exist (IOCP_HAS_IO: the Win32 backend, not the user-space port on Windows; Linux), and on
+# Linux run once per I/O backend: <name>_io_uring.<case> and <name>_epoll.<case> (one program,
+# IOCP_IO_BACKEND in each test's environment). COMPILE_DEFINITIONS: for this program only, on
+# every backend (e.g. IOCP_FAULT_INJECTION); put the sources after SOURCES, or before
+# COMPILE_DEFINITIONS.
 function(iocp_add_gtest name)
-  cmake_parse_arguments(PARSE_ARGV 1 arg "WIN32_BACKEND_ONLY" "" "COMPILE_DEFINITIONS;SOURCES")
+  cmake_parse_arguments(PARSE_ARGV 1 arg "IO" "" "COMPILE_DEFINITIONS;SOURCES")
   set(sources ${arg_UNPARSED_ARGUMENTS} ${arg_SOURCES})
   foreach(definition IN LISTS arg_COMPILE_DEFINITIONS)
     if(definition MATCHES "\\.(cpp|cc|cxx|hpp|h)$")
@@ -66,11 +98,13 @@ function(iocp_add_gtest name)
     message(FATAL_ERROR "iocp_add_gtest(${name}): no sources")
   endif()
   set(backends ${IOCP_TEST_BACKENDS})
-  if(arg_WIN32_BACKEND_ONLY)
-    if(NOT WIN32)
-      return()
+  set(io_backends "")
+  if(arg_IO)
+    if(NOT WIN32 AND NOT CMAKE_SYSTEM_NAME STREQUAL "Linux")
+      return() # no I/O backend for this system yet
     endif()
     set(backends native)
+    set(io_backends ${IOCP_TEST_IO_BACKENDS})
   endif()
   foreach(backend IN LISTS backends)
     set(target ${name})
@@ -87,10 +121,19 @@ function(iocp_add_gtest name)
       target_compile_definitions(${target} PRIVATE ${arg_COMPILE_DEFINITIONS})
     endif()
     iocp_warnings(${target})
-    gtest_discover_tests(${target}
-      TEST_PREFIX "${target}."
-      DISCOVERY_MODE PRE_TEST
-      DISCOVERY_TIMEOUT 120
-      PROPERTIES TIMEOUT 120)
+    if(NOT io_backends)
+      gtest_discover_tests(${target}
+        TEST_PREFIX "${target}."
+        DISCOVERY_MODE PRE_TEST
+        DISCOVERY_TIMEOUT 120
+        PROPERTIES TIMEOUT 120)
+    endif()
+    foreach(io IN LISTS io_backends)
+      gtest_discover_tests(${target}
+        TEST_PREFIX "${target}_${io}."
+        DISCOVERY_MODE PRE_TEST
+        DISCOVERY_TIMEOUT 120
+        PROPERTIES TIMEOUT 120 ENVIRONMENT IOCP_IO_BACKEND=${io})
+    endforeach()
   endforeach()
 endfunction()

@@ -19,14 +19,16 @@
 
 namespace iocp::detail::io {
 
-// Two block sizes: 256 bytes hold an operation (~100 bytes) with a handler of up to ~20
-// pointers; 512 hold a send_all or accept operation (buffer descriptors, addresses) with a
-// handler of the same size. Bigger operations are plain heap allocations. 16 blocks per size
-// and thread keep a burst of operations started and completed on one worker off the heap.
+// Two block sizes, from the size of an io_operation on this backend (~100 bytes on Win32; ~500
+// on Linux, where it embeds the backend's request: eight iovecs, a msghdr, a sockaddr_storage):
+// a small block holds an operation with a handler of up to 20 pointers (160 bytes); a large one
+// also a send_all or accept operation's extras (buffer descriptors, addresses: 256 bytes more).
+// Bigger operations are plain heap allocations. 16 blocks per size and thread keep a burst of
+// operations started and completed on one worker off the heap.
 class op_memory {
 public:
-    static constexpr std::size_t small_block = 256;
-    static constexpr std::size_t large_block = 512;
+    static constexpr std::size_t small_block = (sizeof(io_operation) + 160 + 15) / 16 * 16;
+    static constexpr std::size_t large_block = small_block + 256;
     static constexpr std::size_t slots = 16;
 
     // Memory for `n` bytes aligned to `align`. @throws std::bad_alloc

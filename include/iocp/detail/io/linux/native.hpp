@@ -42,8 +42,12 @@ inline std::error_code last_errno() noexcept { return errno_code(errno); }
 
 // The fd joins the backend (it need not join the pool: completions reach the pool as posted
 // packets, see issue.hpp).
+// A descriptor that is not open (never opened, or closed already) is refused here with EBADF
+// (errc::invalid_handle), before any backend sees it: io_uring would only fail each operation.
 inline std::error_code attach(thread_pool&, handle_type h, void*, handle_kind,
                               state_extra&) noexcept {
+    if (::fcntl(h, F_GETFD) == -1)
+        return last_errno();
     return instance().attach(h);
 }
 
@@ -109,10 +113,19 @@ inline handle_type open_file(const std::filesystem::path& path, open_flags f,
     do
         fd = ::open(path.c_str(), flags, 0666);
     while (fd < 0 && errno == EINTR);
-    if (fd < 0)
+    if (fd < 0) {
         ec = last_errno();
-    else
-        ec.clear();
+        return fd;
+    }
+    // open(2) opens a directory for reading; a directory is no file to read or write at
+    // offsets (pread says EISDIR at the first read). Refused here, as CreateFileW refuses it.
+    struct ::stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        ::close(fd);
+        ec = errno_code(EISDIR);
+        return -1;
+    }
+    ec.clear();
     return fd;
 }
 
