@@ -1,19 +1,632 @@
 #pragma once
-// The io_uring backend (liburing): one ring per process, a submit mutex, one reaper thread.
-// Skeleton: the names select.hpp uses; the implementation follows.
+// The io_uring backend of the Linux I/O layer (liburing): one ring per process, a submit mutex
+// around every get_sqe/prep/submit, and ONE reaper thread blocked in io_uring_wait_cqe that calls
+// each operation's on_complete (the neutral layer then posts it to the pool's port).
+//
+// Why this shape (LINUX-IO-NOTES "Threads and rings", model A): liburing is not thread-safe, but
+// one submitter at a time (the mutex) plus one reaper is [liburing#562, #784]. A ring per worker
+// would reap nothing while its worker sleeps on the port, and COOP_TASKRUN/DEFER_TASKRUN need the
+// submitter to be the waiter, which it is not here (io_uring_setup(2)).
+//
+// Kernel calls per completion: the issuing thread makes one io_uring_enter per operation (submit;
+// the kernel usually runs the call inline there). The reaper makes one io_uring_enter per batch of
+// CQEs it reaps (none while more CQEs are already waiting: io_uring_wait_cqe enters only when the
+// CQ is empty), and the layer adds one port post per completion (a futex wake when a worker
+// sleeps). So at most 2 enters + 1 post per operation, fewer under load.
+//
+// Completions are reported as the contract in backend.hpp says: exactly once per issue(), never
+// inside issue(), on the reaper thread. -EAGAIN from a CQE is never reported (re-issued behind a
+// POLL_ADD); a cancelled accept that still produced a socket closes it and reports -ECANCELED.
 
 #include "backend.hpp"
 
 #if defined(IOCP_HAS_LIBURING) && IOCP_HAS_LIBURING
 
+#include "../../thread_name.hpp"
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
 #include <memory>
+#include <mutex>
+#include <new>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+// ThreadSanitizer cannot see the ordering the kernel gives through the ring (an SQE submitted by
+// one thread, its CQE reaped by another): tell it, as Asio does [asio commit bdd3d69].
+#if defined(__SANITIZE_THREAD__)
+#define IOCP_URING_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define IOCP_URING_TSAN 1
+#endif
+#endif
+#if defined(IOCP_URING_TSAN)
+extern "C" void __tsan_acquire(void* addr);
+extern "C" void __tsan_release(void* addr);
+#endif
 
 namespace iocp::detail::io::lnx {
 
+/// Ring sizes and test switches of a uring_backend. The process-wide instance uses the defaults.
+struct uring_options {
+    /// Submission queue entries. Every issue() submits at once, so the SQ holds a few entries at
+    /// a time; 256 absorbs bursts of issuers racing for the mutex.
+    unsigned sq_entries = 256;
+    /// Completion queue entries (IORING_SETUP_CQSIZE). Operations in flight are not bounded by
+    /// it (the kernel keeps overflowed CQEs, IORING_FEAT_NODROP), but a CQ that holds a burst
+    /// saves the reaper an enter to flush the overflow list.
+    unsigned cq_entries = 4096;
+    /// Tests only: cancel each operation by user_data even where the kernel cancels by fd
+    /// (IORING_ASYNC_CANCEL_FD, 5.19+), to exercise the path older kernels take.
+    bool force_cancel_by_user_data = false;
+};
+
+/// The io_uring backend. Thread safety: every member may be called from any thread at once.
+/// Completions run on the backend's reaper thread, one at a time.
 class uring_backend final : public backend {
 public:
-    /// The backend, or nullptr when io_uring cannot be set up here.
-    static std::unique_ptr<backend> try_create() noexcept;
+    /// The backend, or nullptr when io_uring cannot be set up here: io_uring_queue_init failed
+    /// (ENOSYS: no CONFIG_IO_URING; EPERM: seccomp or kernel.io_uring_disabled; ENOMEM:
+    /// RLIMIT_MEMLOCK on <= 5.11 - io_uring_setup(2)), the kernel lacks IORING_FEAT_NODROP (5.5)
+    /// or an opcode this backend issues (IORING_REGISTER_PROBE), or the reaper thread could not
+    /// start. The contract's entry point, used by select.hpp.
+    static std::unique_ptr<backend> try_create() noexcept {
+        std::error_code ignored;
+        return create(uring_options{}, ignored);
+    }
+
+    /// As try_create(), with sizes, and the reason in `why` when it returns nullptr (the errno of
+    /// io_uring_queue_init, errc::function_not_supported for a missing feature or opcode).
+    static std::unique_ptr<uring_backend> create(const uring_options& options,
+                                                 std::error_code& why) noexcept {
+        why.clear();
+        std::unique_ptr<uring_backend> self(new (std::nothrow) uring_backend());
+        if (!self) {
+            why = std::make_error_code(std::errc::not_enough_memory);
+            return nullptr;
+        }
+        why = self->init(options);
+        if (why)
+            return nullptr; // the destructor undoes what init did
+        return self;
+    }
+
+    uring_backend(const uring_backend&) = delete;
+    uring_backend& operator=(const uring_backend&) = delete;
+
+    /// Cancels every operation in flight, waits until each has completed (its on_complete
+    /// returned), then stops the reaper and frees the ring. The process-wide instance is never
+    /// destroyed; instances made by tests are.
+    ~uring_backend() override {
+        if (reaper_.joinable()) {
+            {
+                std::lock_guard lock(mutex_);
+                stopping_.store(true, std::memory_order_relaxed);
+                for (std::size_t fd = 0; fd < fds_.size(); ++fd)
+                    if (fds_[fd].head != nullptr)
+                        cancel_locked(static_cast<int>(fd));
+            }
+            wake();
+            reaper_.join();
+        }
+        if (ring_ready_)
+            ::io_uring_queue_exit(&ring_);
+        if (wake_fd_ >= 0)
+            ::close(wake_fd_);
+    }
+
+    const char* name() const noexcept override { return "io_uring"; }
+
+    /// Registers fd. io_uring needs no registration; this checks that fd is open (EBADF) and
+    /// reserves its slot in the table of operations per fd (ENOMEM), so issue() rarely allocates.
+    std::error_code attach(int fd) noexcept override {
+        if (fd < 0 || ::fcntl(fd, F_GETFD) == -1)
+            return std::make_error_code(std::errc::bad_file_descriptor);
+        std::lock_guard lock(mutex_);
+        if (!reserve_slot_locked(fd))
+            return std::make_error_code(std::errc::not_enough_memory);
+        return {};
+    }
+
+    /// Called before close(fd). Operations still in flight on fd are cancelled: close alone
+    /// would leave them in the kernel, where a pending recv later eats the peer's bytes
+    /// [liburing#568, LINUX-IO-NOTES 4]. They still complete once each.
+    void detach(int fd) noexcept override {
+        std::lock_guard lock(mutex_);
+        if (fd >= 0 && static_cast<std::size_t>(fd) < fds_.size() && fds_[fd].head != nullptr)
+            cancel_locked(fd);
+    }
+
+    /// Hands op to the kernel: prepares its SQE and submits it (one io_uring_enter). Never
+    /// blocks on I/O and never completes op here; an error found before the kernel saw op
+    /// (fd < 0: -EBADF; offset > INT64_MAX, more than max_buffers buffers or an address longer
+    /// than sockaddr_storage: -EINVAL; no memory for the fd table: -ENOMEM; a submission queue
+    /// that stays full: -EBUSY) is delivered on the reaper like any completion.
+    void issue(linux_op& op) noexcept override {
+        int early = 0;
+        {
+            std::lock_guard lock(mutex_);
+            ++in_flight_;
+            if (op.fd < 0)
+                early = -EBADF;
+            else if (!valid_request(op))
+                early = -EINVAL;
+            else if (!reserve_slot_locked(op.fd))
+                early = -ENOMEM;
+            if (early == 0) {
+                fd_slot& slot = fds_[static_cast<std::size_t>(op.fd)];
+                op.backend_data = epoch_word(slot.epoch);
+                op.next = slot.head;
+                slot.head = &op;
+                early = submit_op_locked(op, false);
+                if (early != 0)
+                    unlink_locked(op);
+            }
+            if (early != 0) {
+                op.backend_data = result_word(early);
+                op.next = nullptr;
+                *done_tail_ = &op;
+                done_tail_ = &op.next;
+            }
+        }
+        if (early != 0)
+            wake();
+    }
+
+    /// Cancels every operation of fd in flight: each completes once, with -ECANCELED unless it
+    /// had finished first. One IORING_OP_ASYNC_CANCEL with IORING_ASYNC_CANCEL_FD|ALL (5.19+),
+    /// else one cancel by user_data per operation (io_uring_prep_cancel(3)). Call it before
+    /// close(fd): a cancel by fd after close fails with EBADF (then this falls back by user_data).
+    void cancel(int fd) noexcept override {
+        std::lock_guard lock(mutex_);
+        if (fd >= 0 && static_cast<std::size_t>(fd) < fds_.size())
+            cancel_locked(fd);
+    }
+
+    /// Whether cancel() uses IORING_ASYNC_CANCEL_FD (false before 5.19 and when forced).
+    bool cancels_by_fd() const noexcept { return cancel_by_fd_; }
+
+private:
+    // Reserved user_data values: an operation's user_data is its address, aligned to at least 8,
+    // so values with any of the low 3 bits set are never an operation.
+    static constexpr std::uint64_t tag_mask = 7;
+    static constexpr std::uint64_t tag_wake = 1;   // the POLL_ADD on wake_fd_
+    static constexpr std::uint64_t tag_cancel = 3; // an ASYNC_CANCEL; fd in the upper 32 bits
+    static constexpr std::uint64_t tag_poll = 5;   // the POLL_ADD linked before a re-issue
+    static_assert(alignof(linux_op) >= 8);
+
+    // Operations of one fd in flight (linked through linux_op::next) and its cancel epoch.
+    struct fd_slot {
+        linux_op* head = nullptr;
+        std::uint32_t epoch = 0; // bumped by every cancel of the fd
+    };
+
+    // One reaped CQE of an operation, completed after the mutex is released.
+    struct reaped {
+        linux_op* op;
+        int res;
+        int close_fd; // an accepted socket to close (the accept was cancelled), or -1
+    };
+
+    uring_backend() = default;
+
+    static void* epoch_word(std::uint32_t epoch) noexcept {
+        return reinterpret_cast<void*>(static_cast<std::uintptr_t>(epoch));
+    }
+    static std::uint32_t epoch_of(const linux_op& op) noexcept {
+        return static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(op.backend_data));
+    }
+    static void* result_word(int res) noexcept {
+        return reinterpret_cast<void*>(static_cast<std::intptr_t>(res));
+    }
+    static int result_of(const linux_op& op) noexcept {
+        return static_cast<int>(reinterpret_cast<std::intptr_t>(op.backend_data));
+    }
+
+    static bool valid_request(const linux_op& op) noexcept {
+        switch (op.what) {
+        case linux_op::kind::read_at:
+        case linux_op::kind::write_at:
+            // Offset -1 means "the file position" to the kernel: refuse what is not an offset.
+            return op.offset <= static_cast<std::uint64_t>(INT64_MAX);
+        case linux_op::kind::recv:
+        case linux_op::kind::send: return op.iov_count <= max_buffers;
+        case linux_op::kind::accept: return true;
+        case linux_op::kind::connect: return op.addr_len <= sizeof(op.addr);
+        }
+        return false;
+    }
+
+    std::error_code init(const uring_options& options) noexcept {
+        ::io_uring_params params{};
+        params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+        params.cq_entries = options.cq_entries;
+        const int r = ::io_uring_queue_init_params(options.sq_entries, &ring_, &params);
+        if (r < 0)
+            return {-r, std::system_category()};
+        ring_ready_ = true;
+        // Without NODROP (5.5) an overflowing CQ drops completions: a lost completion is a hang.
+        if ((params.features & IORING_FEAT_NODROP) == 0)
+            return std::make_error_code(std::errc::function_not_supported);
+        ext_arg_ = (params.features & IORING_FEAT_EXT_ARG) != 0;
+        if (!opcodes_supported())
+            return std::make_error_code(std::errc::function_not_supported);
+        wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (wake_fd_ < 0)
+            return {errno, std::system_category()};
+        cancel_by_fd_ = !options.force_cancel_by_user_data && probe_cancel_by_fd();
+        {
+            std::lock_guard lock(mutex_);
+            if (!arm_wake_locked())
+                return std::make_error_code(std::errc::resource_unavailable_try_again);
+        }
+        // The reaper takes no signal: a process's handlers run on its own threads, not ours.
+        ::sigset_t all, old;
+        ::sigfillset(&all);
+        ::pthread_sigmask(SIG_SETMASK, &all, &old);
+        std::error_code started;
+        try {
+            reaper_ = std::thread([this] { run(); });
+        } catch (const std::system_error& e) {
+            started = e.code();
+        } catch (...) { // std::bad_alloc
+            started = std::make_error_code(std::errc::not_enough_memory);
+        }
+        ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        return started;
+    }
+
+    bool opcodes_supported() noexcept {
+        ::io_uring_probe* probe = ::io_uring_get_probe_ring(&ring_);
+        if (probe == nullptr)
+            return false; // IORING_REGISTER_PROBE is 5.6, as READ/WRITE are
+        bool ok = true;
+        for (int opcode :
+             {IORING_OP_READ, IORING_OP_WRITE, IORING_OP_RECVMSG, IORING_OP_SENDMSG,
+              IORING_OP_ACCEPT, IORING_OP_CONNECT, IORING_OP_ASYNC_CANCEL, IORING_OP_POLL_ADD})
+            ok = ok && ::io_uring_opcode_supported(probe, opcode) != 0;
+        ::io_uring_free_probe(probe);
+        return ok;
+    }
+
+    // Whether ASYNC_CANCEL takes IORING_ASYNC_CANCEL_FD (5.19): cancel by fd on an fd with
+    // nothing in flight gives 0 (a count, with ALL) or -ENOENT where it does, -EINVAL before.
+    bool probe_cancel_by_fd() noexcept {
+        ::io_uring_sqe* sqe = ::io_uring_get_sqe(&ring_);
+        if (sqe == nullptr)
+            return false;
+        ::io_uring_prep_cancel_fd(sqe, wake_fd_, IORING_ASYNC_CANCEL_ALL);
+        ::io_uring_sqe_set_data64(sqe, tag_cancel);
+        if (::io_uring_submit(&ring_) != 1)
+            return false;
+        ::io_uring_cqe* cqe = nullptr;
+        int r;
+        do
+            r = ::io_uring_wait_cqe(&ring_, &cqe);
+        while (r == -EINTR);
+        if (r < 0)
+            return false;
+        const bool ok = cqe->res >= 0 || cqe->res == -ENOENT;
+        ::io_uring_cqe_seen(&ring_, cqe);
+        return ok;
+    }
+
+    // The reaper's wake-up: a multishot POLL_ADD on an eventfd. wake() needs no SQE and no lock
+    // (a write(2)), so it works while the SQ is jammed; each write is a CQE tagged tag_wake.
+    bool arm_wake_locked() noexcept {
+        ::io_uring_sqe* sqe = get_sqes_locked(1);
+        if (sqe == nullptr)
+            return false;
+        ::io_uring_prep_poll_multishot(sqe, wake_fd_, POLLIN);
+        ::io_uring_sqe_set_data64(sqe, tag_wake);
+        submit_locked();
+        return true;
+    }
+
+    void wake() noexcept { (void)::eventfd_write(wake_fd_, 1); }
+
+    bool reserve_slot_locked(int fd) noexcept {
+        const auto index = static_cast<std::size_t>(fd);
+        if (index < fds_.size())
+            return true;
+        try {
+            // Geometric growth: one allocation per doubling of the highest fd seen.
+            std::size_t size = fds_.size() < 64 ? 64 : fds_.size();
+            while (size <= index)
+                size *= 2;
+            fds_.resize(size);
+            return true;
+        } catch (...) {
+            return false;
+        }
+    }
+
+    void unlink_locked(linux_op& op) noexcept {
+        // Few operations per fd are in flight at once (a recv and a send), so a search is short.
+        for (linux_op** link = &fds_[static_cast<std::size_t>(op.fd)].head; *link != nullptr;
+             link = &(*link)->next) {
+            if (*link == &op) {
+                *link = op.next;
+                op.next = nullptr;
+                return;
+            }
+        }
+    }
+
+    // `count` free SQEs, or nullptr. A full SQ is submitted and retried (io_uring_submit hands
+    // the kernel what is queued); it can stay full only while the kernel refuses submissions
+    // (EAGAIN: no memory; EBUSY: the CQ overflow list could not grow), so after a bounded number
+    // of yields the caller fails the operation instead of blocking its issuer.
+    ::io_uring_sqe* get_sqes_locked(unsigned count) noexcept {
+        for (int attempt = 0; ::io_uring_sq_space_left(&ring_) < count; ++attempt) {
+            if (attempt == 64)
+                return nullptr;
+            const int r = ::io_uring_submit(&ring_);
+            if (r <= 0 && r != -EINTR)
+                ::sched_yield();
+        }
+        // Space was checked: with count == 2 the caller takes the second with io_uring_get_sqe.
+        return ::io_uring_get_sqe(&ring_);
+    }
+
+    void submit_locked() noexcept {
+        int r;
+        do
+            r = ::io_uring_submit(&ring_);
+        while (r == -EINTR);
+        // TRICKY: on EAGAIN/EBUSY the SQEs stay queued in the shared ring (liburing already
+        // advanced its tail): the next submit of any thread hands them over. The reaper retries
+        // while any are left, so a refused submit delays an operation and never loses it.
+        if (r < 0)
+            submit_pending_.store(true, std::memory_order_relaxed);
+    }
+
+    void prep_op(::io_uring_sqe* sqe, linux_op& op) noexcept {
+        // The kernel takes at most MAX_RW_COUNT (2 GiB - 4 KiB) per call anyway: a short count.
+        const auto length =
+            static_cast<unsigned>(op.iov[0].iov_len > UINT_MAX ? UINT_MAX : op.iov[0].iov_len);
+        switch (op.what) {
+        case linux_op::kind::read_at:
+            ::io_uring_prep_read(sqe, op.fd, op.iov[0].iov_base, length, op.offset);
+            break;
+        case linux_op::kind::write_at:
+            ::io_uring_prep_write(sqe, op.fd, op.iov[0].iov_base, length, op.offset);
+            break;
+        case linux_op::kind::recv:
+        case linux_op::kind::send:
+            // The msghdr lives in the op until the CQE: without IORING_FEAT_SUBMIT_STABLE (5.5)
+            // the kernel may read it after submit [liburing#27].
+            op.msg = ::msghdr{};
+            op.msg.msg_iov = op.iov;
+            op.msg.msg_iovlen = op.iov_count;
+            if (op.what == linux_op::kind::recv)
+                ::io_uring_prep_recvmsg(sqe, op.fd, &op.msg, 0);
+            else // SENDMSG never raises SIGPIPE; say so anyway (torvalds/linux:io_uring/net.c)
+                ::io_uring_prep_sendmsg(sqe, op.fd, &op.msg, MSG_NOSIGNAL);
+            break;
+        case linux_op::kind::accept:
+            op.addr_len = sizeof(op.addr);
+            ::io_uring_prep_accept(sqe, op.fd, reinterpret_cast<::sockaddr*>(&op.addr),
+                                   &op.addr_len, SOCK_CLOEXEC);
+            break;
+        case linux_op::kind::connect:
+            ::io_uring_prep_connect(sqe, op.fd, reinterpret_cast<const ::sockaddr*>(&op.addr),
+                                    op.addr_len);
+            break;
+        }
+        ::io_uring_sqe_set_data(sqe, &op);
+    }
+
+    // Queues op's SQE (behind a POLL_ADD for its readiness when poll_first) and submits.
+    // 0, or -EBUSY when no SQE could be had.
+    int submit_op_locked(linux_op& op, bool poll_first) noexcept {
+        ::io_uring_sqe* sqe = get_sqes_locked(poll_first ? 2 : 1);
+        if (sqe == nullptr)
+            return -EBUSY;
+        if (poll_first) {
+            const bool in = op.what == linux_op::kind::read_at || op.what == linux_op::kind::recv ||
+                            op.what == linux_op::kind::accept;
+            ::io_uring_prep_poll_add(sqe, op.fd, in ? POLLIN : POLLOUT);
+            ::io_uring_sqe_set_data64(sqe, tag_poll);
+            ::io_uring_sqe_set_flags(sqe, IOSQE_IO_LINK);
+            sqe = ::io_uring_get_sqe(&ring_);
+        }
+        prep_op(sqe, op);
+#if defined(IOCP_URING_TSAN)
+        __tsan_release(&op);
+#endif
+        submit_locked();
+        return 0;
+    }
+
+    void cancel_locked(int fd) noexcept {
+        fd_slot& slot = fds_[static_cast<std::size_t>(fd)];
+        ++slot.epoch; // an op reaped after this with -EAGAIN or a new socket is cancelled
+        if (slot.head == nullptr)
+            return; // nothing in flight: no kernel call
+        if (cancel_by_fd_) {
+            if (::io_uring_sqe* sqe = get_sqes_locked(1)) {
+                ::io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+                ::io_uring_sqe_set_data64(sqe, tag_cancel | (static_cast<std::uint64_t>(fd) << 32));
+                submit_locked();
+                return;
+            }
+        }
+        cancel_each_locked(fd);
+    }
+
+    // TRICKY: cancel by user_data names an op by its address. The op stays in its fd's list
+    // until the reaper takes the mutex for its CQE, so every address cancelled here is still in
+    // flight or its CQE is queued (then the cancel finds nothing: -ENOENT). An op completed and
+    // re-issued at the same address afterwards could only be hit if the kernel ran this cancel
+    // after that re-issue; it runs ASYNC_CANCEL within the submitting io_uring_enter
+    // (io_uring/cancel.c), which happens here under the mutex, before any re-issue can.
+    void cancel_each_locked(int fd) noexcept {
+        for (linux_op* op = fds_[static_cast<std::size_t>(fd)].head; op != nullptr; op = op->next) {
+            ::io_uring_sqe* sqe = get_sqes_locked(1);
+            if (sqe == nullptr)
+                break; // the kernel refuses submissions; the ops complete when it recovers
+            ::io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(op), 0);
+            ::io_uring_sqe_set_data64(sqe, tag_cancel | (static_cast<std::uint64_t>(fd) << 32));
+        }
+        submit_locked();
+    }
+
+    void run() noexcept {
+        set_current_thread_name("iocp-io_uring");
+        // 64 CQEs per batch: one enter and one mutex round per 64 completions at most.
+        constexpr unsigned batch = 64;
+        ::io_uring_cqe* cqes[batch];
+        reaped ready[batch];
+        for (;;) {
+            ::io_uring_cqe* first = nullptr;
+            // io_uring_wait_cqe enters the kernel only when the CQ is empty; then it also flushes
+            // an overflowed CQ (IORING_SQ_CQ_OVERFLOW), which io_uring_for_each_cqe alone would
+            // miss [libuv#3991]. io_uring_peek_batch_cqe below does the same when it finds none.
+            if (submit_pending_.load(std::memory_order_relaxed) && ext_arg_) {
+                // Submissions the kernel refused are retried every millisecond until taken.
+                ::__kernel_timespec ts{0, 1'000'000};
+                (void)::io_uring_wait_cqe_timeout(&ring_, &first, &ts);
+            } else {
+                (void)::io_uring_wait_cqe(&ring_, &first);
+            }
+            const unsigned n = ::io_uring_peek_batch_cqe(&ring_, cqes, batch);
+            unsigned count = 0;
+            bool woken = false;
+            linux_op* done = nullptr;
+            {
+                std::lock_guard lock(mutex_);
+                for (unsigned i = 0; i < n; ++i) {
+                    const std::uint64_t data = ::io_uring_cqe_get_data64(cqes[i]);
+                    const int res = cqes[i]->res;
+                    const unsigned flags = cqes[i]->flags;
+                    if ((data & tag_mask) != 0) {
+                        on_tag_locked(data, res, flags, woken);
+                        continue;
+                    }
+                    auto& op = *reinterpret_cast<linux_op*>(static_cast<std::uintptr_t>(data));
+                    if (reap_locked(op, res, ready[count]))
+                        ++count;
+                }
+                ::io_uring_cq_advance(&ring_, n);
+                if (woken && done_head_ != nullptr) {
+                    done = done_head_;
+                    done_head_ = nullptr;
+                    done_tail_ = &done_head_;
+                }
+                if (submit_pending_.exchange(false, std::memory_order_relaxed))
+                    submit_locked();
+            }
+            std::size_t completed = 0;
+            for (unsigned i = 0; i < count; ++i, ++completed) {
+                if (ready[i].close_fd >= 0)
+                    ::close(ready[i].close_fd);
+#if defined(IOCP_URING_TSAN)
+                __tsan_acquire(ready[i].op);
+#endif
+                ready[i].op->on_complete(ready[i].op, ready[i].res);
+            }
+            while (done != nullptr) {
+                linux_op* op = done;
+                done = op->next; // read before on_complete: the op may be freed there
+                const int res = result_of(*op);
+                op->on_complete(op, res);
+                ++completed;
+            }
+            if (completed != 0 || stopping_.load(std::memory_order_relaxed)) {
+                std::lock_guard lock(mutex_);
+                in_flight_ -= completed;
+                if (stopping_.load(std::memory_order_relaxed) && in_flight_ == 0)
+                    return;
+            }
+        }
+    }
+
+    // A CQE with a reserved user_data.
+    void on_tag_locked(std::uint64_t data, int res, unsigned flags, bool& woken) noexcept {
+        switch (data & tag_mask) {
+        case tag_wake: {
+            woken = true;
+            ::eventfd_t value;
+            (void)::eventfd_read(wake_fd_, &value); // non-blocking; resets the counter
+            // A multishot poll ends (no IORING_CQE_F_MORE) on error or when the kernel decides;
+            // before 5.13 every poll is single-shot. Either way: arm it again.
+            if ((flags & IORING_CQE_F_MORE) == 0 && !stopping_.load(std::memory_order_relaxed))
+                (void)arm_wake_locked();
+            break;
+        }
+        case tag_cancel: {
+            // Cancel by fd is refused after close (EBADF) or on an old kernel (EINVAL): cancel
+            // what is left of that fd one by one.
+            const auto fd = static_cast<int>(data >> 32);
+            if ((res == -EBADF || res == -EINVAL) && fd >= 0 &&
+                static_cast<std::size_t>(fd) < fds_.size() && cancel_by_fd_)
+                cancel_each_locked(fd);
+            break;
+        }
+        default: // tag_poll: the readiness wait before a re-issue; the op's own CQE follows
+            break;
+        }
+    }
+
+    // One CQE of an operation: true with `out` filled when op is complete, false when it was
+    // issued again.
+    bool reap_locked(linux_op& op, int res, reaped& out) noexcept {
+        const fd_slot& slot = fds_[static_cast<std::size_t>(op.fd)];
+        const bool cancelled = epoch_of(op) != slot.epoch;
+        out = {&op, res, -1};
+        if (res == -EAGAIN) {
+            // The kernel gave up on a non-blocking fd (5.9 did for READ [liburing#274]; io-wq
+            // and retry caps still can [seastar#3479]): wait for readiness, then call again.
+            // TRICKY: a cancel of the fd between that CQE and now found nothing in the kernel;
+            // its epoch tells, and the op completes as cancelled instead of waiting forever.
+            if (cancelled) {
+                out.res = -ECANCELED;
+            } else {
+                const int r = submit_op_locked(op, true);
+                if (r == 0)
+                    return false;
+                out.res = r;
+            }
+        } else if (op.what == linux_op::kind::accept && res >= 0 && cancelled) {
+            // TRICKY: the accept won the race with cancel(fd) and produced a socket nobody will
+            // own (the layer is closing the acceptor): close it and report the cancel
+            // [tokio-uring#207].
+            out.close_fd = res;
+            out.res = -ECANCELED;
+        }
+        unlink_locked(op);
+        return true;
+    }
+
+    ::io_uring ring_{};
+    bool ring_ready_ = false;       // ring_ was set up (the destructor frees it)
+    bool ext_arg_ = false;          // IORING_FEAT_EXT_ARG: timed waits need no SQE (5.11)
+    bool cancel_by_fd_ = false;     // ASYNC_CANCEL takes IORING_ASYNC_CANCEL_FD (5.19)
+    int wake_fd_ = -1;              // eventfd the ring polls: wake() without an SQE
+    std::mutex mutex_;              // around every SQ access, fds_, done_*, in_flight_
+    std::vector<fd_slot> fds_;      // indexed by fd
+    linux_op* done_head_ = nullptr; // ops completed without a CQE (result in backend_data)
+    linux_op** done_tail_ = &done_head_;
+    std::size_t in_flight_ = 0;               // issued, on_complete not yet returned
+    std::atomic<bool> submit_pending_{false}; // SQEs the kernel refused wait in the SQ
+    std::atomic<bool> stopping_{false};       // the destructor runs
+    std::thread reaper_;                      // started last in init
 };
 
 } // namespace iocp::detail::io::lnx
