@@ -946,20 +946,29 @@ TEST(socket_test, pool_shutdown_racing_busy_connections_neither_hangs_nor_loses_
         std::vector<connected_pair> pairs;
         for (int i = 0; i < 4; ++i)
             pairs.push_back(make_pair(pool));
+        // Each socket receives into its own bytes: one shared sink would be written by two
+        // receives at once (a data race ThreadSanitizer reports, on the Linux backends).
+        struct end_point {
+            iocp::socket* sock;
+            char sink[64];
+        };
+        std::vector<std::array<end_point, 2>> ends;
+        ends.reserve(pairs.size());
+        for (auto& pr : pairs)
+            ends.push_back({end_point{&pr.client, {}}, end_point{&pr.server, {}}});
         struct pinger {
-            static void go(iocp::socket& out, iocp::socket& in, std::atomic<long long>& started,
+            static void go(end_point& out, end_point& in, std::atomic<long long>& started,
                            std::atomic<long long>& completed) {
                 static const char byte = 'p';
-                static char sink[64];
                 started += 2;
                 try {
-                    out.send(iocp::buffer(&byte, 1),
-                             [&](std::error_code, std::size_t) { ++completed; });
+                    out.sock->send(iocp::buffer(&byte, 1),
+                                   [&](std::error_code, std::size_t) { ++completed; });
                 } catch (const std::system_error&) {
                     --started; // refused after the join: never started
                 }
                 try {
-                    in.recv(iocp::buffer(sink), [&](std::error_code ec, std::size_t) {
+                    in.sock->recv(iocp::buffer(in.sink), [&](std::error_code ec, std::size_t) {
                         ++completed;
                         if (!ec)
                             go(in, out, started, completed); // answer: the other direction
@@ -969,10 +978,8 @@ TEST(socket_test, pool_shutdown_racing_busy_connections_neither_hangs_nor_loses_
                 }
             }
         };
-        for (auto& pr : pairs)
-            pool.post([&pr, &started, &completed] {
-                pinger::go(pr.client, pr.server, started, completed);
-            });
+        for (auto& e : ends)
+            pool.post([&e, &started, &completed] { pinger::go(e[0], e[1], started, completed); });
         std::this_thread::sleep_for(std::chrono::milliseconds(5 + round % 7));
         std::atomic<bool> joined{false};
         std::thread watchdog([&] {
@@ -1189,8 +1196,8 @@ TEST(socket_test, buffers_over_2_gib_take_what_arrives) {
     for (int round = 0; round < 2; ++round) {
         char real[16] = {};
         const std::size_t huge = round == 0 ? std::size_t{3} << 30 : std::size_t{2} << 30;
-        const std::array<iocp::mutable_buffer, 2> bufs{iocp::mutable_buffer(real, huge),
-                                                       iocp::mutable_buffer(real + 8, huge)};
+        const std::array<iocp::mutable_buffer, 2> bufs{iocp::mutable_buffer{real, huge},
+                                                       iocp::mutable_buffer{real + 8, huge}};
         std::promise<std::pair<std::error_code, std::size_t>> got;
         p.server.recv(std::span<const iocp::mutable_buffer>(bufs.data(), round == 0 ? 1 : 2),
                       [&](std::error_code ec, std::size_t n) {

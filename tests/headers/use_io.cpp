@@ -4,10 +4,11 @@
 // public calls appear here; the tests, built at -O0, -O2 and -O3 by the CI configurations,
 // instantiate everything else.
 //
-// The Win32 backend's I/O objects: their handler operations are templates too.
+// The I/O objects wherever they exist (the Win32 backend; Linux, io_uring and epoll): their
+// handler operations are templates too.
 #include <iocp/config.hpp>
 
-#if IOCP_HAS_IOCP
+#if IOCP_HAS_IO
 
 #include <iocp/acceptor.hpp>
 #include <iocp/buffer.hpp>
