@@ -1272,7 +1272,7 @@ TEST(socket_test, a_real_partial_send_and_send_all_continuing_after_it) {
 // Item: close and peer reset mid-transfer. A 64 MiB send_all is under way (the peer read 256
 // KiB of it); then either we close our socket (the send_all completes once with
 // operation_aborted) or the peer resets its connection (once, with connection_reset). Either
-// way the total reports what went out before, less than everything.
+// way the total reports what went out before (see below), less than everything.
 TEST(socket_test, close_and_peer_reset_in_the_middle_of_a_send_all) {
     for (const bool reset : {false, true}) {
         SCOPED_TRACE(reset ? "peer reset" : "our close");
@@ -1301,7 +1301,12 @@ TEST(socket_test, close_and_peer_reset_in_the_middle_of_a_send_all) {
                 EXPECT_EQ(ec, iocp::errc::connection_reset) << ec.message();
             else
                 EXPECT_EQ(ec, iocp::errc::operation_aborted) << ec.message();
+#if !IOCP_WINDOWS
+            // On Linux a send completes as soon as any of its bytes are queued, so what the
+            // peer read was reported. (Windows completes a send in full or not at all: the 1 MiB
+            // send the peer was reading from may be the one aborted, its bytes uncounted.)
             EXPECT_GE(n, std::size_t{256} * 1024);
+#endif
             EXPECT_LT(n, size);
             pool.join();
         }
