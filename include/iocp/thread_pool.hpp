@@ -918,7 +918,10 @@ private:
         const auto deadline = clock::now() + options_.spin;
         bool found = false;
         for (unsigned i = 1; !found; ++i) {
-            if (has_work()) {
+            // Not the other workers' held items: a spinner that took those would split every
+            // busy worker's batch and pull its cache lines. Held items are taken once the spin
+            // ends (sleep() looks at them), so a long item's neighbours wait at most `spin`.
+            if (queue_.maybe_nonempty() || backlog_size_.load(std::memory_order_seq_cst) != 0) {
                 found = true;
                 break;
             }
