@@ -318,6 +318,9 @@ public:
     /// `stop()` that runs while another is under way waits for it to end, then returns (a
     /// `stop()` then returns 0: the first call decided what ran and what was abandoned).
     /// Errors: `std::errc::resource_deadlock_would_occur` when called from a worker.
+    // Only std::mutex/condition_variable can throw in shutdown(), on OS resource exhaustion,
+    // where terminating is all a noexcept call can do (as for the destructor).
+    // NOLINTNEXTLINE(bugprone-exception-escape)
     void join(std::error_code& ec) noexcept {
         if (is_worker()) {
             ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
@@ -338,6 +341,7 @@ public:
     /// Returns how many work items (and timers) this call abandoned: 0 when the pool was
     /// already shut down or another `join()`/`stop()` was under way (this call waits for it).
     /// Errors: `std::errc::resource_deadlock_would_occur` when called from a worker (returns 0).
+    // NOLINTNEXTLINE(bugprone-exception-escape): as join(std::error_code&)
     std::size_t stop(std::error_code& ec) noexcept {
         if (is_worker()) {
             ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
