@@ -858,9 +858,12 @@ TEST(port_test, post_refuses_more_bytes_than_a_dword_instead_of_truncating) {
 TEST(port_test, post_neither_reads_nor_writes_the_overlapped_or_the_key) {
     port_type p;
     iocp::overlapped ov = patterned_overlapped();
+    // Values no object has, as the seeds use them: never dereferenced by the port.
+    // NOLINTBEGIN(performance-no-int-to-ptr)
     auto* bogus_ov = reinterpret_cast<iocp::overlapped*>(-1); // seed 000's shutdown marker
     auto* bogus_key = reinterpret_cast<conn*>(-1);
     auto* odd_key = reinterpret_cast<conn*>(std::uintptr_t{0x13});
+    // NOLINTEND(performance-no-int-to-ptr)
 
     p.post(&ov, odd_key, 1);
     p.post(bogus_ov, bogus_key, 2);
@@ -998,7 +1001,7 @@ TEST(port_test, seed_style_request_queue_with_integral_keys_and_minus_one_shutdo
     constexpr int threads = 4;
     const int requests = iocp_test::scaled(5000, 200);
     iocp::port<std::uintptr_t> queue(threads);
-    auto* const quit = reinterpret_cast<iocp::overlapped*>(-1);
+    auto* const quit = reinterpret_cast<iocp::overlapped*>(-1); // NOLINT(performance-no-int-to-ptr)
     std::atomic<int> handled{0};
     std::atomic<std::uint64_t> sum{0};
     std::atomic<int> exited{0};
@@ -1146,7 +1149,9 @@ TEST(port_test, stress_timed_waits_racing_posts_deliver_each_packet_once_then_dr
         posters.emplace_back([&, pr] {
             std::mt19937 rng(static_cast<unsigned>(pr));
             for (int i = 0; i < per_producer; ++i) {
-                auto index = static_cast<std::size_t>(pr * per_producer + i);
+                const std::size_t index =
+                    static_cast<std::size_t>(pr) * static_cast<std::size_t>(per_producer) +
+                    static_cast<std::size_t>(i);
                 p.post(&ovs[index], nullptr, index);
                 if (rng() % 256 == 0)
                     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));

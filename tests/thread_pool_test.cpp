@@ -1213,6 +1213,8 @@ struct throws_when_abandoned {
     throws_when_abandoned(throws_when_abandoned&& o) noexcept
         : ran(o.ran), armed(std::exchange(o.armed, false)) {}
     throws_when_abandoned& operator=(throws_when_abandoned&&) = delete;
+    // Throws on purpose: what the pool does with it is the test.
+    // NOLINTNEXTLINE(bugprone-exception-escape)
     ~throws_when_abandoned() noexcept(false) {
         if (armed)
             throw std::runtime_error("abandoned");
@@ -1229,6 +1231,7 @@ struct throws_after_running {
     throws_after_running() = default;
     throws_after_running(throws_after_running&&) noexcept {}
     throws_after_running& operator=(throws_after_running&&) = delete;
+    // NOLINTNEXTLINE(bugprone-exception-escape): throws on purpose, as above
     ~throws_after_running() noexcept(false) {
         if (armed)
             throw std::runtime_error("after running");

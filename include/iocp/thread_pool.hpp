@@ -15,12 +15,14 @@
 /// carries I/O completions and is where idle workers sleep. A producer touches the port only
 /// when a worker sleeps and no other worker is already looking for work, so under load work
 /// items cost no kernel call at all. Workers look at the port for I/O completions whenever the
-/// FIFO is empty and at least every 64 work items.
+/// FIFO is empty and at least every 64 work items. The items a worker has claimed but not
+/// started yet stay visible to idle workers, which take them: N long items on N idle workers
+/// run side by side, never one after another.
 ///
 /// Shutdown. `join()` runs queued work (and work it posts), cancels pending I/O through the
 /// registered I/O objects, waits for every started operation to complete, then posts one
-/// preallocated sentinel per worker, joins them and drains the port. `stop()` does the same
-/// but abandons queued work: each abandoned callable is destroyed without running (a future
+/// preallocated sentinel operation per worker, joins them and drains the port. `stop()` does the
+/// same but abandons queued work: each abandoned callable is destroyed without running (a future
 /// from `submit` then reports `std::future_errc::broken_promise`). Either way, every item
 /// posted runs or is abandoned exactly once, and posts that race shutdown are refused with
 /// `errc::closed`, never dropped.
@@ -83,9 +85,8 @@ struct thread_pool_options {
     /// The completion port's concurrency limit, clamped to [1, threads]; 0 means `threads`.
     unsigned concurrency = 0;
     /// At most this many work items (and port packets) a worker takes per dequeue, clamped to
-    /// [1, max_batch]. A worker takes no more than its fair share of what is queued
-    /// (queued / threads, rounded up), so larger batches cost fewer lock round trips under load
-    /// without holding back items that idle workers could run.
+    /// [1, max_batch]. Larger batches cost fewer shared-counter updates under load; they never
+    /// hold back work, since idle workers take the claimed items not started yet.
     std::size_t batch = 16;
     /// Slots of the lock-free work ring (16 bytes each), clamped to
     /// [min_queue_capacity, max_queue_capacity] and rounded up to a power of two. When it is
@@ -317,6 +318,9 @@ public:
     /// `stop()` that runs while another is under way waits for it to end, then returns (a
     /// `stop()` then returns 0: the first call decided what ran and what was abandoned).
     /// Errors: `std::errc::resource_deadlock_would_occur` when called from a worker.
+    // Only std::mutex/condition_variable can throw in shutdown(), on OS resource exhaustion,
+    // where terminating is all a noexcept call can do (as for the destructor).
+    // NOLINTNEXTLINE(bugprone-exception-escape)
     void join(std::error_code& ec) noexcept {
         if (is_worker()) {
             ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
@@ -337,6 +341,7 @@ public:
     /// Returns how many work items (and timers) this call abandoned: 0 when the pool was
     /// already shut down or another `join()`/`stop()` was under way (this call waits for it).
     /// Errors: `std::errc::resource_deadlock_would_occur` when called from a worker (returns 0).
+    // NOLINTNEXTLINE(bugprone-exception-escape): as join(std::error_code&)
     std::size_t stop(std::error_code& ec) noexcept {
         if (is_worker()) {
             ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
@@ -768,11 +773,11 @@ private:
             // Completions the port refused (rare: a relaxed look costs next to nothing).
             if (backlog_size_.load(std::memory_order_relaxed) != 0)
                 run_backlog();
-            // At most a fair share of what is queued, so that idle workers get the rest.
-            const detail::work_queue::pop_result got = queue_.pop(options_.batch, options_.threads);
+            // The items of a batch not started yet stay available to idle workers (run_items).
+            const detail::work_queue::pop_result got = queue_.pop(options_.batch);
             if (got.head != nullptr) {
-                // Items left that this worker saw but did not take: make sure a worker comes
-                // for them (a spinner or a busy worker will; otherwise wake a sleeper).
+                // A full batch hints at more queued work: make sure a worker comes for it (a
+                // spinner or a busy worker will; otherwise wake a sleeper).
                 if (got.more)
                     wake_one_if_needed();
                 run_chain(got.head);
@@ -876,6 +881,12 @@ private:
                 const std::uint64_t end = held.end.load(std::memory_order_acquire);
                 if (begin >= end)
                     break;
+                if (end - begin > held_slots) {
+                    // TRICKY: `begin` is stale and the owner has published again since (a
+                    // range never spans more than held_slots): read both afresh.
+                    begin = held.begin.load(std::memory_order_acquire);
+                    continue;
+                }
                 // TRICKY: read the slots before the CAS. If the owner took or republished
                 // anything meanwhile, `begin` moved on (it never goes back) and the CAS fails:
                 // what was read is then dropped.
@@ -911,7 +922,10 @@ private:
         const auto deadline = clock::now() + options_.spin;
         bool found = false;
         for (unsigned i = 1; !found; ++i) {
-            if (has_work()) {
+            // Not the other workers' held items: a spinner that took those would split every
+            // busy worker's batch and pull its cache lines. Held items are taken once the spin
+            // ends (sleep() looks at them), so a long item's neighbours wait at most `spin`.
+            if (queue_.maybe_nonempty() || backlog_size_.load(std::memory_order_seq_cst) != 0) {
                 found = true;
                 break;
             }

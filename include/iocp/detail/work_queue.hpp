@@ -86,36 +86,28 @@ public:
     }
 
     // What pop() took: a chain linked through `next` (nullptr when empty), its length, and
-    // whether items were left that the caller saw but did not take (someone should be woken).
+    // whether more items may be waiting (it took `max`, or the overflow holds some): someone
+    // else should come for them.
     struct pop_result {
         work_item* head = nullptr;
         std::size_t count = 0;
         bool more = false;
     };
 
-    // Takes up to `max` items, oldest first, but no more than a fair share of what is queued:
-    // ceil(queued / consumers). A consumer never sits on items that another, idle one could be
-    // running (a burst of N long items on N workers runs side by side, not serially).
-    pop_result pop(std::size_t max, std::size_t consumers = 1) noexcept {
+    // Takes up to `max` items, oldest first. (The pool keeps the ones it has not started
+    // visible to its idle workers: a batch never holds back work another worker could run.)
+    pop_result pop(std::size_t max) noexcept {
         pop_result r;
         work_item** link = &r.head;
-        std::size_t n = pop_ring(max, consumers, link, r.more);
+        std::size_t n = pop_ring(max, link, r.more);
         // TRICKY: the overflow holds only items posted after everything in the ring, so it is
         // taken from only when the ring is truly empty, not merely when its head slot is
         // claimed but not yet published (that item is older than the overflow's).
         if (n == 0 && overflow_size_.load(std::memory_order_acquire) != 0 && ring_empty())
-            n = pop_overflow(max, consumers, link, r.more);
+            n = pop_overflow(max, link, r.more);
         *link = nullptr;
         r.count = n;
         return r;
-    }
-
-    // Items accepted and not yet claimed by a consumer (a snapshot: it may be stale at once).
-    std::size_t size_hint() const noexcept {
-        const std::uint64_t deq = dequeue_pos_.load(std::memory_order_relaxed);
-        const std::uint64_t enq = enqueue_pos_.load(std::memory_order_relaxed) & position_mask;
-        const std::size_t ring = enq > deq ? static_cast<std::size_t>(enq - deq) : 0;
-        return ring + overflow_size_.load(std::memory_order_relaxed);
     }
 
     // True when an item is visible to consumers (used by spinners and would-be sleepers).
@@ -194,28 +186,14 @@ private:
         }
     }
 
-    // ceil(queued / consumers), within [1, max].
-    static std::size_t fair_share(std::size_t queued, std::size_t max,
-                                  std::size_t consumers) noexcept {
-        if (consumers <= 1)
-            return max;
-        const std::size_t share = queued / consumers + (queued % consumers != 0 ? 1 : 0);
-        return share < 1 ? 1 : (share < max ? share : max);
-    }
-
-    std::size_t pop_ring(std::size_t max, std::size_t consumers, work_item**& link,
-                         bool& more) noexcept {
+    std::size_t pop_ring(std::size_t max, work_item**& link, bool& more) noexcept {
         std::uint64_t pos = dequeue_pos_.load(std::memory_order_relaxed);
         for (;;) {
-            // How many are queued from `pos` (the producers' counter may be read before a
-            // later dequeue: never below zero). One read per claim, not per item.
-            const std::uint64_t enq = enqueue_pos_.load(std::memory_order_relaxed) & position_mask;
-            const std::size_t queued = enq > pos ? static_cast<std::size_t>(enq - pos) : 0;
-            const std::size_t limit = fair_share(queued, max, consumers);
-            // Count the consecutive published slots from `pos`, up to `limit`.
+            // Count the consecutive published slots from `pos`, up to `max`. (Not the producers'
+            // counter: reading it on every claim would pull their cache line away from them.)
             std::size_t ready = 0;
-            while (ready < limit && slots_[(pos + ready) & mask_].seq.load(
-                                        std::memory_order_acquire) == pos + ready + 1)
+            while (ready < max && slots_[(pos + ready) & mask_].seq.load(
+                                      std::memory_order_acquire) == pos + ready + 1)
                 ++ready;
             if (ready == 0) {
                 const std::uint64_t seq = slots_[pos & mask_].seq.load(std::memory_order_acquire);
@@ -224,7 +202,7 @@ private:
                 pos = dequeue_pos_.load(std::memory_order_relaxed); // another consumer won
                 continue;
             }
-            more = queued > ready || overflow_size_.load(std::memory_order_relaxed) != 0;
+            more = ready == max || overflow_size_.load(std::memory_order_relaxed) != 0;
             // TRICKY: the slots are ours only once the CAS succeeds; before it, another
             // consumer may take them (the CAS then fails, since positions never repeat).
             if (dequeue_pos_.compare_exchange_weak(pos, pos + ready, std::memory_order_relaxed)) {
@@ -240,13 +218,10 @@ private:
         }
     }
 
-    std::size_t pop_overflow(std::size_t max, std::size_t consumers, work_item**& link,
-                             bool& more) noexcept {
+    std::size_t pop_overflow(std::size_t max, work_item**& link, bool& more) noexcept {
         std::lock_guard lock(overflow_mutex_);
-        const std::size_t limit =
-            fair_share(overflow_size_.load(std::memory_order_relaxed), max, consumers);
         std::size_t n = 0;
-        while (overflow_head_ != nullptr && n < limit) {
+        while (overflow_head_ != nullptr && n < max) {
             work_item* item = overflow_head_;
             overflow_head_ = item->next;
             *link = item;
