@@ -57,9 +57,9 @@ TEST(error_test, throw_if_throws_system_error_with_the_code) {
     }
 }
 
-// The one error table (detail/io/win32/error_table.hpp) is plain numbers: its verdicts are checked
+// The one error table (detail/win32/error_table.hpp) is plain numbers: its verdicts are checked
 // on every platform, one code class at a time.
-#include "iocp/detail/io/win32/error_table.hpp"
+#include "iocp/detail/win32/error_table.hpp"
 
 TEST(error_test, table_classifies_each_code_class) {
     using iocp::detail::win32::classify_error;

@@ -17,7 +17,7 @@
 #include "config.hpp"
 
 #if IOCP_WINDOWS
-#include "detail/io/win32/error_table.hpp"
+#include "detail/win32/error_table.hpp"
 #endif
 
 namespace iocp {
@@ -39,7 +39,7 @@ enum class errc {
 namespace detail {
 
 // Compares native codes with the portable conditions: Win32/WSA codes through the error table
-// (detail/io/win32/error_table.hpp), errno values directly.
+// (detail/win32/error_table.hpp), errno values directly.
 class error_category final : public std::error_category {
 public:
     const char* name() const noexcept override { return "iocp"; }

@@ -1,6 +1,6 @@
 #pragma once
 // The one table of what an errno means to the I/O layer on Linux (the counterpart of
-// win32/error_table.hpp). Values measured on Linux (LINUX-IO-NOTES 5): a peer reset gives
+// detail/win32/error_table.hpp). Values measured on Linux (LINUX-IO-NOTES 5): a peer reset gives
 // ECONNRESET on recv and the first send, EPIPE on the next send; a refused connect
 // ECONNREFUSED; a closed descriptor EBADF; a receive on a file ENOTSOCK; a cancelled
 // operation ECANCELED.

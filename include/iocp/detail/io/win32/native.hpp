@@ -12,7 +12,7 @@
 #include "../../../thread_pool.hpp"
 #include "../../win32/windows.hpp"
 #include "../op_core.hpp"
-#include "error_table.hpp"
+#include "../../win32/error_table.hpp"
 #include "winsock.hpp"
 
 namespace iocp::detail::io::win32 {
