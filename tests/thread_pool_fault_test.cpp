@@ -20,6 +20,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// The I/O layer's side of the pool (in-flight counts, the cancel registry): tested here directly.
+using io_access = iocp::detail::pool_io_access;
+
 namespace fi = iocp::detail::fault_injection;
 
 // More failures than any test posts (long is 32 bits on Windows).
@@ -66,7 +69,7 @@ struct probe_op : iocp::operation {
             self->on_worker = iocp::thread_pool::this_worker_index().has_value();
             ++self->completed;
             if (self->counted)
-                static_cast<iocp::thread_pool*>(owner)->operation_finished();
+                io_access::operation_finished(*static_cast<iocp::thread_pool*>(owner));
         } else {
             ++self->destroyed;
         }
@@ -178,7 +181,7 @@ TEST(thread_pool_fault_test, a_refused_completion_runs_from_the_backlog) {
     {
         iocp::thread_pool pool(sleepy(2));
         failing_port_posts failing;
-        ASSERT_TRUE(pool.operation_started());
+        ASSERT_TRUE(io_access::operation_started(pool));
         std::error_code ec;
         pool.post_completion(&op, {iocp::make_error_code(iocp::errc::eof), 5, nullptr}, ec);
         EXPECT_FALSE(ec) << "queued on the backlog: " << ec.message();

@@ -26,6 +26,9 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// The I/O layer's side of the pool (in-flight counts, the cancel registry): tested here directly.
+using io_access = iocp::detail::pool_io_access;
+
 // Counts, for a batch of work items, how many ran and how many were destroyed without running.
 // Every item must end in exactly one of the two.
 struct ledger {
@@ -553,7 +556,7 @@ struct probe_op : iocp::operation {
             self->worker = iocp::thread_pool::this_worker_index().has_value();
             ++self->completed;
             if (self->counted)
-                static_cast<iocp::thread_pool*>(owner)->operation_finished();
+                io_access::operation_finished(*static_cast<iocp::thread_pool*>(owner));
         } else {
             ++self->destroyed;
         }
@@ -575,9 +578,9 @@ TEST(thread_pool_test, posted_completion_runs_on_a_worker_once) {
     probe_op ok;
     probe_op failed;
     int key = 0;
-    ASSERT_TRUE(pool.operation_started());
+    ASSERT_TRUE(io_access::operation_started(pool));
     pool.post_completion(&ok, {{}, 17, &key});
-    ASSERT_TRUE(pool.operation_started());
+    ASSERT_TRUE(io_access::operation_started(pool));
     pool.post_completion(&failed, {iocp::make_error_code(iocp::errc::eof), 0, &key});
     pool.join(); // waits for both operations
     EXPECT_EQ(ok.completed, 1);
@@ -594,7 +597,7 @@ TEST(thread_pool_test, posted_completion_runs_on_a_worker_once) {
 // An I/O object that "completes" its pending operation only when cancelled: what shutdown must
 // do for a socket with a pending recv. On Win32 the real version is in the socket tests.
 TEST(thread_pool_test, join_cancels_pending_io_and_waits_for_its_completion) {
-    struct fake_io : iocp::io_object_hook {
+    struct fake_io : iocp::detail::io_object_hook {
         iocp::thread_pool* pool = nullptr;
         probe_op op;
         std::atomic<int> cancels{0};
@@ -603,20 +606,20 @@ TEST(thread_pool_test, join_cancels_pending_io_and_waits_for_its_completion) {
     {
         iocp::thread_pool pool(2);
         io.pool = &pool;
-        io.cancel = [](iocp::io_object_hook* h) noexcept {
+        io.cancel = [](iocp::detail::io_object_hook* h) noexcept {
             auto* self = static_cast<fake_io*>(h);
             ++self->cancels;
             std::error_code ec;
             self->pool->post_completion(
                 &self->op, {iocp::make_error_code(iocp::errc::operation_aborted), 0, nullptr}, ec);
         };
-        pool.add_io_object(io);
-        ASSERT_TRUE(pool.operation_started());
+        io_access::add_io_object(pool, io);
+        ASSERT_TRUE(io_access::operation_started(pool));
         pool.join();
         EXPECT_EQ(io.op.completed, 1) << "join returned before the pending operation completed";
-        EXPECT_FALSE(pool.operation_started()) << "no new I/O once shutdown cancelled it";
-        pool.operation_finished();
-        pool.remove_io_object(io);
+        EXPECT_FALSE(io_access::operation_started(pool)) << "no new I/O once shutdown cancelled it";
+        io_access::operation_finished(pool);
+        io_access::remove_io_object(pool, io);
     }
     EXPECT_EQ(io.cancels, 1);
     EXPECT_EQ(io.op.result, iocp::errc::operation_aborted);
@@ -770,8 +773,9 @@ TEST(thread_pool_test, post_completion_after_shutdown_is_refused_not_lost) {
     late.counted = false;
     iocp::thread_pool pool(1);
     pool.join();
-    EXPECT_FALSE(pool.operation_started()) << "no I/O may start once shutdown cancelled it";
-    pool.operation_finished();
+    EXPECT_FALSE(io_access::operation_started(pool))
+        << "no I/O may start once shutdown cancelled it";
+    io_access::operation_finished(pool);
     std::error_code ec;
     pool.post_completion(&late, {{}, 0, nullptr}, ec);
     EXPECT_EQ(ec, iocp::errc::closed) << "nobody would ever dequeue it";
@@ -830,13 +834,13 @@ TEST(thread_pool_test, join_runs_work_posted_by_completion_handlers) {
                 },
                 ec);
             self->child_refused = static_cast<bool>(ec);
-            pool->operation_finished();
+            io_access::operation_finished(*pool);
         }
         std::atomic<int> grandchildren{0};
         std::atomic<bool> child_refused{false};
         std::atomic<bool> grandchild_refused{false};
     };
-    struct fake_io : iocp::io_object_hook {
+    struct fake_io : iocp::detail::io_object_hook {
         iocp::thread_pool* pool = nullptr;
         chained_op op;
     };
@@ -845,17 +849,17 @@ TEST(thread_pool_test, join_runs_work_posted_by_completion_handlers) {
         {
             iocp::thread_pool pool(2);
             io.pool = &pool;
-            io.cancel = [](iocp::io_object_hook* h) noexcept {
+            io.cancel = [](iocp::detail::io_object_hook* h) noexcept {
                 auto* self = static_cast<fake_io*>(h);
                 std::error_code ec;
                 self->pool->post_completion(
                     &self->op, {iocp::make_error_code(iocp::errc::operation_aborted), 0, nullptr},
                     ec);
             };
-            pool.add_io_object(io);
-            ASSERT_TRUE(pool.operation_started());
+            io_access::add_io_object(pool, io);
+            ASSERT_TRUE(io_access::operation_started(pool));
             pool.join();
-            pool.remove_io_object(io);
+            io_access::remove_io_object(pool, io);
         }
         EXPECT_FALSE(io.op.child_refused);
         EXPECT_FALSE(io.op.grandchild_refused) << "round " << round;

@@ -121,15 +121,23 @@ struct thread_pool_stats {
     std::uint64_t recoveries = 0;
 };
 
-/// Intrusive registration of an object that owns pending I/O on a pool (a socket, a file):
-/// at shutdown the pool calls `cancel` on each, then waits for their operations to complete.
+class thread_pool;
+
+namespace detail {
+
+// Intrusive registration of an object that owns pending I/O on a pool (a socket, a file): at
+// shutdown the pool calls `cancel` on each, then waits for their operations to complete. The
+// I/O layer's, through pool_io_access (below the class): not part of the public API.
 struct io_object_hook {
-    /// Cancels every pending operation of the object (CancelIoEx). Must not throw, block, or
-    /// remove the hook.
+    // Cancels every pending operation of the object. Must not throw, block, or remove the hook.
     void (*cancel)(io_object_hook* self) noexcept = nullptr;
-    io_object_hook* prev_ = nullptr; ///< the pool's list link (owned by the pool)
-    io_object_hook* next_ = nullptr; ///< the pool's list link (owned by the pool)
+    io_object_hook* prev_ = nullptr; // the pool's list link (owned by the pool)
+    io_object_hook* next_ = nullptr; // the pool's list link (owned by the pool)
 };
+
+struct pool_io_access;
+
+} // namespace detail
 
 /// A thread pool on an I/O completion port.
 ///
@@ -485,10 +493,22 @@ public:
         detail::throw_if(ec, "iocp::thread_pool::post_completion");
     }
 
-    /// Counts an operation as started (call before handing it to the kernel). Returns false
-    /// once shutdown is cancelling I/O: the caller must then not start it, and completes it
-    /// with `errc::closed` through `post_completion` instead. Either way, pair it with exactly
-    /// one `operation_finished()` when its completion has run.
+    /// How often the pool called into the port (see `thread_pool_stats`).
+    thread_pool_stats stats() const noexcept {
+        return {wakeups_.load(std::memory_order_relaxed), sleeps_.load(std::memory_order_relaxed),
+                port_polls_.load(std::memory_order_relaxed),
+                recoveries_.load(std::memory_order_relaxed)};
+    }
+
+private:
+    // The I/O layer's side of the pool (detail::pool_io_access): in-flight accounting, the
+    // registry of objects to cancel at shutdown, and its handlers' exceptions.
+    friend struct detail::pool_io_access;
+
+    // Counts an operation as started (call before handing it to the kernel). Returns false
+    // once shutdown is cancelling I/O: the caller must then not start it, and completes it
+    // with `errc::closed` through `post_completion` instead. Either way, pair it with exactly
+    // one `operation_finished()` when its completion has run.
     bool operation_started() noexcept {
         // TRICKY: seq_cst with cancel_io_objects()' store and its later idle check: either this
         // start sees the cancel pass coming (and refuses), or shutdown counts it and waits.
@@ -496,15 +516,15 @@ public:
         return !io_closed_.load(std::memory_order_seq_cst);
     }
 
-    /// Counts a started operation as finished (after its handler ran or it was destroyed).
+    // Counts a started operation as finished (after its handler ran or it was destroyed).
     void operation_finished() noexcept {
         io_finished_.fetch_add(1, std::memory_order_seq_cst);
         notify_idle();
     }
 
-    /// Registers an I/O object to be cancelled at shutdown. A hook registered after the
-    /// cancel pass is cancelled at once.
-    void add_io_object(io_object_hook& hook) noexcept {
+    // Registers an I/O object to be cancelled at shutdown. A hook registered after the
+    // cancel pass is cancelled at once.
+    void add_io_object(detail::io_object_hook& hook) noexcept {
         bool cancel_now = false;
         {
             std::lock_guard lock(hooks_mutex_);
@@ -519,8 +539,8 @@ public:
             hook.cancel(&hook);
     }
 
-    /// Unregisters an I/O object (before it is destroyed).
-    void remove_io_object(io_object_hook& hook) noexcept {
+    // Unregisters an I/O object (before it is destroyed).
+    void remove_io_object(detail::io_object_hook& hook) noexcept {
         std::lock_guard lock(hooks_mutex_);
         if (hook.prev_ != nullptr)
             hook.prev_->next_ = hook.next_;
@@ -531,18 +551,9 @@ public:
         hook.prev_ = hook.next_ = nullptr;
     }
 
-    /// How often the pool called into the port (see `thread_pool_stats`).
-    thread_pool_stats stats() const noexcept {
-        return {wakeups_.load(std::memory_order_relaxed), sleeps_.load(std::memory_order_relaxed),
-                port_polls_.load(std::memory_order_relaxed),
-                recoveries_.load(std::memory_order_relaxed)};
-    }
-
-    /// Reports an exception to the pool's exception handler (for I/O layers whose handlers
-    /// run on the workers).
+    // Reports an exception to the pool's exception handler (I/O handlers run on the workers).
     void report_exception(std::exception_ptr e) noexcept { handle_exception(std::move(e)); }
 
-private:
     // The key of a wake-up packet (a packet with no OVERLAPPED): recognised by its address.
     // Wake-ups are key-based because several threads post them at once; nothing of ours may be
     // queued twice at once.
@@ -1142,7 +1153,7 @@ private:
     void cancel_io_objects() noexcept {
         std::lock_guard lock(hooks_mutex_);
         io_closed_.store(true, std::memory_order_seq_cst);
-        for (io_object_hook* h = hooks_; h != nullptr; h = h->next_)
+        for (detail::io_object_hook* h = hooks_; h != nullptr; h = h->next_)
             h->cancel(h);
     }
 
@@ -1259,7 +1270,7 @@ private:
 
     // I/O objects to cancel at shutdown.
     std::mutex hooks_mutex_;
-    io_object_hook* hooks_ = nullptr;
+    detail::io_object_hook* hooks_ = nullptr;
     std::atomic<bool> io_closed_{false};
     std::atomic<int> completions_posting_{0};     // post_completion calls under way
     std::atomic<bool> completions_closed_{false}; // set once no worker will dequeue again
@@ -1282,5 +1293,26 @@ private:
 
     detail::timer_queue timers_; // last: its thread calls enqueue, so it goes first
 };
+
+namespace detail {
+
+// What the I/O layer (detail/io/) needs of a pool and users must not call: count an operation
+// started before it is issued (false once shutdown is cancelling I/O: complete it with
+// errc::closed instead) and finished after its completion ran; register the objects shutdown
+// cancels; report a handler's exception. detail/io/in_flight.hpp pairs the counts as one RAII
+// guard.
+struct pool_io_access {
+    static bool operation_started(thread_pool& p) noexcept { return p.operation_started(); }
+    static void operation_finished(thread_pool& p) noexcept { p.operation_finished(); }
+    static void add_io_object(thread_pool& p, io_object_hook& h) noexcept { p.add_io_object(h); }
+    static void remove_io_object(thread_pool& p, io_object_hook& h) noexcept {
+        p.remove_io_object(h);
+    }
+    static void report_exception(thread_pool& p, std::exception_ptr e) noexcept {
+        p.report_exception(std::move(e));
+    }
+};
+
+} // namespace detail
 
 } // namespace iocp

@@ -172,7 +172,7 @@ private:
         try {
             args.call(h, ec);
         } catch (...) {
-            pool->report_exception(std::current_exception());
+            detail::pool_io_access::report_exception(*pool, std::current_exception());
         }
     }
 

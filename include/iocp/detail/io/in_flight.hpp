@@ -27,7 +27,7 @@ public:
     static in_flight begin(thread_pool& pool, io_state* st) noexcept {
         add_ref(st);
         in_flight g(&pool, st);
-        g.admitted_ = pool.operation_started();
+        g.admitted_ = pool_io_access::operation_started(pool);
         return g;
     }
 
@@ -52,7 +52,7 @@ public:
     void reset() noexcept {
         release(std::exchange(state_, nullptr));
         if (thread_pool* p = std::exchange(pool_, nullptr))
-            p->operation_finished();
+            pool_io_access::operation_finished(*p);
     }
 
 private:

@@ -96,7 +96,7 @@ inline io_state* open_state(thread_pool& pool, native::handle_type h, handle_kin
         delete st;
         return nullptr;
     }
-    pool.add_io_object(*st);
+    pool_io_access::add_io_object(pool, *st);
     return st;
 }
 
@@ -123,7 +123,7 @@ inline std::error_code close_state(io_state* st) noexcept {
         native::cancel_all(h);
         // Unregister before closing: the pool's shutdown pass cancels registered handles, and
         // must never see a closed (and perhaps already reused) handle value.
-        st->pool->remove_io_object(*st);
+        pool_io_access::remove_io_object(*st->pool, *st);
         st->handle.store(native::invalid_handle(), std::memory_order_seq_cst);
         native::detach(h);
         ec = native::close(h, st->kind);
