@@ -447,7 +447,7 @@ int main(int argc, char** argv) {
 #include <cstdio>
 
 int main() {
-    std::puts("echo_bench needs the Win32 backend; the POSIX I/O backend is future work");
+    std::puts("echo_bench needs the Win32 backend; on Linux run echo_native_bench");
     return 0;
 }
 
