@@ -15,9 +15,9 @@
 /// carries I/O completions and is where idle workers sleep. A producer touches the port only
 /// when a worker sleeps and no other worker is already looking for work, so under load work
 /// items cost no kernel call at all. Workers look at the port for I/O completions whenever the
-/// FIFO is empty and at least every 64 work items. The items a worker has claimed but not
-/// started yet stay visible to idle workers, which take them: N long items on N idle workers
-/// run side by side, never one after another.
+/// FIFO is empty and at least every `port_poll_interval` (64) work items. The items a worker
+/// has claimed but not started yet stay visible to idle workers, which take them: N long items
+/// on N idle workers run side by side, never one after another.
 ///
 /// Shutdown. `join()` runs queued work (and work it posts), cancels pending I/O through the
 /// registered I/O objects, waits for every started operation to complete, then posts one
@@ -26,6 +26,13 @@
 /// from `submit` then reports `std::future_errc::broken_promise`). Either way, every item
 /// posted runs or is abandoned exactly once, and posts that race shutdown are refused with
 /// `errc::closed`, never dropped.
+///
+/// Parts. The class is the public face; its engine's parts are detail types with their own
+/// tests: the work FIFO (detail/work_queue.hpp), recycled work-item blocks (work_item.hpp),
+/// timers (timer_queue.hpp), the wake protocol between producers and idle workers
+/// (detail/pool/wake_protocol.hpp), outstanding-work accounting for `wait()` and `join()`
+/// (outstanding_work.hpp) and the shutdown phases (shutdown_phase.hpp). Tuning constants are
+/// named once in detail/pool/constants.hpp.
 ///
 /// A failed port post (PostQueuedCompletionStatus fails when the kernel is out of non-paged
 /// pool) never blocks a caller and never loses anything: a lost wake-up is made up by idle
@@ -53,6 +60,10 @@
 #include <vector>
 
 #include "config.hpp"
+#include "detail/pool/constants.hpp"
+#include "detail/pool/outstanding_work.hpp"
+#include "detail/pool/shutdown_phase.hpp"
+#include "detail/pool/wake_protocol.hpp"
 #include "detail/thread_name.hpp"
 #include "detail/time.hpp"
 #include "detail/timer_queue.hpp"
@@ -71,7 +82,7 @@ struct thread_pool_options {
     /// The most worker threads a pool accepts.
     static constexpr std::size_t max_threads = 4096;
     /// The largest dequeue batch (GetQueuedCompletionStatusEx takes at most 64 per call).
-    static constexpr std::size_t max_batch = 64;
+    static constexpr std::size_t max_batch = detail::pool_max_batch;
     /// Ring sizes: `queue_capacity` is clamped to [min, max], then rounded up to a power of two.
     static constexpr std::size_t min_queue_capacity = detail::work_queue::min_capacity;
     /// See `min_queue_capacity` (2^20 slots, 16 MiB).
@@ -167,7 +178,7 @@ public:
         : options_(normalise(std::move(options))), port_(options_.concurrency),
           sentinels_(std::make_unique<sentinel[]>(options_.threads)),
           queue_(options_.queue_capacity),
-          finished_(std::make_unique<finished_counter[]>(options_.threads + 1)),
+          work_(options_.threads + 1), // one finished count per worker, plus shutdown's
           held_(std::make_unique<held_range[]>(options_.threads)),
           timers_(
               [this](detail::work_item* item) { return enqueue(item, true) == std::error_code{}; },
@@ -402,7 +413,7 @@ public:
             ec = std::make_error_code(std::errc::invalid_argument);
             return {};
         }
-        if (state_.load(std::memory_order_acquire) != state::running) {
+        if (phase_.current() != phase::running) {
             ec = make_error_code(errc::closed);
             return {};
         }
@@ -473,7 +484,7 @@ public:
         // for announced posts before it drains (seq_cst on both sides: a Dekker pair). The
         // backlog is filled inside the same window, so the drain sees it too.
         completions_posting_.fetch_add(1, std::memory_order_seq_cst);
-        if (completions_closed_.load(std::memory_order_seq_cst)) {
+        if (phase_.at_least(phase::closed)) {
             completions_posting_.fetch_sub(1, std::memory_order_release);
             ec = make_error_code(errc::closed);
             return;
@@ -510,17 +521,15 @@ private:
     // with `errc::closed` through `post_completion` instead. Either way, pair it with exactly
     // one `operation_finished()` when its completion has run.
     bool operation_started() noexcept {
-        // TRICKY: seq_cst with cancel_io_objects()' store and its later idle check: either this
-        // start sees the cancel pass coming (and refuses), or shutdown counts it and waits.
-        io_started_.fetch_add(1, std::memory_order_seq_cst);
-        return !io_closed_.load(std::memory_order_seq_cst);
+        // TRICKY: seq_cst count, then a seq_cst look at the phase, against cancel_io_objects()'
+        // seq_cst move to cancelling_io and its later idle wait: either this start sees the
+        // cancel pass coming (and refuses), or shutdown counts it and waits for it.
+        work_.operation_started();
+        return !phase_.at_least(phase::cancelling_io);
     }
 
     // Counts a started operation as finished (after its handler ran or it was destroyed).
-    void operation_finished() noexcept {
-        io_finished_.fetch_add(1, std::memory_order_seq_cst);
-        notify_idle();
-    }
+    void operation_finished() noexcept { work_.operation_finished(); }
 
     // Registers an I/O object to be cancelled at shutdown. A hook registered after the
     // cancel pass is cancelled at once.
@@ -533,7 +542,7 @@ private:
             if (hooks_ != nullptr)
                 hooks_->prev_ = &hook;
             hooks_ = &hook;
-            cancel_now = io_closed_.load(std::memory_order_acquire);
+            cancel_now = phase_.at_least(phase::cancelling_io);
         }
         if (cancel_now)
             hook.cancel(&hook);
@@ -579,7 +588,7 @@ private:
     // Per worker: the claimed items it has not started yet, [begin, end) (see run_items).
     // Positions only grow; a claim publishes at most max_batch - 1 items, so max_batch slots
     // hold any range.
-    static constexpr std::size_t held_slots = thread_pool_options::max_batch;
+    static constexpr std::size_t held_slots = detail::held_range_slots;
     struct held_range {
         [[maybe_unused]] detail::cache_line_pad pad{}; // apart from the previous worker's
         std::atomic<std::uint64_t> begin{0};           // taken by the owner or a thief (CAS)
@@ -587,11 +596,7 @@ private:
         std::atomic<detail::work_item*> slots[held_slots] = {};
     };
 
-    enum class state : int {
-        running,  // everything accepted
-        draining, // join(): only the pool's own workers may post
-        stopped,  // nothing accepted
-    };
+    using phase = detail::shutdown_phase::phase;
 
     struct worker_identity {
         thread_pool* pool = nullptr;
@@ -653,29 +658,14 @@ private:
         return {};
     }
 
-    // TRICKY: the wake protocol (a Dekker pair of seq_cst operations). A producer publishes
-    // its item with a seq_cst store, then reads `spinning_` and `sleepers_`; a worker going to
-    // sleep increments `sleepers_` (seq_cst), then looks at the queue (seq_cst loads). One of the
-    // two always sees the other, so a worker never sleeps while an item waits unnoticed. A producer
-    // wakes a sleeper only when no worker is spinning (a spinner will find the item) and "claims"
-    // it by decrementing `sleepers_`, so two producers never wake one sleeper twice.
+    // The producer's half of the wake protocol (detail/pool/wake_protocol.hpp), called after a
+    // seq_cst publish: posts the wake-up of the sleeper it claimed, if it claimed one.
     void wake_one_if_needed() noexcept {
-        if (spinning_.load(std::memory_order_seq_cst) != 0)
+        if (!wake_.must_wake())
             return;
-        int sleepers = sleepers_.load(std::memory_order_seq_cst);
-        while (sleepers > 0) {
-            if (sleepers_.compare_exchange_weak(sleepers, sleepers - 1,
-                                                std::memory_order_seq_cst)) {
-                wakeups_.fetch_add(1, std::memory_order_relaxed);
-                if (!post_wakeup()) {
-                    // TRICKY: never block or retry here (that could hang the producer). Give
-                    // the claim back, so that a later post may try again; the sleepers look
-                    // for work every idle_recheck whatever happens, so this item is not lost.
-                    sleepers_.fetch_add(1, std::memory_order_seq_cst);
-                }
-                return;
-            }
-        }
+        wakeups_.fetch_add(1, std::memory_order_relaxed);
+        if (!post_wakeup())
+            wake_.wake_failed(); // the sleepers' periodic look makes up for it
     }
 
     // One wake-up packet; false if the port refused it.
@@ -685,7 +675,7 @@ private:
         return !ec;
     }
 
-    // A worker's sentinel, posted once. A refusal is not retried: the worker sees `exiting_`
+    // A worker's sentinel, posted once. A refusal is not retried: the worker sees the exiting phase
     // at its next periodic look instead.
     void post_sentinel(sentinel& s) noexcept {
         std::error_code ec;
@@ -793,9 +783,9 @@ private:
                     wake_one_if_needed();
                 run_chain(got.head);
                 // I/O completions must not starve behind a busy FIFO: look at the port every
-                // `port_check_interval` items (one cheap non-blocking call).
+                // `port_poll_interval` items (one cheap non-blocking call).
                 since_port_check += got.count;
-                if (since_port_check >= port_check_interval) {
+                if (since_port_check >= detail::port_poll_interval) {
                     since_port_check = 0;
                     port_polls_.fetch_add(1, std::memory_order_relaxed);
                     if (poll_port(std::chrono::milliseconds(0), false) == poll_outcome::exit)
@@ -812,9 +802,6 @@ private:
                 return;
         }
     }
-
-    // Work items a busy worker runs between two looks at the port.
-    static constexpr std::size_t port_check_interval = 64;
 
     // Runs a claimed chain (at most max_batch items, linked through `next`).
     void run_chain(detail::work_item* chain) noexcept {
@@ -852,7 +839,7 @@ private:
             ++done;
             item = n > 1 ? take_own(held) : nullptr;
         }
-        finish_items(me, done);
+        work_.finish_items(me, done);
     }
 
     // The owner's next held item, or nullptr when the range is empty (taken or stolen).
@@ -869,7 +856,7 @@ private:
     }
 
     void run_one(detail::work_item* item) noexcept {
-        if (abandon_.load(std::memory_order_acquire)) {
+        if (phase_.abandoning()) {
             abandon(item);
             abandoned_.fetch_add(1, std::memory_order_relaxed);
             return;
@@ -927,8 +914,7 @@ private:
     bool spin_for_work() noexcept {
         if (options_.spin.count() <= 0)
             return false;
-        int expected = 0;
-        if (!spinning_.compare_exchange_strong(expected, 1, std::memory_order_seq_cst))
+        if (!wake_.try_start_spinning())
             return false;
         const auto deadline = clock::now() + options_.spin;
         bool found = false;
@@ -943,14 +929,14 @@ private:
             // A short pure spin catches the next item within a fraction of a microsecond;
             // after that, yield between looks, so that a producer sharing this core (few
             // cores, or a loaded machine) gets to run and post what we wait for.
-            if (i < 64)
+            if (i < detail::pure_spin_rounds)
                 cpu_relax();
             else
                 std::this_thread::yield();
             if ((i & 15) == 0 && clock::now() >= deadline)
                 break;
         }
-        spinning_.store(0, std::memory_order_seq_cst);
+        wake_.stop_spinning();
         return found;
     }
 
@@ -962,35 +948,20 @@ private:
 #endif
     }
 
-    // Takes back one registration in sleepers_, unless producers claimed them all (their
-    // wake-ups are then on the way). True if one was taken back.
-    bool unregister_sleeper() noexcept {
-        int sleepers = sleepers_.load(std::memory_order_seq_cst);
-        while (sleepers > 0) {
-            if (sleepers_.compare_exchange_weak(sleepers, sleepers - 1))
-                return true;
-        }
-        return false;
-    }
-
     // Sleeps on the port until woken; false when the worker must exit (a sentinel, or the
     // pool is stopping). The wait is bounded (idle_recheck): a wake-up or sentinel whose post
     // failed is made up by the next look.
     bool sleep() noexcept {
-        sleepers_.fetch_add(1, std::memory_order_seq_cst);
-        if (has_work()) {
-            // Work arrived while we registered: take our registration back, unless a producer
-            // already claimed it; its wake-up is then on the way and the port returns at once.
-            if (unregister_sleeper())
-                return true;
-        }
+        // Work that arrived while we registered is taken instead (see try_mark_inactive).
+        if (!wake_.try_mark_inactive([this] { return has_work(); }))
+            return true;
         sleeps_.fetch_add(1, std::memory_order_relaxed);
         for (;;) {
-            // TRICKY: exiting_ is set before the sentinels are posted. A worker that sees it
-            // leaves without its sentinel (shutdown drains what is left); one that does not
-            // sees it within idle_recheck, whether or not its sentinel's post succeeded.
-            if (exiting_.load(std::memory_order_seq_cst)) {
-                unregister_sleeper();
+            // TRICKY: the exiting phase begins before the sentinels are posted. A worker that sees
+            // it leaves without its sentinel (shutdown drains what is left); one that does not sees
+            // it within idle_recheck, whether or not its sentinel's post succeeded.
+            if (phase_.at_least(phase::exiting)) {
+                wake_.unregister();
                 return false;
             }
             switch (poll_port(idle_recheck, true)) {
@@ -1000,7 +971,7 @@ private:
             }
             // Still registered (or claimed by a producer whose wake-up failed or is late).
             if (has_work()) {
-                if (unregister_sleeper())
+                if (wake_.unregister())
                     recoveries_.fetch_add(1, std::memory_order_relaxed);
                 return true;
             }
@@ -1013,14 +984,13 @@ private:
         exit,      // a sentinel, or the port is gone: the worker must exit
     };
 
-    // Dequeues and runs port packets. `registered`: this worker counted itself in sleepers_.
+    // Dequeues and runs port packets. `registered`: this worker registered as a sleeper.
     poll_outcome poll_port(std::chrono::milliseconds timeout, bool registered) noexcept {
         packet<void> packets[thread_pool_options::max_batch];
         // A busy worker's look takes one packet when others are idle: a batch of long
         // completions must not wait behind each other while workers sleep (the kernel hands
         // what stays queued to those sleepers).
-        const std::size_t take =
-            !registered && sleepers_.load(std::memory_order_relaxed) > 0 ? 1 : options_.batch;
+        const std::size_t take = !registered && wake_.sleepers() > 0 ? 1 : options_.batch;
         std::error_code ec;
         const std::size_t n = port_.get_many(std::span(packets, take), timeout, ec);
         if (n == 0) {
@@ -1047,7 +1017,7 @@ private:
         // TRICKY: each wake-up was posted for one sleeper whose count a producer took, so each
         // must be used by exactly one registered worker. A registered worker uses one; the
         // rest of a batch (and any a busy worker's poll took) go back to the port, or their
-        // sleepers, no longer counted in sleepers_, would sleep through the work until their
+        // sleepers, no longer counted as sleepers, would sleep through the work until their
         // next periodic look. (A re-post that fails is made up by that look.)
         const std::size_t used = registered && wakeups > 0 ? 1 : 0;
         for (std::size_t extra = used; extra < wakeups; ++extra)
@@ -1055,10 +1025,10 @@ private:
         if (registered && wakeups == 0) {
             // Woken by something else (I/O, a sentinel): leave the sleepers count, unless a
             // producer claimed us meanwhile (its wake-up then finds another).
-            unregister_sleeper();
+            wake_.unregister();
         }
         // TRICKY: a batch may hold several sentinels, but each worker must take exactly one or
-        // some other worker waits for exiting_ to be noticed: hand the extras back to the
+        // some other worker waits for the exiting phase to be noticed: hand the extras back to the
         // port. Each was dequeued, so none is queued twice at once.
         for (std::size_t extra = 1; extra < n_sentinels; ++extra)
             post_sentinel(*sentinels[extra]);
@@ -1095,104 +1065,59 @@ private:
 
     // --- idle tracking and shutdown --------------------------------------------------------
 
-    // Idle accounting without a shared counter per item: the queue counts what it accepted,
-    // each worker counts what it finished (run or abandoned) on its own cache line, and only
-    // someone waiting adds them up.
-    void finish_items(std::size_t slot, std::size_t n) noexcept {
-        finished_[slot].value.fetch_add(n, std::memory_order_release);
-        notify_idle();
-    }
-
-    // TRICKY: read the finished counts first, then the accepted count. Both only grow and
-    // finished <= accepted at every instant, so equality means that at the moment the last
-    // finished count was read, nothing was queued or running.
-    bool idle() const noexcept {
-        std::uint64_t finished = 0;
-        for (std::size_t i = 0; i <= options_.threads; ++i)
-            finished += finished_[i].value.load(std::memory_order_acquire);
-        return finished == queue_.pushed();
-    }
-
-    // No work item and no operation outstanding. TRICKY: the same argument as idle(), over
-    // both pairs of counters: every "finished" count is read before every "started" count. A
-    // handler that posts an item and then finishes its operation, or an item that starts an
-    // operation and then finishes, is then always seen as outstanding on one side or the other.
-    bool idle_with_io() const noexcept {
-        const std::uint64_t io_done = io_finished_.load(std::memory_order_seq_cst);
-        if (!idle())
-            return false;
-        return io_started_.load(std::memory_order_seq_cst) == io_done;
-    }
-
-    // Called after a finished count (of work items or operations) grew.
-    void notify_idle() noexcept {
-        std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with wait_until_idle
-        if (idle_waiters_.load(std::memory_order_relaxed) == 0)
-            return;
-        std::lock_guard lock(idle_mutex_);
-        idle_cv_.notify_all();
-    }
-
-    // Waits until no work item is in flight (and, with `with_io`, no operation either).
+    // Waits until no work item is in flight (and, with `with_io`, no operation either): the
+    // accounting is detail/pool/outstanding_work.hpp, over the queue's accepted count.
     void wait_until_idle(bool with_io) {
-        idle_waiters_.fetch_add(1, std::memory_order_seq_cst);
-        std::atomic_thread_fence(std::memory_order_seq_cst); // pairs with finish_items
-        {
-            std::unique_lock lock(idle_mutex_);
-            idle_cv_.wait(lock, [&] { return with_io ? idle_with_io() : idle(); });
-        }
-        idle_waiters_.fetch_sub(1, std::memory_order_seq_cst);
-    }
-
-    void set_state(state s) noexcept {
-        state_.store(s, std::memory_order_seq_cst);
-        queue_.restrict(s == state::stopped ? detail::work_queue::access::closed
-                                            : detail::work_queue::access::privileged_only);
+        work_.wait_until_idle(with_io, [this] { return queue_.pushed(); });
     }
 
     void cancel_io_objects() noexcept {
         std::lock_guard lock(hooks_mutex_);
-        io_closed_.store(true, std::memory_order_seq_cst);
+        phase_.advance(phase::cancelling_io);
         for (detail::io_object_hook* h = hooks_; h != nullptr; h = h->next_)
             h->cancel(h);
     }
 
-    // The one shutdown path; `abandon_queued` distinguishes stop() from join(). Returns the number
-    // of work items this call abandoned.
+    // The one shutdown path, through the phases of detail/pool/shutdown_phase.hpp;
+    // `abandon_queued` distinguishes stop() from join(). Returns the number of work items this
+    // call abandoned. Only this function (under shutdown_mutex_) moves the phase.
     // NOLINTNEXTLINE(bugprone-exception-escape): as for the destructor.
     std::size_t shutdown(bool abandon_queued) noexcept {
         std::lock_guard shutdown_lock(shutdown_mutex_);
-        if (joined_)
+        if (phase_.at_least(phase::joined))
             return 0;
         const std::size_t abandoned_before = abandoned_.load();
         // 1. No more timers; pending ones are abandoned.
         abandoned_.fetch_add(timers_.shutdown());
         // 2. Refuse new work (join: except from the workers), and for stop() make the workers
         //    abandon what they pop instead of running it.
+        //    The phase moves first: a post the queue refuses then finds the pool shutting down.
         if (abandon_queued) {
-            abandon_.store(true, std::memory_order_release); // published by restrict()
-            set_state(state::stopped);
-        } else if (state_.load() == state::running) {
-            set_state(state::draining);
+            phase_.advance(phase::abandoning, true);
+            queue_.restrict(detail::work_queue::access::closed);
+        } else {
+            phase_.advance(phase::draining);
+            queue_.restrict(detail::work_queue::access::privileged_only);
         }
         // 3. Let the queued work finish, then cancel I/O and wait for every operation to
         //    complete (their handlers may post more work, from a worker: that runs too).
-        if (!workers_.empty()) {
+        //    (Without workers, a failed constructor, there is nothing to wait for.)
+        if (!workers_.empty())
             wait_until_idle(false);
-            cancel_io_objects();
+        cancel_io_objects(); // phase cancelling_io
+        if (!workers_.empty())
             wait_until_idle(true);
-        }
-        set_state(state::stopped);
+        queue_.restrict(detail::work_queue::access::closed);
         // 4. One sentinel per worker; any worker may take any sentinel. A worker whose
-        //    sentinel could not be posted leaves at its next periodic look (exiting_).
-        exiting_.store(true, std::memory_order_seq_cst);
+        //    sentinel could not be posted leaves at its next periodic look (phase exiting).
+        phase_.advance(phase::exiting);
         for (std::size_t i = 0; i < workers_.size(); ++i)
             post_sentinel(sentinels_[i]);
         for (auto& t : workers_)
             t.join();
         // 5. Drain: whatever is left (no workers ran it) is abandoned exactly once. First shut
         //    the gate of post_completion and wait out the posts already through it.
-        completions_closed_.store(true, std::memory_order_seq_cst);
+        phase_.advance(phase::closed);
         while (completions_posting_.load(std::memory_order_seq_cst) != 0)
             std::this_thread::yield();
         drain_port();
@@ -1213,10 +1138,10 @@ private:
                 chain = next;
             }
             abandoned_.fetch_add(n);
-            finish_items(options_.threads, n); // the slot after the workers' is shutdown's
+            work_.finish_items(options_.threads, n); // the slot after the workers' is shutdown's
         }
         port_.close();
-        joined_ = true;
+        phase_.advance(phase::joined);
         return abandoned_.load() - abandoned_before;
     }
 
@@ -1245,35 +1170,20 @@ private:
     wake_tag wake_tag_;                     // the key of every wake-up packet
     std::vector<std::thread> workers_;
 
-    // The FIFO of work items and the wake-up protocol's counters.
+    // The FIFO of work items, the shutdown phase and the wake protocol, read on every post.
     detail::work_queue queue_;
-    std::atomic<state> state_{state::running};
+    detail::shutdown_phase phase_;
     [[maybe_unused]] detail::cache_line_pad pad0_{};
-    std::atomic<int> spinning_{0};
-    std::atomic<int> sleepers_{0};
-    std::atomic<bool> abandon_{false};
-    std::atomic<bool> exiting_{false}; // set before the sentinels are posted
+    detail::wake_protocol wake_;
 
-    // Idle tracking: wait(), join(). One finished count per worker, plus one for shutdown.
-    struct finished_counter {
-        std::atomic<std::uint64_t> value{0};
-        [[maybe_unused]] detail::cache_line_pad pad{}; // one counter per cache line
-    };
-    std::unique_ptr<finished_counter[]> finished_;
+    // Outstanding work (wait(), join()), and the claimed items idle workers may take.
+    detail::outstanding_work work_;
     std::unique_ptr<held_range[]> held_;
-    [[maybe_unused]] detail::cache_line_pad pad1_{};
-    std::atomic<std::uint64_t> io_started_{0};  // operations ever started (monotonic)
-    std::atomic<std::uint64_t> io_finished_{0}; // operations ever finished (monotonic)
-    std::atomic<int> idle_waiters_{0};
-    std::mutex idle_mutex_;
-    std::condition_variable idle_cv_;
 
     // I/O objects to cancel at shutdown.
     std::mutex hooks_mutex_;
     detail::io_object_hook* hooks_ = nullptr;
-    std::atomic<bool> io_closed_{false};
-    std::atomic<int> completions_posting_{0};     // post_completion calls under way
-    std::atomic<bool> completions_closed_{false}; // set once no worker will dequeue again
+    std::atomic<int> completions_posting_{0}; // post_completion calls under way
 
     // Completions whose port post failed (post_completion), oldest first.
     std::mutex backlog_mutex_;
@@ -1289,7 +1199,6 @@ private:
     std::atomic<std::uint64_t> port_polls_{0};
     std::atomic<std::uint64_t> recoveries_{0};
     std::mutex shutdown_mutex_;
-    bool joined_ = false;
 
     detail::timer_queue timers_; // last: its thread calls enqueue, so it goes first
 };

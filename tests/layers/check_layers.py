@@ -27,7 +27,7 @@ RULES = [  # (layer, name, path patterns); the first match wins
     (5, "objects", [r"file\.hpp", r"socket\.hpp", r"acceptor\.hpp"]),
     (4, "I/O", [r"io_operation\.hpp", r"buffer\.hpp", r"endpoint\.hpp", r"detail/io/.*"]),
     (3, "pool", [r"thread_pool\.hpp", r"detail/work_queue\.hpp", r"detail/work_item\.hpp",
-                 r"detail/timer_queue\.hpp"]),
+                 r"detail/timer_queue\.hpp", r"detail/pool/.*"]),
     (2, "port", [r"port\.hpp", r"detail/packet\.hpp", r"detail/backend\.hpp",
                  r"detail/(win32|posix)/port_impl\.hpp"]),
     (1, "operation", [r"overlapped\.hpp", r"operation\.hpp"]),

@@ -12,16 +12,9 @@
 #include <utility>
 
 #include "per_thread.hpp"
+#include "pool/constants.hpp"
 
 namespace iocp::detail {
-
-// Keeps the members around it on different cache lines (64 bytes on the targets we know), so
-// that counters written by different threads do not false-share. Padding rather than alignas:
-// MinGW-w64 GCC does not honour over-alignment of stack objects and then faults on aligned
-// moves (GCC bug 54412).
-struct cache_line_pad {
-    unsigned char bytes[64];
-};
 
 // Every node is one block of this size: a cache line's worth of callable plus the header.
 // 64 bytes hold a lambda capturing up to 8 pointers, or a std::promise and a small capture;
@@ -116,9 +109,9 @@ private:
 
 class block_cache {
 public:
-    // 64 blocks move between a thread and the depot at a time: one lock per 64 work items,
-    // and at most 128 idle blocks (12 KiB) parked per thread.
-    static constexpr std::size_t batch = 64;
+    // block_depot_batch blocks move between a thread and the depot at a time: one lock per
+    // batch of work items, and at most two batches of idle blocks (12 KiB) parked per thread.
+    static constexpr std::size_t batch = block_depot_batch;
 
     static block_cache& local() { return per_thread<block_cache>(); }
 
