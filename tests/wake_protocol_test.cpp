@@ -205,3 +205,57 @@ TEST(wake_protocol_test, stress_no_lost_or_doubled_wake_up) {
     EXPECT_EQ(tokens_used.load(), tokens_posted.load());
     EXPECT_GT(tokens_posted.load(), 0) << "the stress never put a consumer to sleep";
 }
+
+// One item at a time: the producer publishes, then waits until the consumer took it, so the
+// consumer goes to sleep between almost every two items and the item often arrives just as
+// it registers (the race the protocol exists for). A consumer that sleeps through an item
+// stalls the ping-pong for good; the liveness bound then reports it.
+TEST(wake_protocol_test, stress_ping_pong_never_sleeps_through_an_item) {
+    constexpr long rounds = 20000;
+    wake_protocol w;
+    token_port port;
+    std::atomic<long> available{0};
+    std::atomic<long> taken{0};
+    std::atomic<bool> done{false};
+    auto has_work = [&] { return available.load(std::memory_order_seq_cst) > 0; };
+    std::thread consumer([&] {
+        for (;;) {
+            if (available.load(std::memory_order_seq_cst) > 0) {
+                available.fetch_sub(1, std::memory_order_seq_cst);
+                taken.fetch_add(1, std::memory_order_seq_cst);
+                continue;
+            }
+            if (done.load())
+                return;
+            // The pool's worker spins, steals and polls here before it sleeps: a gap in which
+            // the next item usually arrives unannounced (no sleeper was registered yet).
+            std::this_thread::yield();
+            if (!w.try_mark_inactive(has_work))
+                continue;
+            if (!port.wait()) {
+                w.unregister();
+                return;
+            }
+        }
+    });
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    long stalled_at = -1;
+    for (long i = 0; i < rounds && stalled_at < 0; ++i) {
+        available.fetch_add(1, std::memory_order_seq_cst); // publish
+        if (w.must_wake())
+            port.post();
+        // Liveness bound, not a speed check.
+        while (taken.load(std::memory_order_seq_cst) != i + 1) {
+            if (std::chrono::steady_clock::now() >= give_up) {
+                stalled_at = i;
+                break;
+            }
+            std::this_thread::yield();
+        }
+    }
+    EXPECT_EQ(stalled_at, -1) << "the consumer slept through item " << stalled_at;
+    done.store(true);
+    port.close();
+    consumer.join();
+    EXPECT_EQ(taken.load(), stalled_at < 0 ? rounds : stalled_at);
+}

@@ -2,6 +2,7 @@
 // A queued work item: an intrusive node holding the callable, in recycled fixed-size blocks, so
 // that posting a small callable allocates nothing in steady state.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -42,9 +43,15 @@ inline void* work_item_storage(work_item* item) noexcept {
 // --- block recycling ---------------------------------------------------------------------
 //
 // Blocks freed by a worker are usually needed by a producer on another thread. Each thread
-// keeps a small stack of free blocks; past `spill` it moves a batch to a global depot under a
-// mutex, and an empty stack refills with a whole batch. One lock per `batch` items in either
-// direction, and no lock-free ABA puzzles.
+// keeps a small stack of free blocks; past `spill` it moves a batch to a global depot, and an
+// empty stack refills with a whole batch: one depot call per `batch` items in either direction.
+//
+// The depot is an array of slots, each empty or holding one batch: `give` puts a batch into an
+// empty slot with a CAS from null, `take` empties a full slot with an exchange. No lock on
+// either side, and no ABA: a slot's CAS compares against null only, and an exchange takes
+// whatever is there (nothing reads a node's link before owning it). Only when every slot is
+// full (more than block_depot_slots batches parked, after a burst) does a batch go to a locked
+// overflow list; posting in steady state never takes a lock.
 
 struct free_block {
     free_block* next;
@@ -67,24 +74,45 @@ public:
 
     void give(block_batch b) noexcept {
         auto* node = reinterpret_cast<batch_node*>(b.head);
-        // The batch's first block carries the link to the next batch and the batch's size.
+        // The batch's first block carries the rest of the batch and its size.
         free_block* rest = b.head->next;
         node->rest = rest;
         node->count = b.count;
-        std::lock_guard lock(mutex_);
-        node->next_batch = batches_;
-        batches_ = node;
+        node->next_batch = nullptr;
+        for (auto& slot : slots_) {
+            batch_node* expected = nullptr;
+            // Release: the node's fields are written before a taker can own it.
+            if (slot.load(std::memory_order_relaxed) == nullptr &&
+                slot.compare_exchange_strong(expected, node, std::memory_order_release,
+                                             std::memory_order_relaxed))
+                return;
+        }
+        std::lock_guard lock(overflow_mutex_);
+        node->next_batch = overflow_;
+        overflow_ = node;
+        overflow_size_.fetch_add(1, std::memory_order_relaxed);
+        locked_calls_.fetch_add(1, std::memory_order_relaxed);
     }
 
     block_batch take() noexcept {
         batch_node* node = nullptr;
-        {
-            std::lock_guard lock(mutex_);
-            node = batches_;
-            if (node == nullptr)
-                return {};
-            batches_ = node->next_batch;
+        for (auto& slot : slots_) {
+            // Acquire: pairs with give's release (the node's fields).
+            if (slot.load(std::memory_order_relaxed) != nullptr &&
+                (node = slot.exchange(nullptr, std::memory_order_acquire)) != nullptr)
+                break;
         }
+        if (node == nullptr && overflow_size_.load(std::memory_order_relaxed) != 0) {
+            std::lock_guard lock(overflow_mutex_);
+            node = overflow_;
+            if (node != nullptr) {
+                overflow_ = node->next_batch;
+                overflow_size_.fetch_sub(1, std::memory_order_relaxed);
+                locked_calls_.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+        if (node == nullptr)
+            return {};
         block_batch b;
         std::size_t count = node->count;
         free_block* rest = node->rest;
@@ -95,16 +123,26 @@ public:
         return b;
     }
 
+    // Calls that took the overflow's lock since the process started (tests: the steady state
+    // takes none).
+    std::uint64_t locked_calls() const noexcept {
+        return locked_calls_.load(std::memory_order_relaxed);
+    }
+
 private:
     struct batch_node {
-        batch_node* next_batch;
+        batch_node* next_batch; // the overflow list's link
         free_block* rest;
         std::size_t count;
     };
     static_assert(sizeof(batch_node) <= work_item_block);
 
-    std::mutex mutex_;
-    batch_node* batches_ = nullptr;
+    std::atomic<batch_node*> slots_[block_depot_slots] = {};
+    [[maybe_unused]] cache_line_pad pad_{};
+    std::atomic<std::size_t> overflow_size_{0};
+    std::atomic<std::uint64_t> locked_calls_{0};
+    std::mutex overflow_mutex_;
+    batch_node* overflow_ = nullptr;
 };
 
 class block_cache {

@@ -33,6 +33,10 @@ inline constexpr unsigned pure_spin_rounds = 64;
 // Work-item blocks that move between a thread's cache and the shared depot at a time.
 inline constexpr std::size_t block_depot_batch = 64;
 
+// Batches the lock-free depot parks (32 x 64 blocks of 96 bytes: 192 KiB); more go to its
+// locked overflow list.
+inline constexpr std::size_t block_depot_slots = 32;
+
 // Slots of a worker's held range (a ring): a claim publishes at most pool_max_batch - 1 items.
 inline constexpr std::size_t held_range_slots = pool_max_batch;
 
