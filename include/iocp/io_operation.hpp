@@ -99,6 +99,8 @@ protected:
     /// operations): called in destroy mode, after the library released what it holds, to free
     /// the operation without running anything of the user's.
     using abandon_fn = void (*)(io_operation* self) noexcept;
+    /// Sets the function destroy mode calls (nullptr, the default: destroy mode frees nothing,
+    /// the object stays its owner's). Not thread-safe: set it before the first start.
     void set_abandon(abandon_fn fn) noexcept { abandon_ = fn; }
 
 private:
