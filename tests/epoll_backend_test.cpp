@@ -40,9 +40,9 @@ thread_local bool tl_caller_thread = false;
 // caller's thread. wait() blocks until the first completion (ctest's timeout is the only clock).
 struct recorded_op : lnx::linux_op {
     recorded_op() { on_complete = &recorded_op::record; }
-    recorded_op(kind k, int fd_) : recorded_op() {
+    recorded_op(kind k, int op_fd) : recorded_op() {
         what = k;
-        fd = fd_;
+        fd = op_fd;
     }
 
     static void record(lnx::linux_op* op, int res) noexcept {
@@ -792,7 +792,7 @@ TEST_F(epoll_backend_test, detach_drops_events_already_in_the_reactors_batch) {
 TEST_F(epoll_backend_test, detach_and_close_racing_events_complete_each_recv_once) {
     constexpr int rounds = 300;
     std::vector<std::unique_ptr<recorded_op>> ops;
-    std::vector<char> bufs(rounds * 4);
+    std::vector<char> bufs(static_cast<std::size_t>(rounds) * 4);
     for (int i = 0; i < rounds; ++i) {
         fd_pair sp = make_socketpair();
         attach(sp.a.fd);

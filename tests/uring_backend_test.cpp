@@ -390,11 +390,11 @@ void cancel_pending(uring_backend& backend, completion_counter& done, bool detac
     ASSERT_FALSE(backend.attach(listener.fd));
     std::vector<std::unique_ptr<test_op>> ops;
     char buffers[3][4];
-    for (int i = 0; i < 3; ++i) {
+    for (auto& buffer : buffers) {
         auto op = std::make_unique<test_op>(done);
         op->what = linux_op::kind::recv;
         op->fd = fds[0];
-        op->iov[0] = {buffers[i], sizeof buffers[i]};
+        op->iov[0] = {buffer, sizeof buffer};
         op->iov_count = 1;
         ops.push_back(std::move(op));
     }

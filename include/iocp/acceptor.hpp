@@ -66,10 +66,10 @@ public:
         thread_pool* p = pool();
         detail::io::io_state* st = std::exchange(accepted_state_, nullptr);
         if (p == nullptr)
-            return socket();
+            return {};
         if (st == nullptr)
             return socket(*p);
-        return socket(*p, st);
+        return {*p, st};
     }
 
     /// After a successful completion: the local address of the connection.

@@ -102,7 +102,7 @@ public:
             e.addr_.v6.sin6_port = ::htons(port);
         } else {
             ec = std::make_error_code(std::errc::invalid_argument);
-            return endpoint();
+            return {};
         }
         ec.clear();
         return e;

@@ -78,6 +78,9 @@ struct io_access;
 /// Thread safety: an operation is used by one start at a time; see above.
 class io_operation : public operation {
 public:
+    io_operation(const io_operation&) = delete;
+    io_operation& operator=(const io_operation&) = delete;
+
     /// The completion function: `self` is the operation, `ec` its (normalised) result,
     /// `bytes` the bytes transferred.
     using handler_fn = void (*)(io_operation* self, const std::error_code& ec,
@@ -91,8 +94,6 @@ protected:
     explicit io_operation(handler_fn handler) noexcept
         : operation(&io_operation::on_complete), handler_(handler) {}
 
-    io_operation(const io_operation&) = delete;
-    io_operation& operator=(const io_operation&) = delete;
     ~io_operation() = default;
 
     /// For operations that own what they complete into (the library's handler-owning

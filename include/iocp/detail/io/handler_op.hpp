@@ -139,8 +139,12 @@ public:
     }
 
 private:
+    // Never a copy or a move: the requires-clause excludes handler_op itself (clang-tidy 14's
+    // bugprone-forwarding-reference-overload does not read requires-clauses, hence the NOLINT).
     template <class H>
-    explicit handler_op(H&& h) : Base(&handler_op::invoke), handler_(std::forward<H>(h)) {
+    // NOLINTNEXTLINE(bugprone-forwarding-reference-overload): constrained by the requires-clause
+    requires(!std::is_same_v<std::remove_cvref_t<H>, handler_op>) explicit handler_op(H&& h)
+        : Base(&handler_op::invoke), handler_(std::forward<H>(h)) {
         this->set_abandon(&handler_op::abandon);
     }
 

@@ -54,7 +54,7 @@ public:
         for (;;) {
             if (phase_of(word) >= to)
                 return false;
-            std::uint8_t next =
+            auto next =
                 static_cast<std::uint8_t>((word & abandon_bit) | static_cast<std::uint8_t>(to));
             if (abandon)
                 next |= abandon_bit;

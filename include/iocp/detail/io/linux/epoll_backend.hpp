@@ -45,6 +45,7 @@
 #include <cerrno>
 #include <climits>
 #include <condition_variable>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -59,7 +60,6 @@
 
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -80,7 +80,9 @@
 #endif
 #endif
 #if defined(IOCP_EPOLL_TSAN)
+// NOLINTNEXTLINE(bugprone-reserved-identifier,readability-identifier-naming): TSan's own API
 extern "C" void __tsan_acquire(void* addr);
+// NOLINTNEXTLINE(bugprone-reserved-identifier,readability-identifier-naming): TSan's own API
 extern "C" void __tsan_release(void* addr);
 #endif
 
@@ -152,6 +154,7 @@ struct op_queue {
 // The result of a finished operation travels in its scratch word from where it finished to where
 // on_complete runs (the ready list, a batch of the reactor).
 inline void set_result(linux_op& op, int res) noexcept {
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): the scratch word holds an int, never dereferenced
     op.backend_data = reinterpret_cast<void*>(static_cast<std::intptr_t>(res));
 }
 
@@ -290,7 +293,8 @@ inline int run_file_op(linux_op& op) noexcept {
 
 // One attached fd. Reached from the epoll event (data.ptr) and from the fd table.
 struct fd_state {
-    fd_state(int fd_, bool registered_) noexcept : fd(fd_), registered(registered_) {}
+    fd_state(int attached_fd, bool is_registered) noexcept
+        : fd(attached_fd), registered(is_registered) {}
 
     std::mutex mutex;      // guards everything below that is not const
     const int fd;          // the fd as attached (for the test hook and messages)
@@ -381,14 +385,14 @@ public:
     /// ENOMEM, ENOSPC (epoll's max_user_watches), or fcntl's error.
     std::error_code attach(int fd) noexcept override {
         if (fd < 0)
-            return std::error_code(EBADF, std::system_category());
+            return {EBADF, std::system_category()};
         const int flags = ::fcntl(fd, F_GETFL);
         if (flags < 0)
-            return std::error_code(errno, std::system_category());
+            return {errno, std::system_category()};
         std::unique_lock table(table_mutex_);
         const auto index = static_cast<std::size_t>(fd);
         if (index < table_.size() && table_[index] != nullptr)
-            return std::error_code(EEXIST, std::system_category());
+            return {EEXIST, std::system_category()};
         try {
             if (index >= table_.size())
                 table_.resize(index + 1, nullptr);
@@ -406,7 +410,7 @@ public:
             const int error = errno;
             delete state;
             if (error != EPERM)
-                return std::error_code(error, std::system_category());
+                return {error, std::system_category()};
             // A regular file (or directory): always "ready"; its I/O runs on the file threads.
             state = new (std::nothrow) epoll_detail::fd_state(fd, false);
             if (state == nullptr)
@@ -418,7 +422,7 @@ public:
             // fd's readiness at once): it is freed by the reactor, after that batch.
             state->detached = true;
             retire(state);
-            return std::error_code(error, std::system_category());
+            return {error, std::system_category()};
         }
         table_[index] = state;
         return {};
@@ -554,10 +558,10 @@ private:
     std::error_code start() noexcept {
         epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
         if (epoll_fd_ < 0)
-            return std::error_code(errno, std::system_category());
+            return {errno, std::system_category()};
         wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (wake_fd_ < 0)
-            return std::error_code(errno, std::system_category());
+            return {errno, std::system_category()};
         // Edge-triggered and never read: every eventfd write is a new edge (the eventfd wakes
         // its waiters on each write), so a wake costs one write and no read. The counter
         // (2^64 - 2 at most) cannot fill in the life of a process at one write per wake.
@@ -565,7 +569,7 @@ private:
         ev.events = EPOLLIN | EPOLLET;
         ev.data.ptr = &wake_fd_;
         if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0)
-            return std::error_code(errno, std::system_category());
+            return {errno, std::system_category()};
         try {
             epoll_detail::signal_blocker blocker;
             reactor_ = std::thread([this] { run_reactor(); });

@@ -152,13 +152,13 @@ inline int sock_bind(socket_type s, const sockaddr* a, int len) noexcept {
 }
 inline int sock_listen(socket_type s, int backlog) noexcept { return ::listen(s, backlog); }
 inline int sock_name(socket_type s, sockaddr* a, int* len) noexcept {
-    ::socklen_t n = static_cast<::socklen_t>(*len);
+    auto n = static_cast<::socklen_t>(*len);
     const int rc = ::getsockname(s, a, &n);
     *len = static_cast<int>(n);
     return rc;
 }
 inline int sock_peer(socket_type s, sockaddr* a, int* len) noexcept {
-    ::socklen_t n = static_cast<::socklen_t>(*len);
+    auto n = static_cast<::socklen_t>(*len);
     const int rc = ::getpeername(s, a, &n);
     *len = static_cast<int>(n);
     return rc;

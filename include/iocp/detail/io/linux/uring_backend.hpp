@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -42,7 +43,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -56,7 +56,9 @@
 #endif
 #endif
 #if defined(IOCP_URING_TSAN)
+// NOLINTNEXTLINE(bugprone-reserved-identifier,readability-identifier-naming): TSan's own API
 extern "C" void __tsan_acquire(void* addr);
+// NOLINTNEXTLINE(bugprone-reserved-identifier,readability-identifier-naming): TSan's own API
 extern "C" void __tsan_release(void* addr);
 #endif
 
@@ -226,12 +228,14 @@ private:
     uring_backend() = default;
 
     static void* epoch_word(std::uint32_t epoch) noexcept {
+        // NOLINTNEXTLINE(performance-no-int-to-ptr): the scratch word holds an epoch, not a pointer
         return reinterpret_cast<void*>(static_cast<std::uintptr_t>(epoch));
     }
     static std::uint32_t epoch_of(const linux_op& op) noexcept {
         return static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(op.backend_data));
     }
     static void* result_word(int res) noexcept {
+        // NOLINTNEXTLINE(performance-no-int-to-ptr): the scratch word holds an int, not a pointer
         return reinterpret_cast<void*>(static_cast<std::intptr_t>(res));
     }
     static int result_of(const linux_op& op) noexcept {
@@ -519,6 +523,7 @@ private:
                         on_tag_locked(data, res, flags, woken);
                         continue;
                     }
+                    // NOLINTNEXTLINE(performance-no-int-to-ptr): user_data is the op's address
                     auto& op = *reinterpret_cast<linux_op*>(static_cast<std::uintptr_t>(data));
                     if (reap_locked(op, res, ready[count]))
                         ++count;
