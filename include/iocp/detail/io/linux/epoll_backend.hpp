@@ -68,41 +68,11 @@
 
 #include "../../thread_name.hpp"
 #include "backend.hpp"
-
-// ThreadSanitizer cannot see the ordering that the kernel gives between the thread that
-// registers a state (epoll_ctl) and the reactor that gets its pointer back from epoll_wait: the
-// same gap Asio annotates for io_uring (asio commit bdd3d69).
-#if defined(__SANITIZE_THREAD__)
-#define IOCP_EPOLL_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define IOCP_EPOLL_TSAN 1
-#endif
-#endif
-#if defined(IOCP_EPOLL_TSAN)
-// NOLINTNEXTLINE(bugprone-reserved-identifier,readability-identifier-naming): TSan's own API
-extern "C" void __tsan_acquire(void* addr);
-// NOLINTNEXTLINE(bugprone-reserved-identifier,readability-identifier-naming): TSan's own API
-extern "C" void __tsan_release(void* addr);
-#endif
+#include "tsan.hpp"
 
 namespace iocp::detail::io::lnx {
 
 namespace epoll_detail {
-
-// Happens-before through epoll: release before epoll_ctl ADD, acquire after epoll_wait.
-inline void tsan_release([[maybe_unused]] void* addr) noexcept {
-#if defined(IOCP_EPOLL_TSAN)
-    __tsan_release(addr);
-#endif
-}
-
-inline void tsan_acquire([[maybe_unused]] void* addr) noexcept {
-#if defined(IOCP_EPOLL_TSAN)
-    __tsan_acquire(addr);
-#endif
-}
-
 // A FIFO of operations linked through linux_op::next: queuing allocates nothing.
 struct op_queue {
     linux_op* head = nullptr;
@@ -405,7 +375,7 @@ public:
         ::epoll_event ev{};
         ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
         ev.data.ptr = state;
-        epoll_detail::tsan_release(state);
+        tsan_release(state); // before epoll_ctl ADD (see tsan.hpp)
         if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
             const int error = errno;
             delete state;
@@ -694,7 +664,7 @@ private:
                 if (events[i].data.ptr == &wake_fd_)
                     continue; // the ready list is run below, every round
                 auto* state = static_cast<epoll_detail::fd_state*>(events[i].data.ptr);
-                epoll_detail::tsan_acquire(state);
+                tsan_acquire(state); // after epoll_wait
                 if (hook != nullptr && hook->before_event != nullptr)
                     hook->before_event(hook->context, state->fd, events[i].events);
                 handle_events(*state, events[i].events);

@@ -19,6 +19,7 @@
 // POLL_ADD); a cancelled accept that still produced a socket closes it and reports -ECANCELED.
 
 #include "backend.hpp"
+#include "tsan.hpp"
 
 #if defined(IOCP_HAS_LIBURING) && IOCP_HAS_LIBURING
 
@@ -45,22 +46,6 @@
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
-
-// ThreadSanitizer cannot see the ordering the kernel gives through the ring (an SQE submitted by
-// one thread, its CQE reaped by another): tell it, as Asio does [asio commit bdd3d69].
-#if defined(__SANITIZE_THREAD__)
-#define IOCP_URING_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define IOCP_URING_TSAN 1
-#endif
-#endif
-#if defined(IOCP_URING_TSAN)
-// NOLINTNEXTLINE(bugprone-reserved-identifier,readability-identifier-naming): TSan's own API
-extern "C" void __tsan_acquire(void* addr);
-// NOLINTNEXTLINE(bugprone-reserved-identifier,readability-identifier-naming): TSan's own API
-extern "C" void __tsan_release(void* addr);
-#endif
 
 namespace iocp::detail::io::lnx {
 
@@ -451,9 +436,7 @@ private:
             sqe = ::io_uring_get_sqe(&ring_);
         }
         prep_op(sqe, op);
-#if defined(IOCP_URING_TSAN)
-        __tsan_release(&op);
-#endif
+        tsan_release(&op); // the reaper's thread will read what we wrote (tsan.hpp)
         submit_locked();
         return 0;
     }
@@ -541,9 +524,7 @@ private:
             for (unsigned i = 0; i < count; ++i, ++completed) {
                 if (ready[i].close_fd >= 0)
                     ::close(ready[i].close_fd);
-#if defined(IOCP_URING_TSAN)
-                __tsan_acquire(ready[i].op);
-#endif
+                tsan_acquire(ready[i].op);
                 ready[i].op->on_complete(ready[i].op, ready[i].res);
             }
             while (done != nullptr) {
