@@ -327,6 +327,29 @@ TEST(file_test, bad_handles_and_missing_pools_are_clear_errors) {
     EXPECT_FALSE(write_at(f, 0, "ok", 2).ec);
 }
 
+#if !IOCP_WINDOWS
+// A descriptor with no offsets to read at is no iocp::file: a directory (open(2) opens one for
+// reading) and a pipe are refused at assign, alike on both backends (io_uring would read a pipe
+// as a stream and wait for data; epoll's pread would fail with ESPIPE at the first read).
+TEST(file_test, assigning_a_directory_or_a_pipe_is_refused) {
+    iocp::thread_pool pool(2);
+    std::error_code ec;
+    const int dir = ::open(fs::temp_directory_path().c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(dir, 0);
+    iocp::file d(pool);
+    d.assign(iocp::unique_handle(dir), ec); // closed by assign when refused
+    EXPECT_EQ(ec, std::errc::is_a_directory) << ec.message();
+    EXPECT_FALSE(d.is_open());
+    int fds[2];
+    ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+    iocp::file p(pool);
+    p.assign(iocp::unique_handle(fds[0]), ec);
+    EXPECT_EQ(ec, std::errc::invalid_seek) << ec.message();
+    EXPECT_FALSE(p.is_open());
+    EXPECT_THROW(p.assign(iocp::unique_handle(fds[1])), std::system_error);
+}
+#endif
+
 TEST(file_test, adopting_a_handle_opened_elsewhere) {
     iocp::thread_pool pool(2);
     temp_path tmp("adopted.bin");

@@ -50,8 +50,11 @@ class accept_operation;
 /// `op.remote_endpoint()` the peer; `errc::operation_aborted` after `cancel`/`close` (a
 /// connection accepted but not yet delivered when the acceptor closes is closed too);
 /// `errc::invalid_handle` if the acceptor is not open; `errc::closed` while the pool shuts
-/// down. A connection reset by its client before it was accepted is skipped (the accept goes
-/// on), as servers want.
+/// down. A connection that fails before it is handed over is skipped and the accept goes on,
+/// as servers want: on Windows every per-connection AcceptEx failure (a client that reset,
+/// ERROR_NETNAME_DELETED, WSAECONNRESET, Wine's ERROR_UNEXP_NET_ERR...); on Linux ECONNABORTED.
+/// Linux queues a connection that its client resets after the handshake as an ordinary one:
+/// it is accepted, and its first receive reports `errc::connection_reset`.
 /// @returns an error only if nothing was started: `std::errc::invalid_argument` (no pool) or
 /// `errc::closed` (the pool has shut down for good).
 std::error_code start_accept(acceptor& a, accept_operation& op) noexcept;

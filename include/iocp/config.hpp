@@ -3,6 +3,10 @@
 /// Platform and backend selection. Everything else asks these macros, never `_WIN32` directly.
 ///
 /// - `IOCP_WINDOWS` is 1 when compiling for Windows (the platform: handles, `OVERLAPPED`).
+/// - `IOCP_HAS_LIBURING`, defined to 1 by the CMake package when liburing is found (and linked
+///   through `iocp::iocp`): compiles in the io_uring backend of files and sockets on Linux. Using
+///   the headers without CMake, define it yourself and link `-luring`; without it, Linux I/O
+///   runs on epoll.
 /// - `IOCP_HAS_IOCP` is 1 when the completion port is the kernel's IOCP. Define
 ///   `IOCP_FORCE_POSIX_BACKEND` before including any iocp header to use the user-space port on
 ///   Windows too (that is how the tests run both backends there).

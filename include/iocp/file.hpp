@@ -74,7 +74,8 @@ class file;
 /// Starts an overlapped read of up to `buffer.size` bytes at `offset` into `buffer`, with
 /// your own operation object (no allocation). Completes `op` exactly once on a worker of the
 /// file's pool with the bytes read, or `errc::eof` when `offset` is at or past the end of the
-/// file (whether Windows reports it at once or in the packet), `errc::operation_aborted`
+/// file (whether Windows reports it at once or in the packet; a read of 0 bytes is never eof: it
+/// completes with 0 bytes), `errc::operation_aborted`
 /// after `cancel`/`close`, `errc::invalid_handle` if the file is not open, `errc::closed`
 /// while the pool shuts down. At most 2 GiB are read per call.
 /// @returns an error only if nothing was started: the file has no pool, or `offset` (or
@@ -177,7 +178,8 @@ public:
     /// Takes ownership of `handle` (opened with FILE_FLAG_OVERLAPPED) and associates it with
     /// the pool; a file that was open is closed first. On failure `handle` is closed.
     /// Errors: `errc::invalid_handle` for an empty handle, the system's for a bogus one or one
-    /// already associated with a port, `std::errc::invalid_argument` without a pool.
+    /// already associated with a port, `std::errc::invalid_argument` without a pool; on Linux
+    /// EISDIR for a directory and ESPIPE for a pipe or socket (no offsets to read at).
     void assign(unique_handle handle, std::error_code& ec) noexcept {
         close(ec);
         if (pool_ == nullptr) {
@@ -222,7 +224,8 @@ public:
 
     /// Reads up to `buffer.size` bytes at `offset`; calls `handler(std::error_code, std::size_t
     /// bytes)` once, on a worker of the pool, never inside this call. `errc::eof` when
-    /// `offset` is at or past the end of the file; a read that straddles the end returns
+    /// `offset` is at or past the end of the file (a 0-byte read is never eof: it completes
+    /// with 0 bytes); a read that straddles the end returns
     /// fewer bytes. The buffer must stay valid until the handler runs. An exception from the
     /// handler goes to the pool's exception handler.
     /// @throws std::system_error (`errc::closed`) if the pool has already shut down, or
@@ -288,6 +291,10 @@ private:
     }
 
     void adopt(native_handle_type h, std::error_code& ec) noexcept {
+        if (detail::io::native::valid(h) && !detail::io::native::check_file(h, ec)) {
+            detail::io::native::close_unowned(h);
+            return;
+        }
         state_ = detail::io::open_state(*pool_, h, detail::io::handle_kind::file, 0, ec);
         if (ec)
             detail::io::native::close_unowned(h);

@@ -366,7 +366,9 @@ public:
     /// the pool, never inside this call. A closed socket is opened for `peer`'s family and
     /// an unbound one bound to the wildcard address first. Errors in the handler: `errc::
     /// connection_refused`, `errc::operation_aborted` (closed meanwhile), the system's
-    /// (WSAETIMEDOUT, WSAENETUNREACH...). An exception from the handler goes to the pool's
+    /// (WSAETIMEDOUT, WSAENETUNREACH...). After a failed connect the socket's state is
+    /// unspecified (POSIX connect(2); the backends differ): close it, and connect again on a
+    /// closed socket (it is then opened anew). An exception from the handler goes to the pool's
     /// exception handler.
     /// @throws std::system_error if opening/binding the socket fails, if the socket has no
     /// pool (`std::errc::invalid_argument`) or the pool has shut down (`errc::closed`): the
@@ -380,8 +382,9 @@ public:
 
     /// Receives into `buffer`; calls `handler(std::error_code, std::size_t bytes)` once, on a
     /// worker, never inside this call. `errc::eof` when the peer has closed its side;
-    /// `errc::connection_reset`; `errc::operation_aborted` after `cancel`/`close`. The buffer
-    /// must stay valid until the handler runs.
+    /// `errc::connection_reset`; `errc::operation_aborted` after `cancel`/`close`. A receive
+    /// into 0 bytes completes at once with 0 bytes (it waits for nothing; it is not eof). The
+    /// buffer must stay valid until the handler runs.
     /// @throws std::system_error as `connect` does (no pool, pool shut down), and
     /// `std::errc::invalid_argument` for an empty span or more than `max_buffers` buffers.
     template <class Handler>

@@ -100,6 +100,28 @@ inline std::error_code last_socket_error() noexcept { return last_errno(); }
 // Windows creates files readable and writable. The modes map as CreateFileW's dispositions:
 // create -> O_CREAT, exclusive -> O_EXCL, truncate -> O_TRUNC. Blocking descriptor: reads and
 // writes go through the backend (io_uring reads files itself; epoll runs them on its threads).
+// Whether `fd` can be an iocp::file, which reads and writes at offsets: a directory cannot
+// (open(2) opens one for reading, and pread says EISDIR only at the first read; CreateFileW
+// refuses it), nor can a pipe or socket (no offsets: ESPIPE; io_uring would read one as a stream
+// and wait for data where epoll's pread fails at once). Both backends then refuse alike.
+inline bool check_file(handle_type fd, std::error_code& ec) noexcept {
+    struct ::stat st {};
+    if (::fstat(fd, &st) != 0) {
+        ec = last_errno();
+        return false;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        ec = errno_code(EISDIR);
+        return false;
+    }
+    if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) {
+        ec = errno_code(ESPIPE);
+        return false;
+    }
+    ec.clear();
+    return true;
+}
+
 inline handle_type open_file(const std::filesystem::path& path, open_flags f,
                              std::error_code& ec) noexcept {
     int flags = O_CLOEXEC | (f.read && f.write ? O_RDWR : f.write ? O_WRONLY : O_RDONLY);
@@ -117,15 +139,10 @@ inline handle_type open_file(const std::filesystem::path& path, open_flags f,
         ec = last_errno();
         return fd;
     }
-    // open(2) opens a directory for reading; a directory is no file to read or write at
-    // offsets (pread says EISDIR at the first read). Refused here, as CreateFileW refuses it.
-    struct ::stat st {};
-    if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (!check_file(fd, ec)) {
         ::close(fd);
-        ec = errno_code(EISDIR);
         return -1;
     }
-    ec.clear();
     return fd;
 }
 

@@ -10,9 +10,9 @@
 
 #include "../../../error.hpp"
 #include "../../../thread_pool.hpp"
+#include "../../win32/error_table.hpp"
 #include "../../win32/windows.hpp"
 #include "../op_core.hpp"
-#include "../../win32/error_table.hpp"
 #include "winsock.hpp"
 
 namespace iocp::detail::io::win32 {
@@ -166,6 +166,13 @@ inline handle_type open_file(const std::filesystem::path& path, open_flags f,
     else
         ec.clear();
     return h;
+}
+
+// Whether `h` can be an iocp::file. Windows decides at CreateFileW (a directory needs
+// FILE_FLAG_BACKUP_SEMANTICS) and at the first ReadFile/WriteFile: nothing to check here.
+inline bool check_file(handle_type, std::error_code& ec) noexcept {
+    ec.clear();
+    return true;
 }
 
 inline std::uint64_t file_size(handle_type h, std::error_code& ec) noexcept {
