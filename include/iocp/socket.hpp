@@ -25,7 +25,8 @@
 /// library does not use FILE_SKIP_COMPLETION_PORT_ON_SUCCESS, so a handler never runs inside
 /// the call that started it and no completion recurses.
 ///
-/// Winsock is started (WSAStartup) by the library, once, on first use.
+/// Winsock is started by the library: every socket holds its own WSAStartup reference and gives
+/// it back (WSACleanup) when its last operation has completed, so Winsock outlives every socket.
 ///
 /// Available wherever `IOCP_HAS_IO` is 1: Winsock's overlapped calls on Windows; on Linux
 /// socket(2) (SOCK_CLOEXEC) with recvmsg/sendmsg/connect through io_uring or epoll. A send
