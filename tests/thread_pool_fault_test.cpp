@@ -11,6 +11,7 @@
 
 #include "iocp/detail/fault_injection.hpp"
 #include "support/platform.hpp"
+#include "support/tracked.hpp"
 
 // Port posts fail on demand, as PostQueuedCompletionStatus does when the kernel runs out of
 // non-paged pool: posts, wait(), join() and stop() must still complete, run or abandon every
@@ -37,25 +38,8 @@ struct failing_port_posts {
     static bool some_failed() { return fi::port_post_failures.load() < endless; }
 };
 
-struct ledger {
-    std::atomic<int> ran{0};
-    std::atomic<int> abandoned{0};
-};
-
-class tracked {
-public:
-    explicit tracked(ledger& l) : ledger_(&l) {}
-    tracked(tracked&& other) noexcept : ledger_(std::exchange(other.ledger_, nullptr)) {}
-    tracked& operator=(tracked&&) = delete;
-    ~tracked() {
-        if (ledger_ != nullptr)
-            ++ledger_->abandoned;
-    }
-    void operator()() { ++std::exchange(ledger_, nullptr)->ran; }
-
-private:
-    ledger* ledger_;
-};
+using iocp_test::ledger;
+using iocp_test::tracked;
 
 // An operation that records how it ended.
 struct probe_op : iocp::operation {

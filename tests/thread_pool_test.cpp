@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "support/platform.hpp"
+#include "support/tracked.hpp"
 
 using namespace std::chrono_literals;
 
@@ -29,29 +30,8 @@ namespace {
 // The I/O layer's side of the pool (in-flight counts, the cancel registry): tested here directly.
 using io_access = iocp::detail::pool_io_access;
 
-// Counts, for a batch of work items, how many ran and how many were destroyed without running.
-// Every item must end in exactly one of the two.
-struct ledger {
-    std::atomic<int> ran{0};
-    std::atomic<int> abandoned{0};
-    int settled() const { return ran.load() + abandoned.load(); }
-};
-
-// A callable that reports to a ledger: run once, or abandoned once (destroyed unrun).
-class tracked {
-public:
-    explicit tracked(ledger& l) : ledger_(&l) {}
-    tracked(tracked&& other) noexcept : ledger_(std::exchange(other.ledger_, nullptr)) {}
-    tracked& operator=(tracked&&) = delete;
-    ~tracked() {
-        if (ledger_ != nullptr)
-            ++ledger_->abandoned;
-    }
-    void operator()() { ++std::exchange(ledger_, nullptr)->ran; }
-
-private:
-    ledger* ledger_;
-};
+using iocp_test::ledger;
+using iocp_test::tracked;
 
 void spin_until(const std::atomic<bool>& flag) {
     while (!flag.load())
