@@ -575,7 +575,11 @@ void stress(uring_backend& backend) {
                 // waits for a byte or a cancel: every 16 turns, give it one or the other.
                 for (unsigned spins = 1; op.calls.load() < issued_calls[s]; ++spins) {
                     if (spins % 16 == 0) {
-                        if (rng() % 2 == 0 && ::send(l.fds[1], "x", 1, MSG_NOSIGNAL) == 1)
+                        // Never blocking: with the buffer full and no recv pending (this
+                        // slot's op is a send waiting for room), a blocking send would wait
+                        // for a reader that never comes.
+                        if (rng() % 2 == 0 &&
+                            ::send(l.fds[1], "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1)
                             ++l.sent;
                         else
                             backend.cancel(l.fds[0]);

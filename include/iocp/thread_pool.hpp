@@ -796,8 +796,16 @@ private:
             since_port_check = 0;
             if (steal_held())
                 continue;
-            if (spin_for_work())
+            switch (spin_for_work()) {
+            case spin_found::queue: continue;
+            case spin_found::port:
+                // A completion is queued or ready to reap (the I/O backend's hint): take it
+                // now, without sleeping first.
+                if (poll_port(std::chrono::milliseconds(0), false) == poll_outcome::exit)
+                    return;
                 continue;
+            case spin_found::nothing: break;
+            }
             if (!sleep())
                 return;
         }
@@ -909,21 +917,30 @@ private:
         return false;
     }
 
-    // Bounded spin for new work; true if some appeared. At most one worker spins at a time:
-    // more would only burn the cores the producers need.
-    bool spin_for_work() noexcept {
+    enum class spin_found { nothing, queue, port };
+
+    // Bounded spin for new work: where some appeared. At most one worker spins at a time: more
+    // would only burn the cores the producers need.
+    spin_found spin_for_work() noexcept {
         if (options_.spin.count() <= 0)
-            return false;
+            return spin_found::nothing;
         if (!wake_.try_start_spinning())
-            return false;
+            return spin_found::nothing;
         const auto deadline = clock::now() + options_.spin;
-        bool found = false;
-        for (unsigned i = 1; !found; ++i) {
+        spin_found found = spin_found::nothing;
+        for (unsigned i = 1; found == spin_found::nothing; ++i) {
             // Not the other workers' held items: a spinner that took those would split every
             // busy worker's batch and pull its cache lines. Held items are taken once the spin
             // ends (sleep() looks at them), so a long item's neighbours wait at most `spin`.
             if (queue_.maybe_nonempty() || backlog_size_.load(std::memory_order_seq_cst) != 0) {
-                found = true;
+                found = spin_found::queue;
+                break;
+            }
+            // On the user-space port, a completion an I/O handler of ours just caused (an
+            // immediate send result, a CQE of the ring) is seen without a kernel call. The
+            // kernel's port has no such look: its packets wait for sleep().
+            if (port_may_have_packets()) {
+                found = spin_found::port;
                 break;
             }
             // A short pure spin catches the next item within a fraction of a microsecond;
@@ -938,6 +955,14 @@ private:
         }
         wake_.stop_spinning();
         return found;
+    }
+
+    bool port_may_have_packets() const noexcept {
+#if IOCP_HAS_IOCP
+        return false;
+#else
+        return port_.native_handle() != nullptr && port_.native_handle()->maybe_ready();
+#endif
     }
 
     static void cpu_relax() noexcept {
@@ -1220,6 +1245,13 @@ struct pool_io_access {
     static void report_exception(thread_pool& p, std::exception_ptr e) noexcept {
         p.report_exception(std::move(e));
     }
+#if !IOCP_HAS_IOCP
+    // The I/O backend whose completions the pool's idle workers reap themselves (Linux).
+    static void set_completion_poller(thread_pool& p, posix::completion_poller* poller) noexcept {
+        if (posix::port_state* state = p.port_.native_handle())
+            state->set_poller(poller);
+    }
+#endif
 };
 
 } // namespace detail

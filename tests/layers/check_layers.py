@@ -29,6 +29,7 @@ RULES = [  # (layer, name, path patterns); the first match wins
     (3, "pool", [r"thread_pool\.hpp", r"detail/work_queue\.hpp", r"detail/work_item\.hpp",
                  r"detail/timer_queue\.hpp", r"detail/pool/.*"]),
     (2, "port", [r"port\.hpp", r"detail/packet\.hpp", r"detail/backend\.hpp",
+                 r"detail/posix/completion_poller\.hpp",
                  r"detail/(win32|posix)/port_impl\.hpp"]),
     (1, "operation", [r"overlapped\.hpp", r"operation\.hpp"]),
     (0, "base", [r"config\.hpp", r"version\.hpp", r"error\.hpp", r"unique_handle\.hpp",

@@ -11,11 +11,15 @@
 //    active: unlike the kernel, we cannot see that. A thread is bound to one port at a time:
 //    calling get on a second port releases its active slot on the first.
 //  - close() wakes every waiter with errc::closed; later calls report errc::closed.
+//  - With a completion_poller installed (the Linux I/O backend, once the pool has an I/O
+//    object), the thread that would block with nothing queued waits in the backend instead
+//    (one thread of the process at a time) and reaps the completions itself: see get().
 //  - Nothing a caller hands in as an OVERLAPPED or a key is read or written, except the two
 //    fields post_failure documents (written as the Win32 backend writes them, so that a
 //    program tested here behaves the same there).
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -31,6 +35,7 @@
 #include "../fault_injection.hpp"
 #include "../packet.hpp"
 #include "../per_thread.hpp"
+#include "completion_poller.hpp"
 
 #if IOCP_WINDOWS
 #include "../win32/windows.hpp"
@@ -112,6 +117,7 @@ struct waiter_record {
 struct thread_binding {
     std::shared_ptr<port_state> port;
     bool active = false;
+    const port_state* polling = nullptr; // the port whose get() this thread polls for now
     waiter_record waiter;
     inline ~thread_binding();
 };
@@ -123,16 +129,52 @@ public:
     explicit port_state(unsigned concurrency) noexcept : concurrency_(concurrency) {}
 
     std::error_code post(raw_packet p) noexcept {
-        std::lock_guard lock(mutex_);
-        if (closed_)
-            return make_error_code(errc::closed);
-        try {
-            queue_.push(p);
-        } catch (const std::bad_alloc&) {
-            return std::make_error_code(std::errc::not_enough_memory);
+        // The thread polling for this port posts what it reaps: it takes that itself when its
+        // poll returns (and hands what it leaves to waiters then), so it wakes nobody now.
+        const bool from_poller = this_thread_binding().polling == this;
+        completion_poller* interrupt = nullptr;
+        {
+            std::lock_guard lock(mutex_);
+            if (closed_)
+                return make_error_code(errc::closed);
+            try {
+                queue_.push(p);
+            } catch (const std::bad_alloc&) {
+                return std::make_error_code(std::errc::not_enough_memory);
+            }
+            size_.store(queue_.size(), std::memory_order_relaxed);
+            if (from_poller)
+                return {};
+            release_waiters();
+            // Nobody blocked on the condition variable could take it: the thread waiting in the
+            // backend for this port must come back for it (once per poll).
+            if (!queue_.empty() && polling_ && !poll_interrupted_ && active_ < concurrency_) {
+                poll_interrupted_ = true;
+                interrupt = poller_;
+            }
         }
-        release_waiters();
+        if (interrupt != nullptr)
+            interrupt->interrupt();
         return {};
+    }
+
+    // Installs the backend that idle threads of this port poll (once; later calls with the
+    // same poller change nothing). Thread safety: any thread.
+    void set_poller(completion_poller* poller) noexcept {
+        std::lock_guard lock(mutex_);
+        if (poller_ == nullptr) {
+            poller_ = poller;
+            poller_hint_.store(poller, std::memory_order_relaxed);
+        }
+    }
+
+    // Whether a packet may be waiting, without the lock (a spinning thread looks at it):
+    // queued packets, or completions the poller may have ready.
+    bool maybe_ready() const noexcept {
+        if (size_.load(std::memory_order_relaxed) != 0)
+            return true;
+        const completion_poller* p = poller_hint_.load(std::memory_order_relaxed);
+        return p != nullptr && p->maybe_ready();
     }
 
     // `capacity` is at least 1; `timeout` as wait_timeout makes it (0 polls, `infinite` waits
@@ -159,6 +201,38 @@ public:
             ec.clear();
             return take(out, capacity);
         }
+        // With nothing queued, reap what the backend has ready (or wait in it) instead of
+        // sleeping on the condition variable.
+        const auto deadline = timeout.count() <= 0 || timeout == infinite
+                                  ? std::chrono::steady_clock::time_point::max()
+                                  : deadline_after<std::chrono::steady_clock>(
+                                        std::chrono::steady_clock::now(), timeout);
+        while (poller_ != nullptr && !polling_ && queue_.empty()) {
+            std::chrono::milliseconds wait = timeout;
+            if (timeout.count() > 0 && timeout != infinite) {
+                wait = std::chrono::ceil<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now());
+                if (wait.count() <= 0)
+                    break;
+            }
+            if (!poll_once(self, lock, wait))
+                break; // another thread holds the role: block on the condition variable
+            if (closed_) {
+                ec = make_error_code(errc::closed);
+                return 0;
+            }
+            if (!queue_.empty() && active_ < concurrency_) {
+                self.active = true;
+                ++active_;
+                ec.clear();
+                // Take one when others wait: what is left goes to them, to run in parallel.
+                const std::size_t n = take(out, waiters_ != nullptr ? 1 : capacity);
+                release_waiters();
+                return n;
+            }
+            if (timeout.count() <= 0)
+                break;
+        }
         if (timeout.count() <= 0) {
             ec = make_error_code(errc::timed_out);
             return 0;
@@ -176,8 +250,6 @@ public:
             // A deadline, not wait_for: spurious wake-ups must not restart the full timeout.
             // max_finite_wait (49.7 days) cannot overflow steady_clock, and deadline_after
             // saturates anyway.
-            const auto deadline = deadline_after<std::chrono::steady_clock>(
-                std::chrono::steady_clock::now(), timeout);
             if (!w.cv.wait_until(lock, deadline, released))
                 unlink(&w); // timed out, and nobody released it (checked under the lock)
         }
@@ -196,8 +268,15 @@ public:
     }
 
     void close() noexcept {
-        std::lock_guard lock(mutex_);
+        std::unique_lock lock(mutex_);
         closed_ = true;
+        if (polling_ && poller_ != nullptr) {
+            poll_interrupted_ = true;
+            completion_poller* p = poller_;
+            lock.unlock();
+            p->interrupt(); // the polling thread sees closed_ when it comes back
+            lock.lock();
+        }
         // TRICKY: notify while holding the lock. Once the lock is released the waiter may
         // return and its thread exit, destroying its binding and with it the condition
         // variable we would notify.
@@ -248,6 +327,7 @@ private:
         std::size_t n = (std::min)((std::min)(capacity, max_dequeue_batch), queue_.size());
         for (std::size_t i = 0; i < n; ++i)
             out.put(i, queue_.pop());
+        size_.store(queue_.size(), std::memory_order_relaxed);
         return n;
     }
 
@@ -261,6 +341,25 @@ private:
             ++active_;
             w->cv.notify_one(); // TRICKY: under the lock, see close()
         }
+    }
+
+    // Polls the backend for this port with the lock released; false if another thread of the
+    // process holds the polling role. Lock held on entry and on return.
+    bool poll_once(thread_binding& self, std::unique_lock<std::mutex>& lock,
+                   std::chrono::milliseconds wait) noexcept {
+        completion_poller* p = poller_;
+        polling_ = true;
+        poll_interrupted_ = false;
+        self.polling = this;
+        lock.unlock();
+        // TRICKY: a post between the unlock and the backend's wait sees polling_ and
+        // interrupts; the backend keeps that interrupt for a wait that has not begun yet
+        // (completion_poller::interrupt), so the packet is never left behind a full wait.
+        const bool polled = p->poll(wait);
+        lock.lock();
+        self.polling = nullptr;
+        polling_ = false;
+        return polled;
     }
 
     void unlink(waiter_record* w) noexcept {
@@ -278,6 +377,11 @@ private:
     unsigned active_ = 0;              // threads between a dequeue and their next get
     const unsigned concurrency_;
     bool closed_ = false;
+    completion_poller* poller_ = nullptr; // idle threads reap its completions (set once)
+    bool polling_ = false;                // a thread of this port is in poller_->poll
+    bool poll_interrupted_ = false;       // ... and a post has interrupted it
+    std::atomic<std::size_t> size_{0};    // queue_.size(), for maybe_ready() without the lock
+    std::atomic<completion_poller*> poller_hint_{nullptr}; // poller_, for maybe_ready()
 };
 
 inline thread_binding::~thread_binding() {

@@ -2,13 +2,15 @@
 // The contract between the backend-neutral I/O layer (detail/io/) and the Linux backends below
 // it (uring_backend.hpp: io_uring through liburing; epoll_backend.hpp: readiness, then the
 // non-blocking call). The layer embeds one linux_op in every io_operation, fills it, and hands it
-// to backend::issue(); the backend calls on_complete exactly once, on its own thread, and the
-// layer turns that into a port packet (pool.post_completion), the path Windows completions take.
+// to backend::issue(); the backend calls on_complete exactly once, on the thread that reaps it
+// (a pool worker in poll(), or the backend's own thread), never inside issue(), and the layer
+// turns that into a port packet (pool.post_completion), the path Windows completions take.
 //
 // The namespace is `lnx`, not `linux`: GCC and Clang predefine `linux` as a macro in the GNU
 // dialects (-std=gnu++20), which would rename the namespace silently.
 
 #include "../../../config.hpp"
+#include "../../posix/completion_poller.hpp"
 
 #include <cstdint>
 #include <system_error>
@@ -33,7 +35,7 @@ struct linux_op {
     ::msghdr msg{};            // for recvmsg / sendmsg; lives as long as the op
     ::sockaddr_storage addr{}; // connect: the peer; accept: receives the peer
     ::socklen_t addr_len = 0;  // connect: the peer's length; accept: set by the backend
-    // Called exactly once per issue(), never inside issue() itself, on a backend thread:
+    // Called exactly once per issue(), never inside issue() itself, on the reaping thread:
     // res >= 0 is the result (bytes; accept: the new fd, CLOEXEC set), res < 0 is -errno
     // (-ECANCELED after cancel). After it returns the backend never touches the op again
     // (the callee may free or reuse the op inside on_complete).
@@ -44,8 +46,14 @@ struct linux_op {
     void* backend_data = nullptr; // the backend's scratch word
 };
 
-class backend {
+// Every backend is also the completion_poller of the pools that use it: their idle workers
+// reap its completions (poll), so a completion reaches the thread that runs it without a
+// handoff. Its own thread ("watchdog") only reaps when no worker does (all busy, or none yet).
+class backend : public posix::completion_poller {
 public:
+    backend() = default;
+    backend(const backend&) = delete;
+    backend& operator=(const backend&) = delete;
     virtual ~backend() = default;
     virtual const char* name() const noexcept = 0;       // "io_uring" or "epoll"
     virtual std::error_code attach(int fd) noexcept = 0; // an fd joins (sockets and files)

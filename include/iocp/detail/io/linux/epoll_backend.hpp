@@ -1,15 +1,20 @@
 #pragma once
 // The epoll fallback below the I/O layer (the contract is backend.hpp): readiness, then the
-// non-blocking call, then on_complete on the backend's own thread. select.hpp picks it when
-// io_uring cannot be set up (ENOSYS, EPERM: old kernels, seccomp, many containers), when liburing
-// was not compiled in, or when IOCP_IO_BACKEND=epoll.
+// non-blocking call, then on_complete on the reaping thread. select.hpp picks it when io_uring
+// cannot be set up (ENOSYS, EPERM: old kernels, seccomp, many containers), when liburing was not
+// compiled in, or when IOCP_IO_BACKEND=epoll.
+//
+// Who reaps (completion_poller.hpp): one thread at a time runs a "round": epoll_wait, the
+// waiting socket operations whose fd became ready, and the "ready list" (operations that finished
+// inside issue() or were cancelled: on_complete never runs inside issue()). That thread is the
+// pool worker that would sleep on its port (poll(), called by the port), so a completion reaches
+// the thread that runs it without a handoff, as in Asio's reactor-as-a-task scheduler. A
+// "watchdog" thread ("iocp-epoll") runs a round only when no worker does (every worker busy, or
+// no pool polls: the backend's own tests), a tick after the work arrived at most.
 //
 // Threads (created with every signal blocked, so signals go to the program's own threads, as
 // Asio's thread_pool does):
-// - one reactor thread ("iocp-epoll") in epoll_wait. It performs the waiting socket operations
-//   when their fd becomes ready and calls on_complete for them, and it runs on_complete for the
-//   operations that finished inside issue() or were cancelled (the "ready list"), because
-//   on_complete never runs inside issue() nor on the caller's thread;
+// - the watchdog;
 // - up to `epoll_backend::max_file_threads` file threads ("iocp-file"), started on demand, that
 //   run read_at/write_at as blocking preadv/pwritev. epoll cannot wait for regular files
 //   (epoll_ctl ADD fails with EPERM, epoll_ctl(2)): they are always "ready", and a read that
@@ -25,9 +30,9 @@
 // that would block (EAGAIN) waits in the queue for the next edge.
 //
 // Cost in kernel calls per operation (measured facts in LINUX-IO-NOTES.md 1 and 6):
-// - finished at once (data already there, room to send): the call itself, plus one eventfd
-//   write to wake the reactor when it is not already awake (one per batch of such completions,
-//   not per operation), plus the reactor's epoll_wait return shared by the whole batch;
+// - finished at once (data already there, room to send): the call itself; the issuing worker
+//   then reaps it from the ready list without a kernel call (an eventfd write only when a
+//   reaper waits in epoll_wait, once per batch);
 // - waited: the call that gave EAGAIN, a share of one epoll_wait, and the call again;
 // - files: the preadv/pwritev, plus a futex wake when every started file thread is asleep;
 //   a page-cache hit therefore costs a thread handoff (microseconds) that io_uring avoids, and
@@ -43,6 +48,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <condition_variable>
 #include <csignal>
@@ -67,7 +73,9 @@
 #include <unistd.h>
 
 #include "../../thread_name.hpp"
+#include "../../time.hpp"
 #include "backend.hpp"
+#include "poll_role.hpp"
 #include "tsan.hpp"
 
 namespace iocp::detail::io::lnx {
@@ -136,17 +144,20 @@ inline int result_of(const linux_op& op) noexcept {
 // while an operation waits; set_result overwrites it when it finishes).
 inline void* connect_started_mark(linux_op& op) noexcept { return &op; }
 
-// Calls on_complete for every operation of `done`, each with its stored result. The link is read
-// before the call: on_complete may free or reuse the operation.
-inline void complete_all(op_queue& done) noexcept {
+// Calls on_complete for every operation of `done`, each with its stored result; returns how
+// many. The link is read before the call: on_complete may free or reuse the operation.
+inline std::size_t complete_all(op_queue& done) noexcept {
     linux_op* op = done.head;
     done.head = done.tail = nullptr;
+    std::size_t n = 0;
     while (op != nullptr) {
         linux_op* next = op->next;
         op->next = nullptr;
         op->on_complete(op, result_of(*op));
         op = next;
+        ++n;
     }
+    return n;
 }
 
 // A byte count from the kernel as the contract's int. Linux moves at most MAX_RW_COUNT
@@ -308,14 +319,14 @@ public:
     /// ready sockets; more would only delay running the ready list.
     static constexpr int max_events = 128;
 
-    /// Test-only hook, called on the reactor thread for each socket event of a batch, after
+    /// Test-only hook, called on the reaping thread for each socket event of a batch, after
     /// epoll_wait returned it and before the backend handles it (`fd` is the attached number).
     struct test_hook {
         void (*before_event)(void* context, int fd, std::uint32_t events) noexcept = nullptr;
         void* context = nullptr;
     };
 
-    /// Makes a backend: an epoll instance, an eventfd, the reactor thread.
+    /// Makes a backend: an epoll instance, an eventfd, the watchdog thread.
     /// @throws std::system_error when one of them cannot be made (EMFILE, ENOMEM, EAGAIN).
     static std::unique_ptr<backend> create() {
         std::error_code ec;
@@ -341,7 +352,8 @@ public:
 
     /// Completes every queued operation with -ECANCELED (on the backend's threads), lets the
     /// file I/O running now finish with its result, then stops and joins the threads. No other
-    /// call may run or start meanwhile. The process-wide instance is never destroyed.
+    /// call may run or start meanwhile, and no pool may poll it. The process-wide instance is
+    /// never destroyed.
     ~epoll_backend() override { shutdown(); }
 
     epoll_backend(const epoll_backend&) = delete;
@@ -446,6 +458,7 @@ public:
         using kind = linux_op::kind;
         op.next = nullptr;
         op.backend_data = nullptr;
+        note_issued();
         switch (op.what) {
         case kind::read_at:
         case kind::write_at: issue_file_op(op); return;
@@ -517,6 +530,35 @@ public:
         post_ready(cancelled, -ECANCELED);
     }
 
+    /// completion_poller: runs one round as the one reaper of the process (epoll_wait up to
+    /// `timeout` when nothing is ready, the ready sockets' calls, the ready list). False at once
+    /// when another thread reaps.
+    bool poll(std::chrono::milliseconds timeout) noexcept override {
+        if (!role_.try_acquire()) {
+            yield_if_watchdog();
+            return false;
+        }
+        worker_polls_.fetch_add(1, std::memory_order_relaxed);
+        run_round(timeout);
+        role_.release();
+        return true;
+    }
+
+    /// completion_poller: an eventfd write, only when a reaper waits in epoll_wait.
+    void interrupt() noexcept override {
+        if (role_.interrupt())
+            signal_reactor();
+    }
+
+    /// completion_poller: operations finished inside issue() (or cancelled) wait in the ready
+    /// list. Sockets that became ready are seen only by epoll_wait: not here.
+    bool maybe_ready() const noexcept override {
+        return ready_pending_.load(std::memory_order_relaxed);
+    }
+
+    /// The watchdog's tick: how long after a completion it reaps when no worker does.
+    static constexpr std::chrono::milliseconds watchdog_tick{1};
+
     /// Installs (or with null, removes) the test hook. Tests only.
     void set_test_hook(const test_hook* hook) noexcept {
         test_hook_.store(hook, std::memory_order_release);
@@ -542,7 +584,7 @@ private:
             return {errno, std::system_category()};
         try {
             epoll_detail::signal_blocker blocker;
-            reactor_ = std::thread([this] { run_reactor(); });
+            reactor_ = std::thread([this] { run_watchdog(); });
         } catch (const std::system_error& e) {
             return e.code();
         } catch (...) {
@@ -576,10 +618,14 @@ private:
         for (std::thread& t : file_threads_)
             t.join(); // each finishes the operation it runs (and its on_complete) first
         post_ready(cancelled, -ECANCELED);
-        // TRICKY: the stop flag is stored after the last post and loaded by the reactor before
-        // it takes the ready list, so its last round runs every cancelled operation.
-        stopping_.store(true, std::memory_order_release);
-        signal_reactor();
+        // TRICKY: the stop flag is stored after the last post and loaded by the watchdog before
+        // its last round, which takes the ready list: it runs every cancelled operation.
+        {
+            std::lock_guard lock(watch_mutex_);
+            stopping_.store(true, std::memory_order_release);
+        }
+        watch_cv_.notify_one();
+        interrupt();
         if (reactor_.joinable())
             reactor_.join();
         for (epoll_detail::fd_state* state : states)
@@ -614,14 +660,17 @@ private:
         {
             std::lock_guard lock(ready_mutex_);
             ready_.splice(ops);
-            // TRICKY: one eventfd write per batch. The reactor clears wake_pending_ when it
-            // takes the list (under this lock): a post after that writes again; a post before it
-            // is in the list it takes.
+            ready_pending_.store(true, std::memory_order_relaxed);
+            // TRICKY: one interrupt per batch. The reaper clears wake_pending_ when it takes the
+            // list (under this lock): a post after that interrupts again; a post before it is in
+            // the list it takes. An interrupt while no reaper waits costs no kernel call: the
+            // next round (a spinning worker sees ready_pending_, or the watchdog's tick) runs
+            // the list.
             wake = !wake_pending_;
             wake_pending_ = true;
         }
         if (wake)
-            signal_reactor();
+            interrupt();
     }
 
     void signal_reactor() noexcept {
@@ -647,43 +696,130 @@ private:
             delete std::exchange(state, state->next_retired);
     }
 
-    void run_reactor() noexcept {
-        set_current_thread_name("iocp-epoll");
+    // One round (the role held): epoll_wait (up to `timeout` when nothing is ready), the ready
+    // sockets' calls, then the ready list.
+    void run_round(std::chrono::milliseconds timeout) noexcept {
+        // TRICKY: a state is retired only after its EPOLL_CTL_DEL returned, and no epoll_wait
+        // that starts after that returns it; the batches returned before were handled completely
+        // by earlier rounds (one round at a time: the role). So this is the one safe place to
+        // free (libuv instead rewrites the current batch: uv__platform_invalidate_fd).
+        free_retired();
         ::epoll_event events[max_events];
-        for (;;) {
-            // TRICKY: a state is retired only after its EPOLL_CTL_DEL returned, and no
-            // epoll_wait that starts after that returns it; the batches returned before were
-            // handled completely before we come back here. So this is the one safe place to free
-            // (libuv instead rewrites the current batch: uv__platform_invalidate_fd).
-            free_retired();
-            const int n = ::epoll_wait(epoll_fd_, events, max_events, -1);
-            if (n < 0 && errno != EINTR)
-                std::terminate(); // EBADF/EFAULT/EINVAL: only a bug in this class gives them
-            const test_hook* hook = test_hook_.load(std::memory_order_acquire);
-            for (int i = 0; i < n; ++i) {
-                if (events[i].data.ptr == &wake_fd_)
-                    continue; // the ready list is run below, every round
-                auto* state = static_cast<epoll_detail::fd_state*>(events[i].data.ptr);
-                tsan_acquire(state); // after epoll_wait
-                if (hook != nullptr && hook->before_event != nullptr)
-                    hook->before_event(hook->context, state->fd, events[i].events);
-                handle_events(*state, events[i].events);
-            }
-            const bool stop = stopping_.load(std::memory_order_acquire);
-            run_ready();
-            if (stop)
-                return;
+        int wait_ms = 0;
+        if (timeout.count() > 0 && !ready_pending_.load(std::memory_order_relaxed) &&
+            role_.begin_wait()) {
+            wait_ms = timeout == infinite || timeout.count() > INT_MAX
+                          ? -1
+                          : static_cast<int>(timeout.count());
         }
+        const int n = ::epoll_wait(epoll_fd_, events, max_events, wait_ms);
+        if (wait_ms != 0)
+            role_.end_wait();
+        if (n < 0 && errno != EINTR)
+            std::terminate(); // EBADF/EFAULT/EINVAL: only a bug in this class gives them
+        const test_hook* hook = test_hook_.load(std::memory_order_acquire);
+        std::size_t completed = 0;
+        for (int i = 0; i < n; ++i) {
+            if (events[i].data.ptr == &wake_fd_)
+                continue; // the ready list is run below, every round
+            auto* state = static_cast<epoll_detail::fd_state*>(events[i].data.ptr);
+            tsan_acquire(state); // after epoll_wait
+            if (hook != nullptr && hook->before_event != nullptr)
+                hook->before_event(hook->context, state->fd, events[i].events);
+            completed += handle_events(*state, events[i].events);
+        }
+        completed += run_ready();
+        if (completed != 0)
+            in_flight_.fetch_sub(completed, std::memory_order_release);
+    }
+
+    // The watchdog's sleep: a tick while operations are in flight; else until one is issued
+    // (note_issued) or idle_tick passes.
+    void sleep_tick(bool busy) noexcept {
+        std::unique_lock lock(watch_mutex_);
+        // TRICKY: a Dekker pair with note_issued(): the watchdog says it idles, then looks at
+        // in_flight_ (under the mutex, in the predicate); an issuer counts, then looks at
+        // watchdog_idle_ and notifies under the mutex. Either this sees the operation or it is
+        // notified. Both sides seq_cst.
+        watchdog_idle_.store(!busy, std::memory_order_seq_cst);
+        watch_cv_.wait_for(lock, busy ? watchdog_tick : idle_tick, [this, busy] {
+            return stopping_.load(std::memory_order_relaxed) ||
+                   (!busy && in_flight_.load(std::memory_order_seq_cst) != 0);
+        });
+        watchdog_idle_.store(false, std::memory_order_relaxed);
+    }
+
+    // Counts an issued operation; the first one in flight wakes an idle watchdog, so that it
+    // reaps within a tick if no worker does.
+    void note_issued() noexcept {
+        if (in_flight_.fetch_add(1, std::memory_order_seq_cst) == 0 &&
+            watchdog_idle_.load(std::memory_order_seq_cst)) {
+            std::lock_guard lock(watch_mutex_);
+            watch_cv_.notify_one();
+        }
+    }
+
+    // A worker found the role taken: if the watchdog holds it (waiting in the kernel because no
+    // worker polled), it gives it up after its current wait, which this interrupts.
+    // TRICKY: the watchdog looks at worker_wants_ before each wait, and interrupt() makes a wait
+    // that has not begun return at once (poll_role): the request is never slept through.
+    void yield_if_watchdog() noexcept {
+        if (!watchdog_holds_.load(std::memory_order_seq_cst))
+            return;
+        worker_wants_.store(true, std::memory_order_seq_cst);
+        interrupt();
+    }
+
+    // The watchdog: runs a round when no worker does. It looks every tick while operations are
+    // in flight and nobody waits in epoll_wait for them, and waits a tick itself once no worker
+    // has polled for a few ticks (no pool polls this backend: tests, or a program's last pool is
+    // gone).
+    void run_watchdog() noexcept {
+        set_current_thread_name("iocp-epoll");
+        std::uint64_t polls_seen = worker_polls_.load(std::memory_order_relaxed);
+        unsigned quiet_ticks = 0;
+        for (;;) {
+            const bool busy = in_flight_.load(std::memory_order_seq_cst) != 0;
+            sleep_tick(busy);
+            if (stopping_.load(std::memory_order_acquire))
+                break;
+            const std::uint64_t polls = worker_polls_.load(std::memory_order_relaxed);
+            quiet_ticks = polls == polls_seen ? quiet_ticks + 1 : 0;
+            polls_seen = polls;
+            if (role_.blocking() || !role_.try_acquire())
+                continue; // a worker waits for the completions (or reaps them now)
+            if (quiet_ticks <= quiet_ticks_before_wait) {
+                run_round(std::chrono::milliseconds(0));
+                role_.release();
+                continue;
+            }
+            // No worker polls: wait in the kernel as the reaper until one asks for the role
+            // (yield_if_watchdog) or the backend stops.
+            watchdog_holds_.store(true, std::memory_order_seq_cst);
+            while (!stopping_.load(std::memory_order_relaxed) &&
+                   !worker_wants_.exchange(false, std::memory_order_seq_cst))
+                run_round(infinite);
+            watchdog_holds_.store(false, std::memory_order_relaxed);
+            role_.release();
+            quiet_ticks = 0;
+            polls_seen = worker_polls_.load(std::memory_order_relaxed);
+        }
+        // Stopping: one last round runs what shutdown() cancelled (no pool polls a backend that
+        // is being destroyed, so the role comes free).
+        while (!role_.try_acquire())
+            std::this_thread::yield();
+        run_round(std::chrono::milliseconds(0));
+        role_.release();
     }
 
     // Runs every queued operation of `state` that the event makes possible, then their
     // on_complete (outside the lock: on_complete may issue on the same fd).
-    void handle_events(epoll_detail::fd_state& state, std::uint32_t events) noexcept {
+    std::size_t handle_events(epoll_detail::fd_state& state, std::uint32_t events) noexcept {
         epoll_detail::op_queue done;
         {
             std::lock_guard lock(state.mutex);
             if (state.detached)
-                return; // detached after epoll_wait returned this event: drop it
+                return 0; // detached after epoll_wait returned this event: drop it
             // The write side first: a connect reads its failure from SO_ERROR, which a recv
             // on the read side would otherwise consume and clear (then the connect would wait
             // for an event that never comes).
@@ -692,7 +828,7 @@ private:
             if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0)
                 perform(state.read_ops, done);
         }
-        epoll_detail::complete_all(done);
+        return epoll_detail::complete_all(done);
     }
 
     // Makes the calls of the queue's operations in order until one would block.
@@ -709,14 +845,15 @@ private:
         }
     }
 
-    void run_ready() noexcept {
+    std::size_t run_ready() noexcept {
         epoll_detail::op_queue ready;
         {
             std::lock_guard lock(ready_mutex_);
             ready.splice(ready_);
             wake_pending_ = false;
+            ready_pending_.store(false, std::memory_order_relaxed);
         }
-        epoll_detail::complete_all(ready);
+        return epoll_detail::complete_all(ready);
     }
 
     void issue_file_op(linux_op& op) noexcept {
@@ -777,6 +914,7 @@ private:
             running_fd_[index].store(-1, std::memory_order_release);
             running_fd_[index].notify_all();
             op->on_complete(op, res);
+            in_flight_.fetch_sub(1, std::memory_order_release);
             lock.lock();
         }
     }
@@ -799,15 +937,27 @@ private:
     }
 
     int epoll_fd_ = -1;
-    int wake_fd_ = -1; // eventfd that wakes the reactor; its address tags its epoll events
-    std::thread reactor_;
+    int wake_fd_ = -1; // eventfd that interrupts epoll_wait; its address tags its epoll events
+    std::thread reactor_; // the watchdog
+
+    poll_role role_;                             // the one reaper of the moment
+    std::atomic<std::uint64_t> worker_polls_{0}; // poll() calls that took the role
+    std::atomic<bool> watchdog_holds_{false};    // the watchdog waits as the reaper
+    std::atomic<bool> worker_wants_{false};      // ... and a worker asked for the role
+    std::atomic<bool> watchdog_idle_{false};     // sleeps until an operation is issued
+    static constexpr unsigned quiet_ticks_before_wait = 4; // ticks without a worker's poll
+    std::atomic<std::size_t> in_flight_{0};      // issued, on_complete not yet returned
+    std::atomic<bool> ready_pending_{false};     // ready_ is not empty
+    static constexpr std::chrono::milliseconds idle_tick{100}; // nothing in flight
+    std::mutex watch_mutex_; // the watchdog's sleep, and stopping_ with it
+    std::condition_variable watch_cv_;
 
     std::shared_mutex table_mutex_;              // guards table_
     std::vector<epoll_detail::fd_state*> table_; // attached states by fd number
 
     std::mutex ready_mutex_;       // guards ready_, wake_pending_, retired_
     epoll_detail::op_queue ready_; // finished operations whose on_complete the reactor runs
-    bool wake_pending_ = false;    // an eventfd write is on its way or unhandled
+    bool wake_pending_ = false;    // an interrupt is on its way or unhandled
     epoll_detail::fd_state* retired_ = nullptr; // detached states the reactor frees
     std::atomic<bool> stopping_{false};
 

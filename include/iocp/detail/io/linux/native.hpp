@@ -41,14 +41,17 @@ inline std::error_code errno_code(int e) noexcept { return {e, std::system_categ
 inline std::error_code last_errno() noexcept { return errno_code(errno); }
 
 // The fd joins the backend (it need not join the pool: completions reach the pool as posted
-// packets, see issue.hpp).
+// packets, see issue.hpp), and the pool's idle workers start reaping the backend's completions
+// themselves (completion_poller.hpp; once per pool, later calls change nothing).
 // A descriptor that is not open (never opened, or closed already) is refused here with EBADF
 // (errc::invalid_handle), before any backend sees it: io_uring would only fail each operation.
-inline std::error_code attach(thread_pool&, handle_type h, void*, handle_kind,
+inline std::error_code attach(thread_pool& pool, handle_type h, void*, handle_kind,
                               state_extra&) noexcept {
     if (::fcntl(h, F_GETFD) == -1)
         return last_errno();
-    return instance().attach(h);
+    backend& b = instance();
+    pool_io_access::set_completion_poller(pool, &b);
+    return b.attach(h);
 }
 
 // Every pending operation of `h` completes with -ECANCELED (unless it finished first).

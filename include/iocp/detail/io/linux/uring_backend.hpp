@@ -1,33 +1,42 @@
 #pragma once
 // The io_uring backend of the Linux I/O layer (liburing): one ring per process, a submit mutex
-// around every get_sqe/prep/submit, and ONE reaper thread blocked in io_uring_wait_cqe that calls
-// each operation's on_complete (the neutral layer then posts it to the pool's port).
+// around every get_sqe/prep/submit, and one reaper at a time: the pool worker that would sleep
+// (completion_poller::poll, called by the port) waits in io_uring_wait_cqe_timeout and calls
+// each operation's on_complete itself (the neutral layer then posts it to the pool's port, which
+// hands it back to that same worker: no thread handoff). A "watchdog" thread reaps only when no
+// worker does (every worker busy, or no pool polling: the backend's own tests), at most a tick
+// after a completion arrived.
 //
 // Why this shape (LINUX-IO-NOTES "Threads and rings", model A): liburing is not thread-safe, but
 // one submitter at a time (the mutex) plus one reaper is [liburing#562, #784]. A ring per worker
 // would reap nothing while its worker sleeps on the port, and COOP_TASKRUN/DEFER_TASKRUN need the
-// submitter to be the waiter, which it is not here (io_uring_setup(2)).
+// submitter to be the waiter, which it is not here (io_uring_setup(2)). Waiting with a timeout
+// and no SQE needs IORING_FEAT_EXT_ARG (5.11); without it the watchdog is the only reaper, blocked
+// in io_uring_wait_cqe, and workers never poll (the design before 5.11 could have).
 //
 // Kernel calls per completion: the issuing thread makes one io_uring_enter per operation (submit;
-// the kernel usually runs the call inline there). The reaper makes one io_uring_enter per batch of
-// CQEs it reaps (none while more CQEs are already waiting: io_uring_wait_cqe enters only when the
-// CQ is empty), and the layer adds one port post per completion (a futex wake when a worker
-// sleeps). So at most 2 enters + 1 post per operation, fewer under load.
+// the kernel usually runs the call inline there). The reaping worker makes one io_uring_enter per
+// batch it waits for (none when CQEs are already there: a spinning worker sees them in the shared
+// CQ), and the layer's port post wakes nobody when the reaper runs the completion itself.
 //
 // Completions are reported as the contract in backend.hpp says: exactly once per issue(), never
-// inside issue(), on the reaper thread. -EAGAIN from a CQE is never reported (re-issued behind a
+// inside issue(), on the reaping thread. -EAGAIN from a CQE is never reported (re-issued behind a
 // POLL_ADD); a cancelled accept that still produced a socket closes it and reports -ECANCELED.
 
 #include "backend.hpp"
+#include "poll_role.hpp"
 #include "tsan.hpp"
 
 #if defined(IOCP_HAS_LIBURING) && IOCP_HAS_LIBURING
 
 #include "../../thread_name.hpp"
+#include "../../time.hpp"
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <csignal>
 #include <cstddef>
 #include <cstdint>
@@ -64,7 +73,8 @@ struct uring_options {
 };
 
 /// The io_uring backend. Thread safety: every member may be called from any thread at once.
-/// Completions run on the backend's reaper thread, one at a time.
+/// Completions run on the reaping thread (a worker in poll(), or the watchdog), one batch at a
+/// time.
 class uring_backend final : public backend {
 public:
     /// The backend, or nullptr when io_uring cannot be set up here: io_uring_queue_init failed
@@ -97,19 +107,23 @@ public:
     uring_backend& operator=(const uring_backend&) = delete;
 
     /// Cancels every operation in flight, waits until each has completed (its on_complete
-    /// returned), then stops the reaper and frees the ring. The process-wide instance is never
-    /// destroyed; instances made by tests are.
+    /// returned), then stops the watchdog and frees the ring. The process-wide instance is never
+    /// destroyed; instances made by tests are (no pool may poll it then).
     ~uring_backend() override {
-        if (reaper_.joinable()) {
+        if (watchdog_.joinable()) {
             {
                 std::lock_guard lock(mutex_);
-                stopping_.store(true, std::memory_order_relaxed);
                 for (std::size_t fd = 0; fd < fds_.size(); ++fd)
                     if (fds_[fd].head != nullptr)
                         cancel_locked(static_cast<int>(fd));
             }
-            wake();
-            reaper_.join();
+            {
+                std::lock_guard lock(watch_mutex_);
+                stopping_.store(true, std::memory_order_relaxed);
+            }
+            watch_cv_.notify_one();
+            interrupt();
+            watchdog_.join();
         }
         if (ring_ready_)
             ::io_uring_queue_exit(&ring_);
@@ -146,9 +160,9 @@ public:
     /// that stays full: -EBUSY) is delivered on the reaper like any completion.
     void issue(linux_op& op) noexcept override {
         int early = 0;
+        note_issued();
         {
             std::lock_guard lock(mutex_);
-            ++in_flight_;
             if (op.fd < 0)
                 early = -EBADF;
             else if (!valid_request(op))
@@ -169,10 +183,11 @@ public:
                 op.next = nullptr;
                 *done_tail_ = &op;
                 done_tail_ = &op.next;
+                done_pending_.store(true, std::memory_order_relaxed);
             }
         }
         if (early != 0)
-            wake();
+            interrupt(); // a reaper waiting in the kernel takes it; else the next reap does
     }
 
     /// Cancels every operation of fd in flight: each completes once, with -ECANCELED unless it
@@ -187,6 +202,39 @@ public:
 
     /// Whether cancel() uses IORING_ASYNC_CANCEL_FD (false before 5.19 and when forced).
     bool cancels_by_fd() const noexcept { return cancel_by_fd_; }
+
+    /// completion_poller: reaps as the one reaper of the process, waiting up to `timeout` for
+    /// the first CQE (io_uring_wait_cqe_timeout). False at once when another thread reaps, and
+    /// always false without IORING_FEAT_EXT_ARG (the watchdog reaps alone there).
+    bool poll(std::chrono::milliseconds timeout) noexcept override {
+        if (!ext_arg_)
+            return false;
+        if (!role_.try_acquire()) {
+            yield_if_watchdog();
+            return false;
+        }
+        worker_polls_.fetch_add(1, std::memory_order_relaxed);
+        reap(timeout);
+        role_.release();
+        return true;
+    }
+
+    /// completion_poller: an eventfd write, only when a reaper waits in the kernel.
+    void interrupt() noexcept override {
+        if (role_.interrupt())
+            wake();
+    }
+
+    /// completion_poller: CQEs are in the CQ (shared memory: no kernel call) or failures wait
+    /// in the done list.
+    bool maybe_ready() const noexcept override {
+        return ::io_uring_smp_load_acquire(ring_.cq.ktail) !=
+                   ::io_uring_smp_load_acquire(ring_.cq.khead) ||
+               done_pending_.load(std::memory_order_relaxed);
+    }
+
+    /// The watchdog's tick: how long after a completion it reaps when no worker does.
+    static constexpr std::chrono::milliseconds watchdog_tick{1};
 
 private:
     // Reserved user_data values: an operation's user_data is its address, aligned to at least 8,
@@ -264,13 +312,13 @@ private:
             if (!arm_wake_locked())
                 return std::make_error_code(std::errc::resource_unavailable_try_again);
         }
-        // The reaper takes no signal: a process's handlers run on its own threads, not ours.
+        // The watchdog takes no signal: a process's handlers run on its own threads, not ours.
         ::sigset_t all, old;
         ::sigfillset(&all);
         ::pthread_sigmask(SIG_SETMASK, &all, &old);
         std::error_code started;
         try {
-            reaper_ = std::thread([this] { run(); });
+            watchdog_ = std::thread([this] { run_watchdog(); });
         } catch (const std::system_error& e) {
             started = e.code();
         } catch (...) { // std::bad_alloc
@@ -474,71 +522,166 @@ private:
         submit_locked();
     }
 
-    void run() noexcept {
-        set_current_thread_name("iocp-io_uring");
+    // One round of reaping (the role held): waits up to `timeout` for the first CQE when none is
+    // there, then completes every CQE of the batch and the failures of the done list.
+    void reap(std::chrono::milliseconds timeout) noexcept {
         // 64 CQEs per batch: one enter and one mutex round per 64 completions at most.
         constexpr unsigned batch = 64;
         ::io_uring_cqe* cqes[batch];
         reaped ready[batch];
-        for (;;) {
+        if (submit_pending_.load(std::memory_order_relaxed) && timeout > watchdog_tick)
+            timeout = watchdog_tick; // submissions the kernel refused are retried every tick
+        if (timeout.count() > 0 && ::io_uring_cq_ready(&ring_) == 0 &&
+            !done_pending_.load(std::memory_order_relaxed) && role_.begin_wait()) {
             ::io_uring_cqe* first = nullptr;
-            // io_uring_wait_cqe enters the kernel only when the CQ is empty; then it also flushes
-            // an overflowed CQ (IORING_SQ_CQ_OVERFLOW), which io_uring_for_each_cqe alone would
+            // Both enter the kernel only when the CQ is empty; then they also flush an
+            // overflowed CQ (IORING_SQ_CQ_OVERFLOW), which io_uring_for_each_cqe alone would
             // miss [libuv#3991]. io_uring_peek_batch_cqe below does the same when it finds none.
-            if (submit_pending_.load(std::memory_order_relaxed) && ext_arg_) {
-                // Submissions the kernel refused are retried every millisecond until taken.
-                ::__kernel_timespec ts{0, 1'000'000};
-                (void)::io_uring_wait_cqe_timeout(&ring_, &first, &ts);
-            } else {
+            if (timeout == infinite || !ext_arg_) {
                 (void)::io_uring_wait_cqe(&ring_, &first);
+            } else {
+                const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+                ::__kernel_timespec ts{static_cast<long long>(ns.count() / 1'000'000'000),
+                                       static_cast<long long>(ns.count() % 1'000'000'000)};
+                (void)::io_uring_wait_cqe_timeout(&ring_, &first, &ts);
             }
-            const unsigned n = ::io_uring_peek_batch_cqe(&ring_, cqes, batch);
-            unsigned count = 0;
-            bool woken = false;
-            linux_op* done = nullptr;
-            {
-                std::lock_guard lock(mutex_);
-                for (unsigned i = 0; i < n; ++i) {
-                    const std::uint64_t data = ::io_uring_cqe_get_data64(cqes[i]);
-                    const int res = cqes[i]->res;
-                    const unsigned flags = cqes[i]->flags;
-                    if ((data & tag_mask) != 0) {
-                        on_tag_locked(data, res, flags, woken);
-                        continue;
-                    }
-                    // NOLINTNEXTLINE(performance-no-int-to-ptr): user_data is the op's address
-                    auto& op = *reinterpret_cast<linux_op*>(static_cast<std::uintptr_t>(data));
-                    if (reap_locked(op, res, ready[count]))
-                        ++count;
+            role_.end_wait();
+        }
+        const unsigned n = ::io_uring_peek_batch_cqe(&ring_, cqes, batch);
+        unsigned count = 0;
+        bool woken = false;
+        linux_op* done = nullptr;
+        {
+            std::lock_guard lock(mutex_);
+            for (unsigned i = 0; i < n; ++i) {
+                const std::uint64_t data = ::io_uring_cqe_get_data64(cqes[i]);
+                const int res = cqes[i]->res;
+                const unsigned flags = cqes[i]->flags;
+                if ((data & tag_mask) != 0) {
+                    on_tag_locked(data, res, flags, woken);
+                    continue;
                 }
-                ::io_uring_cq_advance(&ring_, n);
-                if (woken && done_head_ != nullptr) {
-                    done = done_head_;
-                    done_head_ = nullptr;
-                    done_tail_ = &done_head_;
+                // NOLINTNEXTLINE(performance-no-int-to-ptr): user_data is the op's address
+                auto& op = *reinterpret_cast<linux_op*>(static_cast<std::uintptr_t>(data));
+                if (reap_locked(op, res, ready[count]))
+                    ++count;
+            }
+            ::io_uring_cq_advance(&ring_, n);
+            if (done_head_ != nullptr) {
+                done = done_head_;
+                done_head_ = nullptr;
+                done_tail_ = &done_head_;
+                done_pending_.store(false, std::memory_order_relaxed);
+            }
+            if (submit_pending_.exchange(false, std::memory_order_relaxed))
+                submit_locked();
+        }
+        std::size_t completed = 0;
+        for (unsigned i = 0; i < count; ++i, ++completed) {
+            if (ready[i].close_fd >= 0)
+                ::close(ready[i].close_fd);
+            tsan_acquire(ready[i].op);
+            ready[i].op->on_complete(ready[i].op, ready[i].res);
+        }
+        while (done != nullptr) {
+            linux_op* op = done;
+            done = op->next; // read before on_complete: the op may be freed there
+            const int res = result_of(*op);
+            op->on_complete(op, res);
+            ++completed;
+        }
+        if (completed != 0)
+            in_flight_.fetch_sub(completed, std::memory_order_release);
+    }
+
+    // The watchdog's sleep: a tick while operations are in flight; else until one is issued
+    // (note_issued) or idle_tick passes.
+    void sleep_tick(bool busy) noexcept {
+        std::unique_lock lock(watch_mutex_);
+        // TRICKY: a Dekker pair with note_issued(): the watchdog says it idles, then looks at
+        // in_flight_ (under the mutex, in the predicate); an issuer counts, then looks at
+        // watchdog_idle_ and notifies under the mutex. Either this sees the operation or it is
+        // notified. Both sides seq_cst.
+        watchdog_idle_.store(!busy, std::memory_order_seq_cst);
+        watch_cv_.wait_for(lock, busy ? watchdog_tick : idle_tick, [this, busy] {
+            return stopping_.load(std::memory_order_relaxed) ||
+                   (!busy && in_flight_.load(std::memory_order_seq_cst) != 0);
+        });
+        watchdog_idle_.store(false, std::memory_order_relaxed);
+    }
+
+    // Counts an issued operation; the first one in flight wakes an idle watchdog, so that it
+    // reaps within a tick if no worker does.
+    void note_issued() noexcept {
+        if (in_flight_.fetch_add(1, std::memory_order_seq_cst) == 0 &&
+            watchdog_idle_.load(std::memory_order_seq_cst)) {
+            std::lock_guard lock(watch_mutex_);
+            watch_cv_.notify_one();
+        }
+    }
+
+    // A worker found the role taken: if the watchdog holds it (waiting in the kernel because no
+    // worker polled), it gives it up after its current wait, which this interrupts.
+    // TRICKY: the watchdog looks at worker_wants_ before each wait, and interrupt() makes a wait
+    // that has not begun return at once (poll_role): the request is never slept through.
+    void yield_if_watchdog() noexcept {
+        if (!watchdog_holds_.load(std::memory_order_seq_cst))
+            return;
+        worker_wants_.store(true, std::memory_order_seq_cst);
+        interrupt();
+    }
+
+    // The watchdog: reaps when no worker does. Without IORING_FEAT_EXT_ARG it is the only
+    // reaper (blocked in the kernel); else it looks every tick while operations are in flight
+    // and nobody waits in the kernel for them, and waits a tick itself once no worker has polled
+    // for a few ticks (no pool polls this backend: tests, or a program's last pool is gone).
+    void run_watchdog() noexcept {
+        set_current_thread_name("iocp-io_uring");
+        std::uint64_t polls_seen = worker_polls_.load(std::memory_order_relaxed);
+        unsigned quiet_ticks = 0;
+        for (;;) {
+            if (stopping_.load(std::memory_order_relaxed))
+                break;
+            if (!ext_arg_) {
+                if (role_.try_acquire()) {
+                    reap(infinite);
+                    role_.release();
                 }
-                if (submit_pending_.exchange(false, std::memory_order_relaxed))
-                    submit_locked();
+                continue;
             }
-            std::size_t completed = 0;
-            for (unsigned i = 0; i < count; ++i, ++completed) {
-                if (ready[i].close_fd >= 0)
-                    ::close(ready[i].close_fd);
-                tsan_acquire(ready[i].op);
-                ready[i].op->on_complete(ready[i].op, ready[i].res);
+            const bool busy = in_flight_.load(std::memory_order_seq_cst) != 0 ||
+                              submit_pending_.load(std::memory_order_relaxed);
+            sleep_tick(busy);
+            if (stopping_.load(std::memory_order_relaxed))
+                break;
+            const std::uint64_t polls = worker_polls_.load(std::memory_order_relaxed);
+            quiet_ticks = polls == polls_seen ? quiet_ticks + 1 : 0;
+            polls_seen = polls;
+            if (role_.blocking() || !role_.try_acquire())
+                continue; // a worker waits for the completions (or reaps them now)
+            if (quiet_ticks <= quiet_ticks_before_wait) {
+                reap(std::chrono::milliseconds(0));
+                role_.release();
+                continue;
             }
-            while (done != nullptr) {
-                linux_op* op = done;
-                done = op->next; // read before on_complete: the op may be freed there
-                const int res = result_of(*op);
-                op->on_complete(op, res);
-                ++completed;
-            }
-            if (completed != 0 || stopping_.load(std::memory_order_relaxed)) {
-                std::lock_guard lock(mutex_);
-                in_flight_ -= completed;
-                if (stopping_.load(std::memory_order_relaxed) && in_flight_ == 0)
-                    return;
+            // No worker polls: wait in the kernel as the reaper until one asks for the role
+            // (yield_if_watchdog) or the backend stops.
+            watchdog_holds_.store(true, std::memory_order_seq_cst);
+            while (!stopping_.load(std::memory_order_relaxed) &&
+                   !worker_wants_.exchange(false, std::memory_order_seq_cst))
+                reap(infinite);
+            watchdog_holds_.store(false, std::memory_order_relaxed);
+            role_.release();
+            quiet_ticks = 0;
+            polls_seen = worker_polls_.load(std::memory_order_relaxed);
+        }
+        // Stopping (the destructor cancelled everything): reap until every operation completed.
+        while (in_flight_.load(std::memory_order_acquire) != 0) {
+            if (role_.try_acquire()) {
+                reap(watchdog_tick);
+                role_.release();
+            } else {
+                std::this_thread::yield();
             }
         }
     }
@@ -609,10 +752,20 @@ private:
     std::vector<fd_slot> fds_;      // indexed by fd
     linux_op* done_head_ = nullptr; // ops completed without a CQE (result in backend_data)
     linux_op** done_tail_ = &done_head_;
-    std::size_t in_flight_ = 0;               // issued, on_complete not yet returned
+    std::atomic<std::size_t> in_flight_{0};   // issued, on_complete not yet returned
     std::atomic<bool> submit_pending_{false}; // SQEs the kernel refused wait in the SQ
+    std::atomic<bool> done_pending_{false};   // done_head_ is not empty
+    poll_role role_;                          // the one reaper of the moment
+    std::atomic<std::uint64_t> worker_polls_{0}; // poll() calls that took the role
+    std::atomic<bool> watchdog_holds_{false};    // the watchdog waits as the reaper
+    std::atomic<bool> worker_wants_{false};      // ... and a worker asked for the role
+    std::atomic<bool> watchdog_idle_{false};     // sleeps until an operation is issued
+    static constexpr unsigned quiet_ticks_before_wait = 4; // ticks without a worker's poll
+    static constexpr std::chrono::milliseconds idle_tick{100}; // nothing in flight
+    std::mutex watch_mutex_;                  // the watchdog's sleep, and stopping_ with it
+    std::condition_variable watch_cv_;
     std::atomic<bool> stopping_{false};       // the destructor runs
-    std::thread reaper_;                      // started last in init
+    std::thread watchdog_;                    // started last in init
 };
 
 } // namespace iocp::detail::io::lnx
