@@ -531,6 +531,40 @@ private:
     // Counts a started operation as finished (after its handler ran or it was destroyed).
     void operation_finished() noexcept { work_.operation_finished(); }
 
+#if !IOCP_HAS_IOCP
+    // post_completion for a completion the calling thread reaped or caused (Linux I/O): when
+    // the caller is a worker of this pool it takes the packet itself on its next look at the
+    // port, so the post wakes nobody (posix::port_state::post, `local`). Elsewhere as
+    // post_completion.
+    void post_completion_local(operation* op, const completion& result,
+                               std::error_code& ec) noexcept {
+        completions_posting_.fetch_add(1, std::memory_order_seq_cst); // see post_completion
+        if (phase_.at_least(phase::closed)) {
+            completions_posting_.fetch_sub(1, std::memory_order_release);
+            ec = make_error_code(errc::closed);
+            return;
+        }
+        ec = post_local_packet(op, result);
+        if (ec && ec != errc::closed)
+            push_backlog(op, result, ec);
+        completions_posting_.fetch_sub(1, std::memory_order_release);
+    }
+
+    std::error_code post_local_packet(operation* op, const completion& result) noexcept {
+        detail::posix::port_state* state = port_.native_handle();
+        if (state == nullptr)
+            return make_error_code(errc::closed);
+        if (detail::fault_injection::fail_port_post())
+            return std::make_error_code(std::errc::not_enough_memory);
+        void* key = detail::erase_key(result.key);
+        if (result.error)
+            detail::stamp_posted_failure(*op, key, result.error.category());
+        return state->post(detail::raw_packet{op, key, result.error ? 0 : result.bytes,
+                                              result.error},
+                           true);
+    }
+#endif
+
     // Registers an I/O object to be cancelled at shutdown. A hook registered after the
     // cancel pass is cancelled at once.
     void add_io_object(detail::io_object_hook& hook) noexcept {
@@ -1246,6 +1280,10 @@ struct pool_io_access {
         p.report_exception(std::move(e));
     }
 #if !IOCP_HAS_IOCP
+    static void post_completion_local(thread_pool& p, operation* op, const completion& result,
+                                      std::error_code& ec) noexcept {
+        p.post_completion_local(op, result, ec);
+    }
     // The I/O backend whose completions the pool's idle workers reap themselves (Linux).
     static void set_completion_poller(thread_pool& p, posix::completion_poller* poller) noexcept {
         if (posix::port_state* state = p.port_.native_handle())

@@ -128,10 +128,16 @@ class port_state : public std::enable_shared_from_this<port_state> {
 public:
     explicit port_state(unsigned concurrency) noexcept : concurrency_(concurrency) {}
 
-    std::error_code post(raw_packet p) noexcept {
+    // `local`: the caller is about to come back to get() when it is a thread of this port
+    // between a dequeue and its next get (a worker running a completion that starts I/O): then
+    // the packet waits for it, or for any thread that looks, and wakes nobody, as Asio's
+    // thread-private queue does. Only the I/O layer posts so; a user's post always wakes.
+    std::error_code post(raw_packet p, bool local = false) noexcept {
         // The thread polling for this port posts what it reaps: it takes that itself when its
         // poll returns (and hands what it leaves to waiters then), so it wakes nobody now.
-        const bool from_poller = this_thread_binding().polling == this;
+        thread_binding& self = this_thread_binding();
+        const bool from_poller =
+            self.polling == this || (local && self.active && self.port.get() == this);
         completion_poller* interrupt = nullptr;
         {
             std::lock_guard lock(mutex_);

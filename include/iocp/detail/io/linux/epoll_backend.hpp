@@ -455,18 +455,30 @@ public:
     /// for its outcome (-ECONNREFUSED, ...). The result of an accept is a non-blocking,
     /// close-on-exec socket.
     void issue(linux_op& op) noexcept override {
+        int ignored = 0;
+        (void)issue_impl(op, nullptr, ignored);
+    }
+
+    /// As issue(), but a socket operation whose non-blocking call finishes at once is not
+    /// completed: true with its result in `res` (on_complete will not be called), for the caller
+    /// to deliver from its own thread without a handoff to the reaper.
+    bool issue_now(linux_op& op, int& res) noexcept override { return issue_impl(op, &op, res); }
+
+private:
+    // `now`: non-null (the op itself) when the caller takes a result known at once.
+    bool issue_impl(linux_op& op, const linux_op* now, int& now_res) noexcept {
         using kind = linux_op::kind;
         op.next = nullptr;
         op.backend_data = nullptr;
         note_issued();
         switch (op.what) {
         case kind::read_at:
-        case kind::write_at: issue_file_op(op); return;
+        case kind::write_at: issue_file_op(op); return false;
         case kind::recv:
         case kind::send:
             if (op.iov_count > max_buffers) {
                 post_ready(op, -EINVAL);
-                return;
+                return false;
             }
             op.msg = ::msghdr{};
             op.msg.msg_iov = op.iov;
@@ -474,14 +486,14 @@ public:
             break;
         case kind::accept:
         case kind::connect: break;
-        default: post_ready(op, -EINVAL); return;
+        default: post_ready(op, -EINVAL); return false;
         }
         std::shared_lock table(table_mutex_);
         epoll_detail::fd_state* state = find(op.fd);
         if (state == nullptr) {
             table.unlock();
             post_ready(op, -EBADF);
-            return;
+            return false;
         }
         // TRICKY: the state's lock is taken before the table's is released, so detach()
         // (which removes the state from the table, then takes the state's lock) cannot retire
@@ -495,22 +507,30 @@ public:
         int res = 0;
         if (!queue.empty()) {
             queue.push(&op); // FIFO: behind the operations already waiting for an edge
-            return;
+            return false;
         }
         if (epoll_detail::attempt_socket_op(op, res)) {
             lock.unlock();
+            if (now != nullptr) {
+                now_res = res;
+                in_flight_.fetch_sub(1, std::memory_order_release);
+                return true;
+            }
             post_ready(op, res);
-            return;
+            return false;
         }
         if (!state->registered) {
             // Not registered (a regular file): no edge would ever come. Not reached by a
             // regular file (recvmsg on one is ENOTSOCK), kept so that nothing can wait forever.
             lock.unlock();
             post_ready(op, -EAGAIN);
-            return;
+            return false;
         }
         queue.push(&op);
+        return false;
     }
+
+public:
 
     /// Completes every operation of `fd` that is still queued (socket operations waiting for
     /// readiness, file operations no file thread has started) with -ECANCELED, on the reactor

@@ -53,7 +53,8 @@ inline void on_backend_complete(linux_op* l, int res) noexcept {
         result.bytes = static_cast<std::size_t>(res);
     thread_pool* pool = self->pool();
     std::error_code ec;
-    pool->post_completion(self, result, ec);
+    // Local: a worker of the pool that reaped this (or caused it) takes it itself next.
+    pool_io_access::post_completion_local(*pool, self, result, ec);
     if (ec) {
         // TRICKY: only when the pool cannot take a packet at all (out of memory for its
         // backlog too): every operation in flight is counted, so the pool has not closed its
@@ -96,7 +97,12 @@ inline bool issue(io_operation& op, op_core& c, io_state&, int fd, const request
     // TRICKY: in_kernel before the hand-over: the backend may complete the operation on its
     // thread before issue() returns, and from then on the operation is not ours to touch.
     c.ph.store(phase::in_kernel, std::memory_order_release);
-    instance().issue(l);
+    int res = 0;
+    if (instance().issue_now(l, res)) {
+        // Finished at once (epoll): delivered as a reaped completion, through the port, so the
+        // handler still never runs inside its start call.
+        on_backend_complete(&l, res);
+    }
     return true;
 }
 
