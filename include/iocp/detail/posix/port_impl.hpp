@@ -170,7 +170,7 @@ public:
         std::lock_guard lock(mutex_);
         if (poller_ == nullptr) {
             poller_ = poller;
-            poller_hint_.store(poller, std::memory_order_relaxed);
+            poller_hint_.store(poller, std::memory_order_release); // after its construction
         }
     }
 
@@ -179,7 +179,7 @@ public:
     bool maybe_ready() const noexcept {
         if (size_.load(std::memory_order_relaxed) != 0)
             return true;
-        const completion_poller* p = poller_hint_.load(std::memory_order_relaxed);
+        const completion_poller* p = poller_hint_.load(std::memory_order_acquire);
         return p != nullptr && p->maybe_ready();
     }
 
