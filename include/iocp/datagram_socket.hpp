@@ -26,20 +26,30 @@
 /// (SO_RCVBUF) cannot hold is dropped by the kernel, silently, even on loopback.
 ///
 /// A datagram longer than the receive buffers is reported as `std::errc::message_size` with
-/// `bytes` = the size of the buffers: they hold its first bytes, the rest is lost. Windows reports
-/// it as an error (WSAEMSGSIZE, or ERROR_MORE_DATA in the completion packet: WSARecvFrom, "the
-/// message was too large to fit into the specified buffer ... any trailing portion of the
-/// message that did not fit into the buffer has been discarded"); Linux as a successful receive
-/// with MSG_TRUNC in msg_flags (recvmsg(2)), which the library turns into the same error.
+/// `bytes` = the size of the buffers: they hold its first bytes, the rest is lost (the next
+/// receive gets the next datagram), and `recv_from` still reports the sender. How each system
+/// says it, all mapped by the library's error tables to that one code:
+/// - Windows: WSARecvFrom, "WSAEMSGSIZE: the message was too large to fit into the specified
+///   buffer and (for unreliable protocols only) any trailing portion of the message that did not
+///   fit into the buffer has been discarded". A receive that was pending gets a completion
+///   packet with ERROR_MORE_DATA (the NTSTATUS STATUS_BUFFER_OVERFLOW) and the bytes that fit;
+///   one that finds the datagram already queued fails at once with WSAEMSGSIZE and a packet is
+///   queued as well (a warning status, not an error: measured under Wine 8, as Windows does for
+///   warnings), which the start guard delivers once.
+/// - Linux: recvmsg succeeds with the bytes that fit and sets MSG_TRUNC in msg_flags
+///   (recvmsg(2)); io_uring writes the flags back into the operation's msghdr as recvmsg(2) does.
 ///
 /// ICMP "port unreachable": Windows reports one that answers a send as WSAECONNRESET on the
 /// socket's next receive, even on an unconnected socket whose next datagram comes from anyone
 /// else: one peer that went away would break a server's receive loop. The library turns that
 /// off on every datagram socket it opens, with `WSAIoctl(SIO_UDP_CONNRESET, FALSE)` (Microsoft's
-/// "Winsock IOCTLs" reference, SIO_UDP_CONNRESET; KB 263823), so receives never fail for it.
-/// Linux never reports it on an unconnected socket (udp(7): only with IP_RECVERR); on a
-/// connected one a later receive or send reports `errc::connection_refused` (ECONNREFUSED), as
-/// a connected Windows socket would have reported WSAECONNRESET before the ioctl.
+/// "Winsock IOCTLs" reference: "SIO_UDP_CONNRESET ... If this value is set to FALSE, the
+/// WSAECONNRESET error is not reported"; KB 263823), so receives never fail for it; turn it back
+/// on yourself with the same ioctl on `native_handle()` if you want the report. Wine 8 accepts
+/// the ioctl as a stub, and its sockets (the host's) never report the error on an unconnected
+/// socket anyway. Linux never reports it on an unconnected socket (udp(7): only with
+/// IP_RECVERR); on a connected one a later receive or send reports `errc::connection_refused`
+/// (ECONNREFUSED).
 ///
 /// Costs: as `iocp::socket` (one small recycled operation object per handler-based call; none
 /// with the `start_*` functions and your own operation). Completions always go through the
