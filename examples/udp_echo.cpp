@@ -60,8 +60,7 @@ private:
     };
 
     void receive(std::size_t i) {
-        socket_.recv_from(iocp::buffer(slots_[i].data), [this, i](std::error_code ec,
-                                                                  std::size_t n,
+        socket_.recv_from(iocp::buffer(slots_[i].data), [this, i](std::error_code ec, std::size_t n,
                                                                   const iocp::endpoint& from) {
             if (ec == iocp::errc::operation_aborted)
                 return; // stopped
@@ -192,8 +191,8 @@ int main(int argc, char** argv) {
         std::vector<std::shared_ptr<echo_client>> all;
         std::vector<std::future<std::error_code>> results;
         for (int c = 0; c < clients; ++c) {
-            all.push_back(std::make_shared<echo_client>(pool, family, c, datagrams,
-                                                        server.local_endpoint()));
+            all.push_back(
+                std::make_shared<echo_client>(pool, family, c, datagrams, server.local_endpoint()));
             results.push_back(all.back()->result());
             all.back()->send_next();
         }

@@ -144,8 +144,8 @@ std::string check_datagram(const unsigned char* data, std::size_t n, std::uint32
                std::to_string(n) + " bytes arrived, " + std::to_string(head[2]) + " were sent";
     for (std::size_t i = header_size; i < n; ++i)
         if (data[i] != fill(sender, seq, i))
-            return "datagram " + std::to_string(sender) + "/" + std::to_string(seq) +
-                   ": byte " + std::to_string(i) + " differs";
+            return "datagram " + std::to_string(sender) + "/" + std::to_string(seq) + ": byte " +
+                   std::to_string(i) + " differs";
     return {};
 }
 
@@ -235,7 +235,8 @@ private:
             }
             ++in_flight_;
         }
-        const std::size_t len = make_datagram(static_cast<std::uint32_t>(i), s.next++, s.out.data());
+        const std::size_t len =
+            make_datagram(static_cast<std::uint32_t>(i), s.next++, s.out.data());
         s.sock.send_to(iocp::buffer(s.out.data(), len), destination_,
                        [this, i, len](std::error_code ec, std::size_t n) {
                            if (ec || n != len)
@@ -247,8 +248,7 @@ private:
     }
 
     void receive(std::size_t slot) {
-        receiver_.recv_from(iocp::buffer(in_[slot]), [this, slot](std::error_code ec,
-                                                                  std::size_t n,
+        receiver_.recv_from(iocp::buffer(in_[slot]), [this, slot](std::error_code ec, std::size_t n,
                                                                   const iocp::endpoint& from) {
             if (ec) {
                 {
@@ -311,7 +311,7 @@ private:
     const std::size_t per_sender_;
     std::vector<sender> senders_;
     std::array<std::array<unsigned char, room>, receives> in_{};
-    std::atomic<int> receiving_{0};     // receives started and not ended
+    std::atomic<int> receiving_{0};          // receives started and not ended
     std::atomic<std::size_t> sends_done_{0}; // send handlers that returned
     std::promise<void> all_arrived_;
 
@@ -368,8 +368,9 @@ TEST(udp_test, many_datagrams_from_several_senders_none_lost_or_merged) {
         SCOPED_TRACE(name(f));
         datagram_stress stress(pool, f, 4, per_sender);
         const std::vector<std::string> problems = stress.run();
-        EXPECT_TRUE(problems.empty()) << problems.size() << " problems, the first: "
-                                      << (problems.empty() ? "" : problems.front());
+        EXPECT_TRUE(problems.empty())
+            << problems.size()
+            << " problems, the first: " << (problems.empty() ? "" : problems.front());
     }
 }
 
@@ -383,8 +384,9 @@ TEST(udp_test, each_send_is_one_datagram_and_each_receive_takes_one) {
     const std::array<iocp::const_buffer, 3> out{iocp::buffer(p1), iocp::buffer(p2),
                                                 iocp::buffer(p3)};
     auto p = std::make_shared<std::promise<received>>();
-    b.send_to(out, a.local_endpoint(),
-              [p](std::error_code ec, std::size_t n) { p->set_value({ec, n, {}}); });
+    b.send_to(out, a.local_endpoint(), [p](std::error_code ec, std::size_t n) {
+        p->set_value({ec, n, {}});
+    });
     EXPECT_EQ(await(p->get_future(), "vectored send_to").bytes, 13u);
     EXPECT_EQ(send_to(b, iocp::buffer("second", 6), a.local_endpoint()).bytes, 6u);
     // Both datagrams are queued now (loopback delivers within the send): receive them.
@@ -420,7 +422,8 @@ TEST(udp_test, an_empty_datagram_is_a_datagram_not_eof) {
     EXPECT_EQ(r.sender, b.local_endpoint());
 }
 
-// --- truncation ------------------------------------------------------------------------------------
+// --- truncation
+// ------------------------------------------------------------------------------------
 
 TEST(udp_test, a_datagram_longer_than_the_buffers_is_message_size_with_its_first_bytes) {
     iocp::thread_pool pool(2);
@@ -716,13 +719,13 @@ TEST(udp_test, close_with_receives_pending_aborts_each_exactly_once) {
         std::atomic<int> aborted{0};
         std::atomic<int> done{0};
         for (int i = 0; i < pending; ++i)
-            a.recv_from(iocp::buffer(bufs[i]), [&, i](std::error_code ec, std::size_t,
-                                                      const iocp::endpoint& from) {
-                ++calls[i];
-                if (ec == iocp::errc::operation_aborted && from == iocp::endpoint())
-                    ++aborted;
-                ++done;
-            });
+            a.recv_from(iocp::buffer(bufs[i]),
+                        [&, i](std::error_code ec, std::size_t, const iocp::endpoint& from) {
+                            ++calls[i];
+                            if (ec == iocp::errc::operation_aborted && from == iocp::endpoint())
+                                ++aborted;
+                            ++done;
+                        });
         std::this_thread::sleep_for(std::chrono::milliseconds(round % 3));
         a.close();
         EXPECT_FALSE(a.is_open());
@@ -781,9 +784,9 @@ TEST(udp_test, pool_shutdown_with_receives_pending_completes_each_once) {
         iocp::thread_pool pool(3);
         std::vector<iocp::datagram_socket> socks;
         for (int i = 0; i < 4; ++i)
-            socks.emplace_back(pool, iocp::endpoint::loopback(
-                                         i % 2 == 0 ? address_family::ipv4 : address_family::ipv6,
-                                         0));
+            socks.emplace_back(pool,
+                               iocp::endpoint::loopback(
+                                   i % 2 == 0 ? address_family::ipv4 : address_family::ipv6, 0));
         for (auto& s : socks) {
             for (int i = 0; i < 3; ++i) {
                 ++started;
@@ -813,8 +816,7 @@ TEST(udp_test, pool_shutdown_with_receives_pending_completes_each_once) {
         EXPECT_EQ(aborted_or_closed.load(), started.load());
         EXPECT_EQ(retried_with_closed, 1);
         // After the join nothing starts, and the calls say so.
-        EXPECT_THROW(socks[1].recv_from(iocp::buffer(*buffer),
-                                        [](std::error_code, std::size_t) {}),
+        EXPECT_THROW(socks[1].recv_from(iocp::buffer(*buffer), [](std::error_code, std::size_t) {}),
                      std::system_error);
         counted_op op;
         EXPECT_EQ(iocp::start_recv_from(socks[1], op, iocp::buffer(*buffer)), iocp::errc::closed);
@@ -841,8 +843,10 @@ TEST(udp_test, pool_shutdown_racing_busy_datagram_traffic_loses_no_operation) {
         for (int i = 0; i < 4; ++i) {
             auto a = std::make_unique<end>();
             auto b = std::make_unique<end>();
-            a->sock = iocp::datagram_socket(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
-            b->sock = iocp::datagram_socket(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+            a->sock =
+                iocp::datagram_socket(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+            b->sock =
+                iocp::datagram_socket(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
             a->peer = b->sock.local_endpoint();
             b->peer = a->sock.local_endpoint();
             ends.push_back(std::move(a));

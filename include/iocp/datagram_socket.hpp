@@ -172,8 +172,7 @@ template <>
 struct handler_args<recv_from_operation> {
     std::size_t bytes;
     endpoint sender;
-    handler_args(recv_from_operation& op, std::size_t n) noexcept
-        : bytes(n), sender(op.sender()) {}
+    handler_args(recv_from_operation& op, std::size_t n) noexcept : bytes(n), sender(op.sender()) {}
     template <class Handler>
     void call(Handler& h, const std::error_code& ec) {
         if constexpr (std::is_invocable_v<Handler&, const std::error_code&, std::size_t,

@@ -40,7 +40,16 @@ struct open_flags {
 struct request {
     // recv_from / send_to: a datagram with its address (a datagram_socket's receive and send
     // without a default peer use them; connected ones use recv / send).
-    enum class kind : unsigned char { read_at, write_at, recv, send, connect, accept, recv_from, send_to };
+    enum class kind : unsigned char {
+        read_at,
+        write_at,
+        recv,
+        send,
+        connect,
+        accept,
+        recv_from,
+        send_to
+    };
     struct buf {
         void* data;
         std::size_t size;

@@ -25,7 +25,16 @@ inline constexpr unsigned max_buffers = 8;
 // One operation in flight on a Linux backend; embedded in every io_operation on Linux.
 struct linux_op {
     // recv_from / send_to: datagrams with an address (recvmsg / sendmsg with msg_name = addr).
-    enum class kind : unsigned char { read_at, write_at, recv, send, accept, connect, recv_from, send_to };
+    enum class kind : unsigned char {
+        read_at,
+        write_at,
+        recv,
+        send,
+        accept,
+        connect,
+        recv_from,
+        send_to
+    };
     kind what{};
     int fd = -1;
     std::uint64_t offset = 0;   // read_at / write_at (the layer refuses offsets > INT64_MAX)
