@@ -118,7 +118,8 @@ std::size_t datagram_length(std::uint32_t sender, std::uint32_t seq) {
 }
 
 unsigned char fill(std::uint32_t sender, std::uint32_t seq, std::size_t i) {
-    return static_cast<unsigned char>((i * 131 + seq * 7 + sender * 29) & 0xFF);
+    return static_cast<unsigned char>((i * 131 + std::size_t{seq} * 7 + std::size_t{sender} * 29) &
+                                      0xFF);
 }
 
 std::size_t make_datagram(std::uint32_t sender, std::uint32_t seq, unsigned char* out) {
@@ -271,7 +272,7 @@ private:
                 if (!complaint.empty()) {
                     problems_.push_back(complaint);
                 } else if (s >= senders_.size() || q >= per_sender_) {
-                    problems_.push_back("a datagram from nobody");
+                    problems_.emplace_back("a datagram from nobody");
                 } else {
                     if (from != senders_[s].address)
                         problems_.push_back("datagram from " + from.to_string() + ", sent by " +
