@@ -905,9 +905,13 @@ struct echo_op : iocp::recv_from_operation {
             echo_op* o = static_cast<send_op*>(base)->owner;
             if (ec)
                 return o->ended.set_value(ec);
-            ++*o->echoed;
+            // Counted last, after the receive is started: the test closes the socket once it
+            // sees the count, and the close must not overlap this start (nor may `o` be read
+            // after it: its completion may already be running).
+            std::atomic<int>* echoed = o->echoed;
             if (std::error_code e = iocp::start_recv_from(*o->sock, *o, iocp::buffer(o->data)))
                 o->ended.set_value(e);
+            ++*echoed;
         }
     } reply;
 
@@ -948,6 +952,9 @@ TEST(udp_test, user_operations_receive_and_send_back) {
         EXPECT_EQ(std::string(in, r.bytes), msg);
         EXPECT_EQ(r.sender, server.local_endpoint());
     }
+    // The last echo's handler restarts the receive before it counts: closing after the count
+    // never overlaps that start.
+    wait_until([&] { return echoed.load() == n; }, "the last echo's handler");
     server.close();
     EXPECT_EQ(await(std::move(ended), "the server's end"), iocp::errc::operation_aborted);
     EXPECT_EQ(echoed, n);
