@@ -85,6 +85,7 @@ private:
         case error_kind::timed_out: return condition == errc::timed_out;
         case error_kind::port_closed: return condition == errc::closed;
         case error_kind::invalid_handle: return condition == errc::invalid_handle;
+        case error_kind::message_size: // std::errc::message_size, no iocp::errc
         case error_kind::unclassified: return false;
         }
         return false;

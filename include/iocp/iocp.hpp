@@ -12,9 +12,10 @@
 #include "version.hpp"
 
 #if IOCP_HAS_IO
-// File and socket I/O on the pool (Win32: overlapped calls; Linux: io_uring or epoll).
+// File, socket and datagram I/O on the pool (Win32: overlapped calls; Linux: io_uring or epoll).
 #include "acceptor.hpp"
 #include "buffer.hpp"
+#include "datagram_socket.hpp"
 #include "endpoint.hpp"
 #include "file.hpp"
 #include "io_operation.hpp"

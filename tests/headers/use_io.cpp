@@ -12,6 +12,7 @@
 
 #include <iocp/acceptor.hpp>
 #include <iocp/buffer.hpp>
+#include <iocp/datagram_socket.hpp>
 #include <iocp/endpoint.hpp>
 #include <iocp/file.hpp>
 #include <iocp/socket.hpp>
@@ -32,6 +33,11 @@ void use_io(iocp::thread_pool& pool) {
     s.connect(iocp::endpoint::loopback(iocp::address_family::ipv4, 1), [](std::error_code) {});
     s.send_all(iocp::buffer(data, sizeof data), [](std::error_code, std::size_t) {});
     s.recv(iocp::buffer(data, sizeof data), [](std::error_code, std::size_t) {});
+    iocp::datagram_socket d(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0));
+    d.recv_from(iocp::buffer(data, sizeof data),
+                [](std::error_code, std::size_t, const iocp::endpoint&) {});
+    d.send_to(iocp::buffer(data, sizeof data), d.local_endpoint(),
+              [](std::error_code, std::size_t) {});
 }
 
 } // namespace header_check

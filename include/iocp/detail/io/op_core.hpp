@@ -38,7 +38,18 @@ struct open_flags {
 // accept. Lives on the start path's stack: every backend copies what it needs before issue()
 // returns (Win32: WSABUFs are captured by the call; Linux: into the operation's linux_op).
 struct request {
-    enum class kind : unsigned char { read_at, write_at, recv, send, connect, accept };
+    // recv_from / send_to: a datagram with its address (a datagram_socket's receive and send
+    // without a default peer use them; connected ones use recv / send).
+    enum class kind : unsigned char {
+        read_at,
+        write_at,
+        recv,
+        send,
+        connect,
+        accept,
+        recv_from,
+        send_to
+    };
     struct buf {
         void* data;
         std::size_t size;
@@ -47,8 +58,9 @@ struct request {
     std::uint64_t offset = 0;       // read_at / write_at
     buf bufs[max_buffers]{};        // read_at / write_at use bufs[0]
     std::size_t count = 0;          // buffers in use
-    const endpoint* peer = nullptr; // connect
+    const endpoint* peer = nullptr; // connect; send_to: the destination
     void* accept_slot = nullptr;    // accept: the backend's accept_slot in the accept_operation
+    void* from_slot = nullptr;      // recv_from: the backend's from_slot in the operation
 };
 
 // Work an operation does on its completion before the user's function sees it (update the

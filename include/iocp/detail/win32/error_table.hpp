@@ -22,6 +22,7 @@ enum class error_kind : unsigned char {
     timed_out,          // a wait or a connection attempt ran out of time
     port_closed,        // the completion port was closed under a waiter
     invalid_handle,     // the handle (or socket) is not open
+    message_size,       // a message larger than the buffer (received) or the protocol allows (sent)
 };
 
 // The verdict on one code.
@@ -70,6 +71,11 @@ constexpr error_info classify_error(int code) noexcept {
     case 6:     // ERROR_INVALID_HANDLE
     case 10038: // WSAENOTSOCK
         return {error_kind::invalid_handle, false};
+    case 10040: // WSAEMSGSIZE: a datagram longer than the receive buffers (the bytes that fit
+                // were delivered, the rest discarded: WSARecvFrom), or too long to send
+    case 234:   // ERROR_MORE_DATA: the same truncated receive as an overlapped completion reports
+                // it (STATUS_BUFFER_OVERFLOW); on a message-mode pipe the rest stays readable
+        return {error_kind::message_size, false};
     default: return {};
     }
 }

@@ -26,15 +26,29 @@ inline constexpr unsigned max_buffers = 8;
 
 // One operation in flight on a Linux backend; embedded in every io_operation on Linux.
 struct linux_op {
-    enum class kind : unsigned char { read_at, write_at, recv, send, accept, connect };
+    // recv_from / send_to: datagrams with an address (recvmsg / sendmsg with msg_name = addr).
+    enum class kind : unsigned char {
+        read_at,
+        write_at,
+        recv,
+        send,
+        accept,
+        connect,
+        recv_from,
+        send_to
+    };
     kind what{};
     int fd = -1;
     std::uint64_t offset = 0;   // read_at / write_at (the layer refuses offsets > INT64_MAX)
     ::iovec iov[max_buffers]{}; // recv / send (read_at / write_at use iov[0])
     unsigned iov_count = 0;
-    ::msghdr msg{};            // for recvmsg / sendmsg; lives as long as the op
-    ::sockaddr_storage addr{}; // connect: the peer; accept: receives the peer
-    ::socklen_t addr_len = 0;  // connect: the peer's length; accept: set by the backend
+    // For recvmsg / sendmsg; lives as long as the op. The backend builds it from iov (and, for
+    // recv_from / send_to, msg_name = &addr); after a recv or recv_from completes, msg_flags is
+    // what recvmsg reported (MSG_TRUNC: the datagram was longer than the buffers, its tail is
+    // lost) and, for recv_from, msg_namelen the sender's address length.
+    ::msghdr msg{};
+    ::sockaddr_storage addr{}; // connect / send_to: the peer; accept / recv_from: receives the peer
+    ::socklen_t addr_len = 0;  // connect / send_to: the peer's length; accept: set by the backend
     // Called exactly once per issue(), never inside issue() itself, on the reaping thread:
     // res >= 0 is the result (bytes; accept: the new fd, CLOEXEC set), res < 0 is -errno
     // (-ECANCELED after cancel). After it returns the backend never touches the op again

@@ -231,6 +231,12 @@ inline bool attempt_socket_op(linux_op& op, int& res) noexcept {
                 res = -errno;
                 return true;
             }
+        case kind::recv_from:
+            // As recv; msg_namelen is in and out: a retry after EAGAIN offers the whole room.
+            op.msg.msg_namelen = sizeof op.addr;
+            n = ::recvmsg(op.fd, &op.msg, MSG_DONTWAIT);
+            break;
+        case kind::send_to: n = ::sendmsg(op.fd, &op.msg, MSG_DONTWAIT | MSG_NOSIGNAL); break;
         case kind::read_at:
         case kind::write_at:
         default:
@@ -486,6 +492,20 @@ private:
             break;
         case kind::accept:
         case kind::connect: break;
+        case kind::recv_from:
+        case kind::send_to:
+            // As recv / send, with the datagram's address in msg_name (the peer for send_to,
+            // filled with the sender by recvmsg for recv_from).
+            if (op.iov_count > max_buffers || op.addr_len > sizeof op.addr) {
+                post_ready(op, -EINVAL);
+                return false;
+            }
+            op.msg = ::msghdr{};
+            op.msg.msg_name = &op.addr;
+            op.msg.msg_namelen = op.what == kind::recv_from ? sizeof op.addr : op.addr_len;
+            op.msg.msg_iov = op.iov;
+            op.msg.msg_iovlen = op.iov_count;
+            break;
         default: post_ready(op, -EINVAL); return false;
         }
         std::shared_lock table(table_mutex_);
@@ -502,7 +522,8 @@ private:
         // data); one after it finds the operation queued. Either way no readiness is lost.
         std::unique_lock lock(state->mutex);
         table.unlock();
-        const bool read_side = op.what == kind::recv || op.what == kind::accept;
+        const bool read_side =
+            op.what == kind::recv || op.what == kind::accept || op.what == kind::recv_from;
         epoll_detail::op_queue& queue = read_side ? state->read_ops : state->write_ops;
         int res = 0;
         if (!queue.empty()) {

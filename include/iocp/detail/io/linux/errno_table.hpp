@@ -3,7 +3,7 @@
 // detail/win32/error_table.hpp). Values measured on Linux (LINUX-IO-NOTES 5): a peer reset gives
 // ECONNRESET on recv and the first send, EPIPE on the next send; a refused connect
 // ECONNREFUSED; a closed descriptor EBADF; a receive on a file ENOTSOCK; a cancelled
-// operation ECANCELED.
+// operation ECANCELED; a datagram over the size limit EMSGSIZE.
 
 #include <cerrno>
 #include <system_error>
@@ -25,6 +25,9 @@ inline std::error_code translate_errno(const std::error_code& e, bool ours) noex
     case ECONNREFUSED: return make_error_code(errc::connection_refused);
     case EBADF:
     case ENOTSOCK: return make_error_code(errc::invalid_handle);
+    // A datagram too large to send (sendmsg(2)); a truncated receive is reported with the same
+    // code by the datagram socket (MSG_TRUNC is a flag, not an errno). Win32: WSAEMSGSIZE.
+    case EMSGSIZE: return std::make_error_code(std::errc::message_size);
     default: return e;
     }
 }

@@ -43,6 +43,23 @@ struct accept_slot {
     }
 };
 
+// What a recv_from_operation keeps on Linux: nothing (recvmsg writes the sender into the
+// linux_op's addr, its length into msg.msg_namelen).
+struct from_slot {
+    // After a completed recv_from: the sender (unspecified if the kernel gave no address).
+    static endpoint sender(const op_core& c) noexcept {
+        const linux_op& lop = c.lop;
+        return {reinterpret_cast<const sockaddr*>(&lop.addr), lop.msg.msg_namelen};
+    }
+};
+
+// After a completed recv or recv_from on a datagram socket: whether recvmsg reported MSG_TRUNC
+// in msg_flags (the datagram was longer than the buffers: they hold its first bytes, the rest
+// is lost; recvmsg(2), udp(7)). Linux reports it as a successful receive with the flag.
+inline bool datagram_truncated(const op_core& c) noexcept {
+    return (c.lop.msg.msg_flags & MSG_TRUNC) != 0;
+}
+
 // The completion from the backend: a packet for the pool, with the layer's own key.
 inline void on_backend_complete(linux_op* l, int res) noexcept {
     io_operation* self = static_cast<op_core::linux_slot*>(l)->self;
@@ -89,6 +106,15 @@ inline bool issue(io_operation& op, op_core& c, io_state&, int fd, const request
     case request::kind::accept:
         l.what = linux_op::kind::accept;
         l.addr_len = sizeof l.addr;
+        break;
+    case request::kind::recv_from:
+        l.what = linux_op::kind::recv_from;
+        l.addr_len = sizeof l.addr;
+        break;
+    case request::kind::send_to:
+        l.what = linux_op::kind::send_to;
+        std::memcpy(&l.addr, req.peer->data(), static_cast<std::size_t>(req.peer->size()));
+        l.addr_len = static_cast<::socklen_t>(req.peer->size());
         break;
     }
     l.on_complete = &on_backend_complete;

@@ -93,6 +93,18 @@ inline socket_type make_tcp_socket(int family, std::error_code& ec) noexcept {
         ec.clear();
     return s;
 }
+// A new UDP socket, close-on-exec (blocking, as make_tcp_socket).
+inline socket_type make_udp_socket(int family, std::error_code& ec) noexcept {
+    const int s = ::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, IPPROTO_UDP);
+    if (s < 0)
+        ec = last_errno();
+    else
+        ec.clear();
+    return s;
+}
+// Nothing to set on a new datagram socket: Linux never reports an ICMP "port unreachable" on an
+// unconnected UDP socket (udp(7), without IP_RECVERR), the behaviour Windows has to be told.
+inline std::error_code prepare_datagram(socket_type) noexcept { return {}; }
 inline void close_socket(socket_type s) noexcept {
     if (s >= 0)
         ::close(s);
@@ -187,6 +199,10 @@ inline int sock_setopt(socket_type s, int level, int name, const void* v, int le
     return ::setsockopt(s, level, name, v, static_cast<::socklen_t>(len));
 }
 inline int sock_shutdown(socket_type s, int how) noexcept { return ::shutdown(s, how); }
+// connect(2) on a datagram socket: sets the default peer at once (no handshake, never blocks).
+inline int sock_connect(socket_type s, const sockaddr* a, int len) noexcept {
+    return ::connect(s, a, static_cast<::socklen_t>(len));
+}
 inline int sock_linger(socket_type s, bool on, int seconds) noexcept {
     ::linger l{};
     l.l_onoff = on ? 1 : 0;

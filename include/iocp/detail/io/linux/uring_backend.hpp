@@ -315,6 +315,9 @@ private:
         case linux_op::kind::send: return op.iov_count <= max_buffers;
         case linux_op::kind::accept: return true;
         case linux_op::kind::connect: return op.addr_len <= sizeof(op.addr);
+        case linux_op::kind::recv_from: return op.iov_count <= max_buffers;
+        case linux_op::kind::send_to:
+            return op.iov_count <= max_buffers && op.addr_len <= sizeof(op.addr);
         }
         return false;
     }
@@ -430,7 +433,7 @@ private:
             return false;
         for (const linux_op* op = fds_[static_cast<std::size_t>(fd)].head; op != nullptr;
              op = op->next)
-            if (op->what == linux_op::kind::send)
+            if (op->what == linux_op::kind::send || op->what == linux_op::kind::send_to)
                 return true;
         return false;
     }
@@ -507,6 +510,21 @@ private:
             ::io_uring_prep_connect(sqe, op.fd, reinterpret_cast<const ::sockaddr*>(&op.addr),
                                     op.addr_len);
             break;
+        case linux_op::kind::recv_from:
+        case linux_op::kind::send_to:
+            // As recv / send, with the address in msg_name: recvmsg writes the sender there (and
+            // its length in msg_namelen, MSG_TRUNC in msg_flags) before the CQE.
+            op.msg = ::msghdr{};
+            op.msg.msg_name = &op.addr;
+            op.msg.msg_namelen =
+                op.what == linux_op::kind::recv_from ? sizeof(op.addr) : op.addr_len;
+            op.msg.msg_iov = op.iov;
+            op.msg.msg_iovlen = op.iov_count;
+            if (op.what == linux_op::kind::recv_from)
+                ::io_uring_prep_recvmsg(sqe, op.fd, &op.msg, 0);
+            else
+                ::io_uring_prep_sendmsg(sqe, op.fd, &op.msg, MSG_NOSIGNAL);
+            break;
         }
         ::io_uring_sqe_set_data(sqe, &op);
     }
@@ -519,7 +537,8 @@ private:
             return -EBUSY;
         if (poll_first) {
             const bool in = op.what == linux_op::kind::read_at || op.what == linux_op::kind::recv ||
-                            op.what == linux_op::kind::accept;
+                            op.what == linux_op::kind::accept ||
+                            op.what == linux_op::kind::recv_from;
             ::io_uring_prep_poll_add(sqe, op.fd, in ? POLLIN : POLLOUT);
             ::io_uring_sqe_set_data64(sqe, tag_poll);
             ::io_uring_sqe_set_flags(sqe, IOSQE_IO_LINK);

@@ -68,6 +68,46 @@ struct accept_slot {
     }
 };
 
+// What a recv_from_operation keeps for WSARecvFrom: the sender's address and its length, which
+// the kernel writes when the datagram arrives, so they live in the operation (WSARecvFrom:
+// lpFrom and lpFromlen must stay valid until the overlapped operation completes).
+struct from_slot {
+    SOCKADDR_STORAGE address{};
+    INT length = 0;
+
+    endpoint sender(const op_core&) const noexcept {
+        return {reinterpret_cast<const sockaddr*>(&address),
+                static_cast<std::size_t>(length < 0 ? 0 : length)};
+    }
+};
+
+// Win32 reports a truncated datagram as an error (WSAEMSGSIZE, or ERROR_MORE_DATA through the
+// port), which the error table maps: nothing to read from the operation.
+inline bool datagram_truncated(const op_core&) noexcept { return false; }
+
+// recv_from / send_to: WSARecvFrom / WSASendTo. The WSABUFs and the destination address are
+// captured by the call (as for WSARecv/WSASend); the sender's address is written later, into
+// the operation's from_slot.
+inline DWORD issue_datagram_call(io_operation& op, HANDLE h, const request& req) noexcept {
+    auto* ov = reinterpret_cast<OVERLAPPED*>(static_cast<overlapped*>(&op));
+    WSABUF bufs[max_buffers];
+    for (std::size_t i = 0; i < req.count; ++i) {
+        bufs[i].buf = static_cast<char*>(req.bufs[i].data);
+        bufs[i].len = static_cast<ULONG>(req.bufs[i].size);
+    }
+    const auto n = static_cast<DWORD>(req.count);
+    if (req.what == request::kind::send_to)
+        return wsa_issue_result(::WSASendTo(as_socket(h), bufs, n, nullptr, 0, req.peer->data(),
+                                            req.peer->size(), ov, nullptr));
+    auto* slot = static_cast<from_slot*>(req.from_slot);
+    slot->address = SOCKADDR_STORAGE{};
+    slot->length = static_cast<INT>(sizeof slot->address);
+    DWORD flags = 0;
+    return wsa_issue_result(::WSARecvFrom(as_socket(h), bufs, n, nullptr, &flags,
+                                          reinterpret_cast<sockaddr*>(&slot->address),
+                                          &slot->length, ov, nullptr));
+}
+
 inline DWORD issue_call(io_operation& op, io_state& st, HANDLE h, const request& req) noexcept {
     auto* ov = reinterpret_cast<OVERLAPPED*>(static_cast<overlapped*>(&op));
     switch (req.what) {
@@ -118,6 +158,8 @@ inline DWORD issue_call(io_operation& op, io_state& st, HANDLE h, const request&
                                       accept_slot::address_space, accept_slot::address_space,
                                       &bytes, ov));
     }
+    case request::kind::recv_from:
+    case request::kind::send_to: return issue_datagram_call(op, h, req);
     }
     return ERROR_INVALID_PARAMETER;
 }

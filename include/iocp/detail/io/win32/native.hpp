@@ -40,6 +40,8 @@ static_assert(classify_error(WSAETIMEDOUT).kind == error_kind::timed_out);
 static_assert(classify_error(ERROR_ABANDONED_WAIT_0).kind == error_kind::port_closed);
 static_assert(classify_error(ERROR_INVALID_HANDLE).kind == error_kind::invalid_handle);
 static_assert(classify_error(WSAENOTSOCK).kind == error_kind::invalid_handle);
+static_assert(classify_error(WSAEMSGSIZE).kind == error_kind::message_size);
+static_assert(classify_error(ERROR_MORE_DATA).kind == error_kind::message_size);
 
 using handle_type = HANDLE;
 using socket_type = SOCKET;
@@ -122,6 +124,7 @@ inline std::error_code translate(const std::error_code& e, bool ours) noexcept {
     case error_kind::eof: return make_error_code(errc::eof);
     case error_kind::refused: return make_error_code(errc::connection_refused);
     case error_kind::invalid_handle: return make_error_code(errc::invalid_handle);
+    case error_kind::message_size: return std::make_error_code(std::errc::message_size);
     case error_kind::timed_out:
     case error_kind::port_closed:
     case error_kind::unclassified: return e;
@@ -141,6 +144,22 @@ inline bool is_per_connection_error(const std::error_code& ec) noexcept {
 // A new overlapped TCP socket holding one Winsock reference (see winsock.hpp).
 inline socket_type make_tcp_socket(int family, std::error_code& ec) noexcept {
     return detail::win32::make_tcp_socket(family, ec);
+}
+// A new overlapped UDP socket holding one Winsock reference (see winsock.hpp).
+inline socket_type make_udp_socket(int family, std::error_code& ec) noexcept {
+    return detail::win32::make_udp_socket(family, ec);
+}
+// A new datagram socket: turns off SIO_UDP_CONNRESET. Without it, an ICMP "port unreachable"
+// answering one of its sends makes the socket's next receive fail with WSAECONNRESET (on an
+// unconnected socket, about a datagram to some other peer): "SIO_UDP_CONNRESET (opcode
+// setting: I, T==3)" in Microsoft's "Winsock IOCTLs" reference, and KB 263823.
+inline std::error_code prepare_datagram(socket_type s) noexcept {
+    BOOL report = FALSE;
+    DWORD bytes = 0;
+    if (::WSAIoctl(s, SIO_UDP_CONNRESET, &report, sizeof report, nullptr, 0, &bytes, nullptr,
+                   nullptr) != 0)
+        return last_wsa_error();
+    return {};
 }
 inline void close_socket(socket_type s) noexcept { detail::win32::close_tcp_socket(s); }
 inline std::error_code last_socket_error() noexcept { return last_wsa_error(); }
@@ -207,6 +226,10 @@ inline int sock_setopt(socket_type s, int level, int name, const void* v, int le
     return ::setsockopt(s, level, name, static_cast<const char*>(v), len);
 }
 inline int sock_shutdown(socket_type s, int how) noexcept { return ::shutdown(s, how); }
+// connect on a datagram socket: sets the default peer at once (no handshake, never blocks).
+inline int sock_connect(socket_type s, const sockaddr* a, int len) noexcept {
+    return ::connect(s, a, len);
+}
 inline int sock_linger(socket_type s, bool on, int seconds) noexcept {
     LINGER l{};
     l.l_onoff = on ? 1 : 0;

@@ -79,7 +79,22 @@ inline SOCKET make_tcp_socket(int family, std::error_code& ec) noexcept {
     return s;
 }
 
-// Closes a socket of make_tcp_socket that no io_state took, and gives back its reference.
+// A new overlapped UDP socket, as make_tcp_socket (one Winsock reference; close it with
+// close_tcp_socket, or hand it to an io_state).
+inline SOCKET make_udp_socket(int family, std::error_code& ec) noexcept {
+    if ((ec = winsock_acquire()))
+        return INVALID_SOCKET;
+    SOCKET s = ::WSASocketW(family, SOCK_DGRAM, IPPROTO_UDP, nullptr, 0,
+                            WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+    if (s == INVALID_SOCKET) {
+        ec = last_wsa_error();
+        winsock_release();
+    }
+    return s;
+}
+
+// Closes a socket of make_tcp_socket or make_udp_socket that no io_state took, and gives back
+// its reference.
 inline void close_tcp_socket(SOCKET s) noexcept {
     if (s == INVALID_SOCKET)
         return;
