@@ -531,6 +531,22 @@ private:
     // Counts a started operation as finished (after its handler ran or it was destroyed).
     void operation_finished() noexcept { work_.operation_finished(); }
 
+    // As post_completion, but into the pool's own completion queue (the backlog the workers
+    // drain), never the port: how the I/O layer delivers a call that succeeded at once on a
+    // handle that skips the port on success, without a port call. Same gate, same errors.
+    void queue_completion(operation* op, const completion& result, std::error_code& ec) noexcept {
+        // TRICKY: the same Dekker pair with shutdown's final drain as post_completion.
+        completions_posting_.fetch_add(1, std::memory_order_seq_cst);
+        if (phase_.at_least(phase::closed)) {
+            completions_posting_.fetch_sub(1, std::memory_order_release);
+            ec = make_error_code(errc::closed);
+            return;
+        }
+        ec = std::make_error_code(std::errc::not_enough_memory); // cleared if queued
+        push_backlog(op, result, ec);
+        completions_posting_.fetch_sub(1, std::memory_order_release);
+    }
+
     // Registers an I/O object to be cancelled at shutdown. A hook registered after the
     // cancel pass is cancelled at once.
     void add_io_object(detail::io_object_hook& hook) noexcept {
@@ -1213,6 +1229,10 @@ namespace detail {
 struct pool_io_access {
     static bool operation_started(thread_pool& p) noexcept { return p.operation_started(); }
     static void operation_finished(thread_pool& p) noexcept { p.operation_finished(); }
+    static void queue_completion(thread_pool& p, operation* op, const completion& result,
+                                 std::error_code& ec) noexcept {
+        p.queue_completion(op, result, ec);
+    }
     static void add_io_object(thread_pool& p, io_object_hook& h) noexcept { p.add_io_object(h); }
     static void remove_io_object(thread_pool& p, io_object_hook& h) noexcept {
         p.remove_io_object(h);

@@ -58,6 +58,11 @@ struct state_extra {
     std::atomic<LPFN_ACCEPTEX> accept_ex{nullptr};
     std::atomic<LPFN_CONNECTEX> connect_ex{nullptr};
     std::atomic<LPFN_GETACCEPTEXSOCKADDRS> get_accept_ex_sockaddrs{nullptr};
+    // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS is set on the handle (skip_on_success.hpp): a call
+    // done at once queues no packet. Set once, before any operation is started.
+    std::atomic<bool> skip_on_success{false};
+    // Calls that completed at once on such a handle: each a port packet saved (tests, bench).
+    std::atomic<std::uint64_t> skipped_packets{0};
     state_extra() = default;
     state_extra(const state_extra&) = delete;
     state_extra& operator=(const state_extra&) = delete;
