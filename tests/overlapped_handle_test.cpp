@@ -258,8 +258,9 @@ TEST(overlapped_handle_test, device_io_control_fsctl_on_a_file_completes_once) {
     BY_HANDLE_FILE_INFORMATION info{};
     ASSERT_TRUE(::GetFileInformationByHandle(f.native_handle(), &info));
     // Wine 8 accepts FSCTL_SET_SPARSE and does nothing (its file systems have no sparse flag).
-    if (!iocp_test::running_under_wine())
+    if (!iocp_test::running_under_wine()) {
         EXPECT_NE(info.dwFileAttributes & FILE_ATTRIBUTE_SPARSE_FILE, 0u);
+    }
     pool.join();
     EXPECT_EQ(l.ran, 1);
 }

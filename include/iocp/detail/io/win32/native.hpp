@@ -32,6 +32,8 @@ static_assert(classify_error(WSAECONNABORTED).kind == error_kind::connection_abo
 static_assert(detail::win32::is_per_connection_error(ERROR_UNEXP_NET_ERR));
 static_assert(classify_error(ERROR_HANDLE_EOF).kind == error_kind::eof);
 static_assert(classify_error(ERROR_BROKEN_PIPE).kind == error_kind::eof);
+static_assert(classify_error(ERROR_NO_DATA).kind == error_kind::connection_reset);
+static_assert(classify_error(ERROR_PIPE_NOT_CONNECTED).kind == error_kind::connection_reset);
 static_assert(classify_error(ERROR_CONNECTION_REFUSED).kind == error_kind::refused);
 static_assert(classify_error(WSAECONNREFUSED).kind == error_kind::refused);
 static_assert(classify_error(WAIT_TIMEOUT).kind == error_kind::timed_out);
