@@ -52,8 +52,8 @@ T await(std::future<T>&& f, const char* what) {
 // A name no other test program (or run) uses at the same time.
 std::wstring pipe_name(const char* what) {
     static std::atomic<int> serial{0};
-    std::string s = "\\\\.\\pipe\\iocp_ovh_test_" + std::to_string(::GetCurrentProcessId()) +
-                    "_" + what + "_" + std::to_string(serial++);
+    std::string s = "\\\\.\\pipe\\iocp_ovh_test_" + std::to_string(::GetCurrentProcessId()) + "_" +
+                    what + "_" + std::to_string(serial++);
     return {s.begin(), s.end()};
 }
 
@@ -65,17 +65,16 @@ iocp::unique_handle make_server_pipe(const std::wstring& name, DWORD instances =
 }
 
 iocp::unique_handle open_client_pipe(const std::wstring& name) {
-    return iocp::unique_handle(::CreateFileW(name.c_str(), GENERIC_READ | GENERIC_WRITE, 0,
-                                             nullptr, OPEN_EXISTING, FILE_FLAG_OVERLAPPED,
-                                             nullptr));
+    return iocp::unique_handle(::CreateFileW(name.c_str(), GENERIC_READ | GENERIC_WRITE, 0, nullptr,
+                                             OPEN_EXISTING, FILE_FLAG_OVERLAPPED, nullptr));
 }
 
 // A fresh path in the temporary directory, removed at the end of the test.
 class temp_path {
 public:
     explicit temp_path(const std::string& name) {
-        path_ = fs::temp_directory_path() / ("iocp_ovh_test_" +
-                                             std::to_string(::GetCurrentProcessId()) + "_" + name);
+        path_ = fs::temp_directory_path() /
+                ("iocp_ovh_test_" + std::to_string(::GetCurrentProcessId()) + "_" + name);
         std::error_code ec;
         fs::remove_all(path_, ec);
     }
@@ -92,10 +91,10 @@ private:
 };
 
 iocp::unique_handle open_file(const fs::path& p, DWORD disposition = OPEN_ALWAYS) {
-    return iocp::unique_handle(::CreateFileW(
-        p.c_str(), GENERIC_READ | GENERIC_WRITE,
-        FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, nullptr, disposition,
-        FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OVERLAPPED, nullptr));
+    return iocp::unique_handle(
+        ::CreateFileW(p.c_str(), GENERIC_READ | GENERIC_WRITE,
+                      FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, nullptr, disposition,
+                      FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OVERLAPPED, nullptr));
 }
 
 // What a handler saw.
@@ -354,8 +353,8 @@ TEST(overlapped_handle_test, read_directory_changes_reports_a_new_file) {
         counted_handler(l, done.p));
     EXPECT_EQ(done.f.wait_for(50ms), std::future_status::timeout);
     {
-        iocp::unique_handle created(::CreateFileW((dir.get() / "new.txt").c_str(), GENERIC_WRITE,
-                                                  0, nullptr, CREATE_ALWAYS, 0, nullptr));
+        iocp::unique_handle created(::CreateFileW((dir.get() / "new.txt").c_str(), GENERIC_WRITE, 0,
+                                                  nullptr, CREATE_ALWAYS, 0, nullptr));
         ASSERT_TRUE(created);
     }
     outcome o = await(std::move(done.f), "the change");
@@ -387,9 +386,9 @@ TEST(overlapped_handle_test, an_immediate_failure_is_delivered_through_the_pool)
             [](HANDLE h, OVERLAPPED* ov) {
                 DWORD unused = 0;
                 // A control code no file system knows.
-                return iocp::call_result::from_bool(::DeviceIoControl(
-                    h, CTL_CODE(0x8123, 0x923, METHOD_BUFFERED, FILE_ANY_ACCESS), nullptr, 0,
-                    nullptr, 0, &unused, ov));
+                return iocp::call_result::from_bool(
+                    ::DeviceIoControl(h, CTL_CODE(0x8123, 0x923, METHOD_BUFFERED, FILE_ANY_ACCESS),
+                                      nullptr, 0, nullptr, 0, &unused, ov));
             },
             [&, p](std::error_code ec, std::size_t bytes) {
                 ran_inside = !returned.load();
@@ -608,9 +607,7 @@ TEST(overlapped_handle_test, stress_every_start_completes_exactly_once) {
                             },
                             counted_handler(l));
                         break;
-                    default:
-                        server.cancel();
-                        continue;
+                    default: server.cancel(); continue;
                     }
                     ++started;
                 }

@@ -41,8 +41,8 @@ T await(std::future<T>&& f, const char* what) {
 
 std::wstring pipe_name(const char* what) {
     static std::atomic<int> serial{0};
-    std::string s = "\\\\.\\pipe\\iocp_pipe_test_" + std::to_string(::GetCurrentProcessId()) +
-                    "_" + what + "_" + std::to_string(serial++);
+    std::string s = "\\\\.\\pipe\\iocp_pipe_test_" + std::to_string(::GetCurrentProcessId()) + "_" +
+                    what + "_" + std::to_string(serial++);
     return {s.begin(), s.end()};
 }
 
@@ -97,19 +97,19 @@ public:
 
     void read() {
         ++counts_.started;
-        pipe_.read(iocp::buffer(buf_), [self = shared_from_this()](std::error_code ec,
-                                                                     std::size_t n) {
-            ++self->counts_.completed;
-            if (self->ended(ec))
-                return;
-            ++self->counts_.started;
-            self->pipe_.write_all(iocp::buffer(self->buf_, n),
-                                  [self](std::error_code wec, std::size_t) {
-                                      ++self->counts_.completed;
-                                      if (!self->ended(wec))
-                                          self->read();
-                                  });
-        });
+        pipe_.read(iocp::buffer(buf_),
+                   [self = shared_from_this()](std::error_code ec, std::size_t n) {
+                       ++self->counts_.completed;
+                       if (self->ended(ec))
+                           return;
+                       ++self->counts_.started;
+                       self->pipe_.write_all(iocp::buffer(self->buf_, n),
+                                             [self](std::error_code wec, std::size_t) {
+                                                 ++self->counts_.completed;
+                                                 if (!self->ended(wec))
+                                                     self->read();
+                                             });
+                   });
     }
 
 private:
@@ -141,10 +141,9 @@ auto echo_handler(server_counts& counts) {
 }
 
 iocp::unique_handle make_raw_server(const std::wstring& name, DWORD max_instances) {
-    return iocp::unique_handle(
-        ::CreateNamedPipeW(name.c_str(), PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
-                           PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, max_instances, 4096,
-                           4096, 0, nullptr));
+    return iocp::unique_handle(::CreateNamedPipeW(
+        name.c_str(), PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
+        PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, max_instances, 4096, 4096, 0, nullptr));
 }
 
 // Waits (bounded) until the server's count reaches `n`; the counts settle on workers.

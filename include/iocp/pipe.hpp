@@ -285,7 +285,9 @@ public:
     /// Errors: `errc::invalid_handle` when closed.
     void cancel(std::error_code& ec) noexcept { ec = detail::io::cancel_state(state_); }
     /// As above. @throws std::system_error
-    void cancel() { detail::throw_if(detail::io::cancel_state(state_), "iocp::named_pipe::cancel"); }
+    void cancel() {
+        detail::throw_if(detail::io::cancel_state(state_), "iocp::named_pipe::cancel");
+    }
 
     /// As `overlapped_handle::skip_completion_port_on_success`: a read that finds data waiting
     /// (or a write that fits) then completes without a port packet. Set it before starting any
@@ -297,6 +299,10 @@ public:
     void skip_completion_port_on_success() {
         detail::throw_if(detail::io::enable_skip_on_success(state_),
                          "iocp::named_pipe::skip_completion_port_on_success");
+    }
+    /// Whether completions that succeed at once skip the port (see above).
+    bool skips_completion_port_on_success() const noexcept {
+        return detail::io::skips_on_success(state_);
     }
 
     /// Closes the pipe end: pending operations complete with `errc::operation_aborted`; the
@@ -352,7 +358,8 @@ inline std::error_code start_read(named_pipe& p, io_operation& op, mutable_buffe
 inline std::error_code start_write(named_pipe& p, io_operation& op, const_buffer buffer) noexcept {
     detail::io::request req;
     req.what = detail::io::request::kind::write_at;
-    req.bufs[0] = {const_cast<void*>(buffer.data), (std::min)(buffer.size, named_pipe::max_transfer)};
+    req.bufs[0] = {const_cast<void*>(buffer.data),
+                   (std::min)(buffer.size, named_pipe::max_transfer)};
     req.count = 1;
     return p.start(op, nullptr, 0, req);
 }
@@ -399,8 +406,8 @@ public:
     /// A server for the pipe `name` (`\\.\pipe\<name>`), not listening yet.
     named_pipe_server(thread_pool& pool, std::wstring name, named_pipe_server_options options = {})
         : pool_(&pool), name_(std::move(name)), options_(options) {
-        options_.listening =
-            std::clamp<std::size_t>(options_.listening, 1, named_pipe_server_options::max_listening);
+        options_.listening = std::clamp<std::size_t>(options_.listening, 1,
+                                                     named_pipe_server_options::max_listening);
     }
 
     named_pipe_server(const named_pipe_server&) = delete;
@@ -493,8 +500,8 @@ private:
         std::wstring name;
         named_pipe_server_options options;
         std::mutex mutex;
-        bool closed = false;                 // under mutex
-        std::vector<listener*> live;          // under mutex
+        bool closed = false;         // under mutex
+        std::vector<listener*> live; // under mutex
         virtual void call(std::error_code ec, named_pipe p) = 0;
         core() = default;
         core(const core&) = delete;

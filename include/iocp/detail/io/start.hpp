@@ -46,9 +46,10 @@ struct io_access {
     // through the pool's queue, as the library's own calls are.
     template <class Call>
     requires(std::is_invocable_r_v<DWORD, Call&, HANDLE, OVERLAPPED*> ||
-             std::is_invocable_r_v<win32::call_status, Call&, HANDLE, OVERLAPPED*>)
-    static std::error_code start(thread_pool& pool, io_state* st, io_operation& op,
-                                 finish_fn finish, std::size_t requested, Call&& call) noexcept {
+             std::is_invocable_r_v<win32::call_status, Call&, HANDLE,
+                                   OVERLAPPED*>) static std::error_code
+        start(thread_pool& pool, io_state* st, io_operation& op, finish_fn finish,
+              std::size_t requested, Call&& call) noexcept {
         auto* ov = reinterpret_cast<OVERLAPPED*>(static_cast<overlapped*>(&op));
         return start_with(pool, st, op, finish, requested,
                           [&](op_core& c, io_state& s, HANDLE h, completion& posted) {

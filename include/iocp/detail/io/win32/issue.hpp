@@ -170,8 +170,8 @@ inline call_status issue_call(io_operation& op, io_state& st, HANDLE h,
             return to_status(static_cast<DWORD>(ec.value()));
         DWORD bytes = 0;
         return bool_status(accept_ex(as_socket(h), slot->accepted, slot->addresses, 0,
-                                      accept_slot::address_space, accept_slot::address_space,
-                                      &bytes, ov));
+                                     accept_slot::address_space, accept_slot::address_space, &bytes,
+                                     ov));
     }
     }
     return to_status(ERROR_INVALID_PARAMETER);

@@ -75,8 +75,8 @@ inline std::error_code enable_skip_on_success(io_state* st) noexcept {
         return std::make_error_code(std::errc::device_or_resource_busy);
     if (st->kind == handle_kind::socket && !all_socket_providers_ifs())
         return std::make_error_code(std::errc::operation_not_supported);
-    if (!::SetFileCompletionNotificationModes(
-            st->get(), FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | FILE_SKIP_SET_EVENT_ON_HANDLE))
+    if (!::SetFileCompletionNotificationModes(st->get(), FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+                                                             FILE_SKIP_SET_EVENT_ON_HANDLE))
         return {static_cast<int>(::GetLastError()), std::system_category()};
     st->extra.skip_on_success.store(true, std::memory_order_release);
     return {};
