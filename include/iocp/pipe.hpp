@@ -164,7 +164,8 @@ public:
     /// Closes the pipe, cancelling pending operations (they still complete, aborted).
     ~named_pipe() { (void)detail::io::close_state(state_); }
 
-    /// Connects to the pipe `name` (`\\.\pipe\<name>`, or `\\<server>\pipe\<name>`) as a
+    /// Connects to the pipe `name` (its full name, as `L"\\\\.\\pipe\\my-service"` in C++, or
+    /// with a server's name in place of the dot) as a
     /// client: CreateFile, and while every instance is busy (ERROR_PIPE_BUSY) WaitNamedPipe and
     /// try again, for at most `timeout` in all. Blocks the calling thread meanwhile (Windows has
     /// no overlapped form of either call): keep `timeout` short when called on a worker. A pipe
@@ -379,8 +380,9 @@ struct named_pipe_server_options {
     std::size_t listening = 4;
     /// The most instances `listening` may ask for (the system's own limit is 254 instances).
     static constexpr std::size_t max_listening = 64;
-    /// Buffer sizes the system reserves per instance, in bytes (advisory).
+    /// Bytes the system reserves for what clients write to an instance (advisory).
     DWORD in_buffer_size = 4096;
+    /// Bytes the system reserves for what an instance writes to its client (advisory).
     DWORD out_buffer_size = 4096;
     /// Refuse clients on other machines (PIPE_REJECT_REMOTE_CLIENTS).
     bool reject_remote_clients = true;
@@ -403,7 +405,8 @@ struct named_pipe_server_options {
 /// connection handler; `listen` once, before anything else.
 class named_pipe_server {
 public:
-    /// A server for the pipe `name` (`\\.\pipe\<name>`), not listening yet.
+    /// A server for the pipe `name` (its full name, as `L"\\\\.\\pipe\\my-service"` in C++), not
+    /// listening yet.
     named_pipe_server(thread_pool& pool, std::wstring name, named_pipe_server_options options = {})
         : pool_(&pool), name_(std::move(name)), options_(options) {
         options_.listening = std::clamp<std::size_t>(options_.listening, 1,
