@@ -41,7 +41,7 @@ T await(std::future<T>&& f, const char* what) {
 
 std::wstring pipe_name(const char* what) {
     static std::atomic<int> serial{0};
-    std::string s = "\\\\.\\pipe\\iocp_pipe_test_" + std::to_string(::GetCurrentProcessId()) + "_" +
+    std::string s = R"(\\.\pipe\iocp_pipe_test_)" + std::to_string(::GetCurrentProcessId()) + "_" +
                     what + "_" + std::to_string(serial++);
     return {s.begin(), s.end()};
 }

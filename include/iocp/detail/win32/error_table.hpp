@@ -46,7 +46,6 @@ constexpr error_info classify_error(int code) noexcept {
         return {error_kind::closed_or_reset, true};
     case 10054: // WSAECONNRESET
     case 10052: // WSAENETRESET: keep-alive found the connection dead
-        return {error_kind::connection_reset, true};
     // Named pipes: a write after the reader closed its end (EPIPE's counterpart), and an
     // instance whose client is gone.
     case 232: // ERROR_NO_DATA: "the pipe is being closed"
