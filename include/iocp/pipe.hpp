@@ -477,8 +477,10 @@ public:
     }
 
     /// Stops listening: cancels every listening instance (each completes aborted, and is
-    /// closed and freed on a worker). Clients already handed over stay connected. Does not
-    /// wait; calling it again does nothing.
+    /// closed and freed on a worker). Clients already handed over stay connected; a client
+    /// whose connection completes after this call is closed, not handed over (a handler call
+    /// already under way on a worker may still be running when this returns). Does not wait;
+    /// calling it again does nothing.
     void close() noexcept {
         std::shared_ptr<core> c;
         {
@@ -582,10 +584,12 @@ private:
             {
                 std::unique_lock lock(c->mutex);
                 std::error_code ignored; // closing an instance nothing is pending on
-                if (!ec)
+                if (!ec && !c->closed)
                     connected = std::move(self->instance);
                 else
-                    self->instance.close(ignored); // the client left before we took it; or ours
+                    // The client left before we took it; our own cancel; or a client that came
+                    // as close() ran: after close() no connection is handed over.
+                    self->instance.close(ignored);
                 // Stops on our own cancel (close, shutdown) and on what is not one client's
                 // failure; otherwise listens again at once, before the handler runs, so that as
                 // many instances listen while it does.
@@ -609,7 +613,7 @@ private:
             if (stop)
                 delete self;
             try {
-                if (!ec)
+                if (connected.is_open())
                     c->call({}, std::move(connected));
                 if (report)
                     c->call(report, named_pipe());

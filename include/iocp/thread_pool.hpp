@@ -533,7 +533,9 @@ private:
 
     // As post_completion, but into the pool's own completion queue (the backlog the workers
     // drain), never the port: how the I/O layer delivers a call that succeeded at once on a
-    // handle that skips the port on success, without a port call. Same gate, same errors.
+    // handle that skips the port on success, without a port call (a port post happens only if
+    // every worker sleeps, to wake one). Costs one small allocation (the backlog node) where the
+    // port would cost a post and a dequeue. Same gate, same errors.
     void queue_completion(operation* op, const completion& result, std::error_code& ec) noexcept {
         // TRICKY: the same Dekker pair with shutdown's final drain as post_completion.
         completions_posting_.fetch_add(1, std::memory_order_seq_cst);
