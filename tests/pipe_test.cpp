@@ -436,6 +436,8 @@ TEST(pipe_test, server_close_stops_listening_and_keeps_connections) {
     server.listen(echo_handler(counts));
     iocp::named_pipe c(pool);
     c.connect(name, 20s);
+    // Handed over first: a connection that completes after close() is closed instead.
+    ASSERT_TRUE(eventually([&] { return counts.sessions.load() == 1; }));
     server.close();
     EXPECT_TRUE(eventually([&] { return server.listening() == 0; }));
     iocp::named_pipe late(pool);
