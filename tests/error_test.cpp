@@ -67,7 +67,7 @@ TEST(error_test, table_classifies_each_code_class) {
     for (int code : {995, 676, 1235, 10103})
         EXPECT_EQ(classify_error(code).kind, kind::aborted) << code;
     EXPECT_EQ(classify_error(64).kind, kind::closed_or_reset);
-    for (int code : {10054, 10052})
+    for (int code : {10054, 10052, 232, 233}) // 232, 233: a pipe's other end went away
         EXPECT_EQ(classify_error(code).kind, kind::connection_reset) << code;
     for (int code : {1236, 10053})
         EXPECT_EQ(classify_error(code).kind, kind::connection_aborted) << code;
@@ -107,6 +107,7 @@ TEST(error_test, portable_conditions_follow_the_table) {
     EXPECT_EQ(sys(10103), iocp::errc::operation_aborted);
     EXPECT_EQ(sys(10052), iocp::errc::connection_reset);
     EXPECT_EQ(sys(109), iocp::errc::eof);
+    EXPECT_EQ(sys(232), iocp::errc::connection_reset); // ERROR_NO_DATA: a write, reader gone
     EXPECT_EQ(sys(10060), iocp::errc::timed_out);
     EXPECT_EQ(sys(10038), iocp::errc::invalid_handle);
     EXPECT_NE(sys(59), iocp::errc::connection_reset);

@@ -570,6 +570,38 @@ TEST(file_test, a_call_that_fails_and_still_queues_a_packet_completes_once) {
 
 #endif // IOCP_HAS_IOCP
 
+// Skip-on-success is a Win32 opt-in: accepted there for files (set before any operation, not
+// twice in a way that fails); on Linux every completion is the I/O layer's own post, so there is
+// no packet to skip and the call says it is not supported. Either way the file works as before.
+TEST(file_test, skip_completion_port_on_success_is_win32_only_and_changes_no_result) {
+    iocp::thread_pool pool(2);
+    temp_path tmp("skip.bin");
+    iocp::file f(pool, tmp.get(), iocp::file_mode::read_write | iocp::file_mode::create);
+    std::error_code ec;
+    f.skip_completion_port_on_success(ec);
+#if IOCP_HAS_IOCP
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_TRUE(f.skips_completion_port_on_success());
+    f.skip_completion_port_on_success(ec); // again: nothing to do
+    EXPECT_FALSE(ec);
+#else
+    EXPECT_EQ(ec, std::errc::operation_not_supported);
+    EXPECT_FALSE(f.skips_completion_port_on_success());
+#endif
+    std::promise<std::error_code> wrote;
+    f.write_at(0, iocp::buffer("skip", 4),
+               [&](std::error_code e, std::size_t) { wrote.set_value(e); });
+    EXPECT_FALSE(await(wrote.get_future(), "the write"));
+    char buf[4];
+    std::promise<std::size_t> read;
+    f.read_at(0, iocp::buffer(buf, 4), [&](std::error_code, std::size_t n) { read.set_value(n); });
+    EXPECT_EQ(await(read.get_future(), "the read"), 4u);
+    EXPECT_EQ(std::string(buf, 4), "skip");
+    iocp::file closed(pool);
+    closed.skip_completion_port_on_success(ec);
+    EXPECT_EQ(ec, iocp::errc::invalid_handle);
+}
+
 // Through the public call: offsets up to INT64_MAX reach the kernel (under Wine this one fails
 // there and queues a packet too; Linux says EFBIG or EINVAL); one completion.
 TEST(file_test, a_write_the_kernel_refuses_completes_once) {

@@ -16,9 +16,9 @@
 /// Each handler-based call allocates one small operation object (recycled per thread, so a
 /// handler that starts the next read on its worker allocates nothing). `iocp::start_read_at`
 /// and `iocp::start_write_at` take an `iocp::io_operation` of your own instead and allocate
-/// nothing at all. Completions always arrive through the pool's port: the library does not
-/// use FILE_SKIP_COMPLETION_PORT_ON_SUCCESS (Wine never completes file I/O synchronously
-/// anyway), so a handler never runs inside the call that started it.
+/// nothing at all. Completions arrive through the pool's port, or, on a file that opted in to
+/// `skip_completion_port_on_success()`, a call Windows completes at once through the pool's own
+/// queue; either way a handler never runs inside the call that started it.
 ///
 /// Available wherever `IOCP_HAS_IO` is 1. On Linux files are opened with open(2) (O_CLOEXEC)
 /// and read and written through the I/O backend: io_uring's READ/WRITE at the offset, or with
@@ -39,6 +39,7 @@
 #include "buffer.hpp"
 #include "detail/io/handler_op.hpp"
 #include "detail/io/io_state.hpp"
+#include "detail/io/skip_on_success.hpp"
 #include "detail/io/start.hpp"
 #include "error.hpp"
 #include "io_operation.hpp"
@@ -246,6 +247,29 @@ public:
         detail::io::start_handler_op<io_operation>(
             std::forward<Handler>(handler), "iocp::file::write_at",
             [&](io_operation& op) { return start_write_at(*this, op, offset, buffer); });
+    }
+
+    /// Opts in to skipping the completion port on success (Win32:
+    /// SetFileCompletionNotificationModes with FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+    /// FILE_SKIP_SET_EVENT_ON_HANDLE): a read or write the kernel completes at once (Windows often
+    /// does for cached data; Wine 8 never does for files) then queues no packet, and the library
+    /// delivers its result through the pool's own queue instead — still exactly once, on a worker,
+    /// never inside the start call, but without the port's post and dequeue. It cannot be undone;
+    /// set it before starting any operation. Errors: `errc::invalid_handle` when closed;
+    /// `std::errc::device_or_resource_busy` while an operation is in flight; the system's; on Linux
+    /// always `std::errc::operation_not_supported` (every completion there is the I/O layer's own:
+    /// there is no kernel packet to skip).
+    void skip_completion_port_on_success(std::error_code& ec) noexcept {
+        ec = detail::io::enable_skip_on_success(state_);
+    }
+    /// As above. @throws std::system_error
+    void skip_completion_port_on_success() {
+        detail::throw_if(detail::io::enable_skip_on_success(state_),
+                         "iocp::file::skip_completion_port_on_success");
+    }
+    /// Whether completions that succeed at once skip the port (see above).
+    bool skips_completion_port_on_success() const noexcept {
+        return detail::io::skips_on_success(state_);
     }
 
     /// Cancels the pending operations (they complete with `errc::operation_aborted`, or with

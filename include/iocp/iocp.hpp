@@ -21,3 +21,9 @@
 #include "io_operation.hpp"
 #include "socket.hpp"
 #endif
+
+#if IOCP_HAS_IOCP
+// Win32 only: any overlapped call on any handle, and named pipes.
+#include "overlapped_handle.hpp"
+#include "pipe.hpp"
+#endif

@@ -21,9 +21,10 @@
 /// Costs: each handler-based call allocates one small operation object (recycled per thread:
 /// a handler that starts the next operation on its worker allocates nothing in steady state);
 /// `iocp::start_recv` / `start_send` / `start_send_all` / `start_connect` take an operation
-/// of your own and allocate nothing. Completions always go through the pool's port: the
-/// library does not use FILE_SKIP_COMPLETION_PORT_ON_SUCCESS, so a handler never runs inside
-/// the call that started it and no completion recurses.
+/// of your own and allocate nothing. Completions go through the pool's port, or, on a socket
+/// that opted in to `skip_completion_port_on_success()`, a call Winsock completes at once through
+/// the pool's own queue; either way a handler never runs inside the call that started it and no
+/// completion recurses.
 ///
 /// Winsock is started by the library: every socket holds its own WSAStartup reference and gives
 /// it back (WSACleanup) when its last operation has completed, so Winsock outlives every socket.
@@ -48,6 +49,7 @@
 #include "detail/io/handler_op.hpp"
 #include "detail/io/io_state.hpp"
 #include "detail/io/net.hpp"
+#include "detail/io/skip_on_success.hpp"
 #include "detail/io/start.hpp"
 #include "endpoint.hpp"
 #include "error.hpp"
@@ -451,6 +453,31 @@ public:
         std::error_code ec;
         shutdown(what, ec);
         detail::throw_if(ec, "iocp::socket::shutdown");
+    }
+
+    /// Opts in to skipping the completion port on success (Win32:
+    /// SetFileCompletionNotificationModes with FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+    /// FILE_SKIP_SET_EVENT_ON_HANDLE): a receive that finds data waiting, or a send that fits in
+    /// the buffer then queues no packet, and the library delivers its result through the pool's own
+    /// queue instead — still exactly once, on a worker, never inside the start call, but without
+    /// the port's post and dequeue. It cannot be undone; set it before starting any operation.
+    /// Refused (`std::errc::operation_not_supported`) unless every Winsock provider of TCP and
+    /// UDP over IPv4 and IPv6 is an IFS provider (XP1_IFS_HANDLES; a non-IFS layered provider
+    /// may queue a packet for a call it reported done).
+    /// Errors: `errc::invalid_handle` when closed; `std::errc::device_or_resource_busy` while an
+    /// operation is in flight; the system's; on Linux always `std::errc::operation_not_supported`
+    /// (every completion there is the I/O layer's own: there is no kernel packet to skip).
+    void skip_completion_port_on_success(std::error_code& ec) noexcept {
+        ec = detail::io::enable_skip_on_success(state_);
+    }
+    /// As above. @throws std::system_error
+    void skip_completion_port_on_success() {
+        detail::throw_if(detail::io::enable_skip_on_success(state_),
+                         "iocp::socket::skip_completion_port_on_success");
+    }
+    /// Whether completions that succeed at once skip the port (see above).
+    bool skips_completion_port_on_success() const noexcept {
+        return detail::io::skips_on_success(state_);
     }
 
     /// Cancels the pending operations (CancelIoEx): they complete with

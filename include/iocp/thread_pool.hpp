@@ -483,19 +483,14 @@ public:
         // post announces itself, then checks the gate; shutdown closes the gate, then waits
         // for announced posts before it drains (seq_cst on both sides: a Dekker pair). The
         // backlog is filled inside the same window, so the drain sees it too.
-        completions_posting_.fetch_add(1, std::memory_order_seq_cst);
-        if (phase_.at_least(phase::closed)) {
-            completions_posting_.fetch_sub(1, std::memory_order_release);
-            ec = make_error_code(errc::closed);
-            return;
-        }
-        if (result.error)
-            port_.post_failure(op, result.key, result.error, ec);
-        else
-            port_.post(op, result.key, result.bytes, ec);
-        if (ec && ec != errc::closed)
-            push_backlog(op, result, ec);
-        completions_posting_.fetch_sub(1, std::memory_order_release);
+        gated_post(op, result, ec, [&] {
+            std::error_code posted;
+            if (result.error)
+                port_.post_failure(op, result.key, result.error, posted);
+            else
+                port_.post(op, result.key, result.bytes, posted);
+            return posted;
+        });
     }
     /// As above. @throws std::system_error
     void post_completion(operation* op, const completion& result) {
@@ -531,6 +526,36 @@ private:
     // Counts a started operation as finished (after its handler ran or it was destroyed).
     void operation_finished() noexcept { work_.operation_finished(); }
 
+    // The gate of every completion post (post_completion explains it): `deliver()` tries to
+    // queue the completion and returns its error; a failure other than `closed` goes to the
+    // backlog, where the workers and the final drain find it.
+    template <class Deliver>
+    void gated_post(operation* op, const completion& result, std::error_code& ec,
+                    Deliver&& deliver) noexcept {
+        // TRICKY: the Dekker pair with shutdown's final drain (see post_completion).
+        completions_posting_.fetch_add(1, std::memory_order_seq_cst);
+        if (phase_.at_least(phase::closed)) {
+            completions_posting_.fetch_sub(1, std::memory_order_release);
+            ec = make_error_code(errc::closed);
+            return;
+        }
+        ec = deliver();
+        if (ec && ec != errc::closed)
+            push_backlog(op, result, ec);
+        completions_posting_.fetch_sub(1, std::memory_order_release);
+    }
+
+    // As post_completion, but into the pool's own completion queue (the backlog the workers
+    // drain), never the port: how the I/O layer delivers a call that succeeded at once on a
+    // handle that skips the port on success, without a port call (a port post happens only if
+    // every worker sleeps, to wake one). Costs one small allocation (the backlog node) where the
+    // port would cost a post and a dequeue. Same gate, same errors.
+    void queue_completion(operation* op, const completion& result, std::error_code& ec) noexcept {
+        // "Not queued" sends it to the backlog, which clears ec once it holds it.
+        gated_post(op, result, ec,
+                   [] { return std::make_error_code(std::errc::not_enough_memory); });
+    }
+
 #if !IOCP_HAS_IOCP
     // post_completion for a completion the calling thread reaped or caused (Linux I/O): when
     // the caller is a worker of this pool it takes the packet itself on its next look at the
@@ -538,16 +563,7 @@ private:
     // post_completion.
     void post_completion_local(operation* op, const completion& result,
                                std::error_code& ec) noexcept {
-        completions_posting_.fetch_add(1, std::memory_order_seq_cst); // see post_completion
-        if (phase_.at_least(phase::closed)) {
-            completions_posting_.fetch_sub(1, std::memory_order_release);
-            ec = make_error_code(errc::closed);
-            return;
-        }
-        ec = post_local_packet(op, result);
-        if (ec && ec != errc::closed)
-            push_backlog(op, result, ec);
-        completions_posting_.fetch_sub(1, std::memory_order_release);
+        gated_post(op, result, ec, [&] { return post_local_packet(op, result); });
     }
 
     std::error_code post_local_packet(operation* op, const completion& result) noexcept {
@@ -1272,6 +1288,10 @@ namespace detail {
 struct pool_io_access {
     static bool operation_started(thread_pool& p) noexcept { return p.operation_started(); }
     static void operation_finished(thread_pool& p) noexcept { p.operation_finished(); }
+    static void queue_completion(thread_pool& p, operation* op, const completion& result,
+                                 std::error_code& ec) noexcept {
+        p.queue_completion(op, result, ec);
+    }
     static void add_io_object(thread_pool& p, io_object_hook& h) noexcept { p.add_io_object(h); }
     static void remove_io_object(thread_pool& p, io_object_hook& h) noexcept {
         p.remove_io_object(h);

@@ -12,8 +12,9 @@ Layers, bottom up:
   2 port      port and its backends (detail/win32/port_impl, detail/posix/port_impl)
   3 pool      thread_pool and its parts (work queue, work items, timers)
   4 I/O       the I/O layer: io_operation, buffer, endpoint, detail/io/** (the neutral layer and
-              the Win32, io_uring and epoll backends that issue calls)
-  5 objects   file, socket, acceptor, datagram_socket
+              the Win32, io_uring and epoll backends that issue calls, skip-on-success)
+  5 objects   file, socket, acceptor, datagram_socket, overlapped_handle (any overlapped call),
+              pipe (named pipes)
   6 umbrella  iocp.hpp
 """
 import pathlib
@@ -24,7 +25,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2] / "include" / "iocp"
 
 RULES = [  # (layer, name, path patterns); the first match wins
     (6, "umbrella", [r"iocp\.hpp"]),
-    (5, "objects", [r"file\.hpp", r"socket\.hpp", r"acceptor\.hpp", r"datagram_socket\.hpp"]),
+    (5, "objects", [r"file\.hpp", r"socket\.hpp", r"acceptor\.hpp", r"datagram_socket\.hpp",
+                    r"overlapped_handle\.hpp", r"pipe\.hpp"]),
     (4, "I/O", [r"io_operation\.hpp", r"buffer\.hpp", r"endpoint\.hpp", r"detail/io/.*"]),
     (3, "pool", [r"thread_pool\.hpp", r"detail/work_queue\.hpp", r"detail/work_item\.hpp",
                  r"detail/timer_queue\.hpp", r"detail/pool/.*"]),

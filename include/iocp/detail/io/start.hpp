@@ -40,26 +40,50 @@ struct io_access {
     }
 
 #if IOCP_HAS_IOCP
-    // For tests of the start guard: `call(handle, overlapped)` stands in for the overlapped
-    // call (0: pending or done; else the error), as the kernel would see it.
+    // Any overlapped call (iocp::overlapped_handle; tests of the start guard): `call(handle,
+    // overlapped)` makes it and returns a win32::call_status, or 0 (pending or done) or the
+    // error. A call done at once on a handle that skips the port on success is delivered
+    // through the pool's queue, as the library's own calls are.
     template <class Call>
-    requires std::is_invocable_r_v<DWORD, Call&, HANDLE, OVERLAPPED*>
-    static std::error_code start(thread_pool& pool, io_state* st, io_operation& op,
-                                 finish_fn finish, std::size_t requested, Call&& call) noexcept {
+    requires(std::is_invocable_r_v<DWORD, Call&, HANDLE, OVERLAPPED*> ||
+             std::is_invocable_r_v<win32::call_status, Call&, HANDLE,
+                                   OVERLAPPED*>) static std::error_code
+        start(thread_pool& pool, io_state* st, io_operation& op, finish_fn finish,
+              std::size_t requested, Call&& call) noexcept {
+        auto* ov = reinterpret_cast<OVERLAPPED*>(static_cast<overlapped*>(&op));
         return start_with(pool, st, op, finish, requested,
-                          [&](op_core& c, io_state&, HANDLE h, completion& posted) {
+                          [&](op_core& c, io_state& s, HANDLE h, completion& posted) {
+                              const bool skip =
+                                  s.extra.skip_on_success.load(std::memory_order_relaxed);
                               return win32::issue_guarded(
-                                  c,
-                                  [&]() -> DWORD {
-                                      return call(h, reinterpret_cast<OVERLAPPED*>(
-                                                         static_cast<overlapped*>(&op)));
-                                  },
-                                  posted);
+                                  c, [&] { return call(h, ov); }, posted, skip, ov);
                           });
     }
 #endif
 
 private:
+    // Delivers a completion the start path holds, never inside the start call. Through the
+    // port (post_completion) for failures and early packets: a stray packet of a failed call
+    // may be in the port already, and the FIFO port hands it out (to be dropped) before ours.
+    // Win32 only: a call that succeeded at once on a handle that skips the port on success
+    // (skipped_completion_key) goes to the pool's own queue instead, costing no port call; no
+    // packet of that call can exist.
+    static void deliver(thread_pool& pool, io_operation& op, const completion& posted,
+                        std::error_code& ec) noexcept {
+#if IOCP_HAS_IOCP
+        if (posted.key == win32::skipped_completion_key()) {
+            // Read before queueing: once queued, another worker may complete and free `op`.
+            // The state outlives this call (start: the owner's reference; restart: its own).
+            io_state* st = op.core_.state;
+            pool_io_access::queue_completion(pool, &op, posted, ec);
+            if (!ec && st != nullptr)
+                st->extra.skipped_packets.fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+#endif
+        pool.post_completion(&op, posted, ec);
+    }
+
     template <class Issue>
     static std::error_code start_with(thread_pool& pool, io_state* st, io_operation& op,
                                       finish_fn finish, std::size_t requested,
@@ -92,7 +116,7 @@ private:
         }
         // Failed at once, or the kernel's packet came early: deliver through the port.
         std::error_code post_error;
-        pool.post_completion(&op, posted, post_error);
+        deliver(pool, op, posted, post_error);
         if (!post_error) {
             guard.hand_over();
             return {};
@@ -139,7 +163,7 @@ public:
         // TRICKY: posted, not handled in place: on Win32 a stray packet of a failed call is
         // already in the port, and the FIFO port hands it out before our post.
         std::error_code post_error;
-        c.pool->post_completion(&op, posted, post_error);
+        deliver(*c.pool, op, posted, post_error);
         if (!post_error)
             return true;
         c.ph.store(phase::idle, std::memory_order_relaxed);

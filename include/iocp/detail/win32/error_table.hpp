@@ -47,6 +47,10 @@ constexpr error_info classify_error(int code) noexcept {
         return {error_kind::closed_or_reset, true};
     case 10054: // WSAECONNRESET
     case 10052: // WSAENETRESET: keep-alive found the connection dead
+    // Named pipes: a write after the reader closed its end (EPIPE's counterpart), and an
+    // instance whose client is gone.
+    case 232: // ERROR_NO_DATA: "the pipe is being closed"
+    case 233: // ERROR_PIPE_NOT_CONNECTED: "no process is on the other end of the pipe"
         return {error_kind::connection_reset, true};
     case 1236:  // ERROR_CONNECTION_ABORTED
     case 10053: // WSAECONNABORTED
@@ -55,7 +59,7 @@ constexpr error_info classify_error(int code) noexcept {
              // the accept; no portable meaning, but it concerns that connection only
         return {error_kind::unclassified, true};
     case 38:  // ERROR_HANDLE_EOF
-    case 109: // ERROR_BROKEN_PIPE
+    case 109: // ERROR_BROKEN_PIPE: the other end of a pipe closed (a read: end of the stream)
         return {error_kind::eof, false};
     case 1225:  // ERROR_CONNECTION_REFUSED
     case 10061: // WSAECONNREFUSED

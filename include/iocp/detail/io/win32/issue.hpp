@@ -1,6 +1,8 @@
 #pragma once
 // Issuing a request on Win32: the overlapped call (ReadFile, WriteFile, WSARecv, WSASend,
-// ConnectEx, AcceptEx) under the start guard, and the accept slot AcceptEx fills.
+// ConnectEx, AcceptEx, or any call of iocp::overlapped_handle) under the start guard, what the
+// call returned (call_status: pending, done at once, failed, finished without a packet), and
+// the accept slot AcceptEx fills.
 
 #include <climits>
 #include <system_error>
@@ -13,9 +15,9 @@
 
 namespace iocp::detail::io::win32 {
 
-// 0 when the I/O is pending or already done (either way a packet will come: the library does
-// not use skip-on-success), the Win32 or WSA error otherwise. ERROR_IO_PENDING and
-// WSA_IO_PENDING are the same number (997).
+// 0 when the I/O is pending or already done (either way a packet will come, unless the handle
+// skips the port on success: call_status below tells the two apart), the Win32 or WSA error
+// otherwise. ERROR_IO_PENDING and WSA_IO_PENDING are the same number (997).
 inline DWORD pending_or_error(DWORD error) noexcept {
     return error == ERROR_IO_PENDING ? 0 : error;
 }
@@ -24,6 +26,58 @@ inline DWORD issue_result(BOOL ok) noexcept { return ok ? 0 : pending_or_error(:
 // For the int-returning Winsock calls (WSARecv, WSASend: 0 or SOCKET_ERROR).
 inline DWORD wsa_issue_result(int rc) noexcept {
     return rc == 0 ? 0 : pending_or_error(static_cast<DWORD>(::WSAGetLastError()));
+}
+
+// --- What a call returned, and skip-on-success ------------------------------------------
+// (The generic initiator, iocp::overlapped_handle, and the per-handle opt-in of
+// FILE_SKIP_COMPLETION_PORT_ON_SUCCESS, skip_on_success.hpp, both need more than "0 or the
+// error": whether the call finished at once, and whether the kernel queues a packet for it.)
+
+// An overlapped call's return, as the start guard sees it.
+struct call_status {
+    enum class kind : unsigned char {
+        pending,  // ERROR_IO_PENDING: the kernel's packet comes later
+        done,     // succeeded at once: a packet comes unless the handle skips the port on success
+        failed,   // failed at once (`error`): the kernel queues no packet (a stray is dropped)
+        finished, // succeeded at once and the kernel queues no packet whatever the handle's mode
+                  // (ConnectNamedPipe's ERROR_PIPE_CONNECTED); `bytes` transferred
+    };
+    kind what = kind::pending;
+    DWORD error = 0;
+    std::size_t bytes = 0;
+};
+
+// The old spelling: 0 (pending or done: a packet comes either way) or the error.
+inline call_status to_status(DWORD error) noexcept {
+    return error == 0 ? call_status{} : call_status{call_status::kind::failed, error, 0};
+}
+inline call_status to_status(call_status s) noexcept { return s; }
+
+// The result of a BOOL-returning call, telling "done at once" from "pending".
+inline call_status bool_status(BOOL ok) noexcept {
+    if (ok)
+        return {call_status::kind::done, 0, 0};
+    const DWORD error = ::GetLastError();
+    if (error == ERROR_IO_PENDING)
+        return {};
+    return {call_status::kind::failed, error, 0};
+}
+// The same for the int-returning Winsock calls (0 or SOCKET_ERROR).
+inline call_status wsa_status(int rc) noexcept {
+    if (rc == 0)
+        return {call_status::kind::done, 0, 0};
+    const auto error = static_cast<DWORD>(::WSAGetLastError());
+    if (error == WSA_IO_PENDING)
+        return {};
+    return {call_status::kind::failed, error, 0};
+}
+
+// The completion key of a completion that succeeded at once on a handle that skips the port
+// on success: the start path queues it in the pool's own queue (no port call), where failures
+// go through the port (see deliver in start.hpp). Like posted_completion_key, "one of ours".
+inline constexpr unsigned char skipped_completion_tag = 0;
+inline void* skipped_completion_key() noexcept {
+    return const_cast<unsigned char*>(&skipped_completion_tag);
 }
 
 // What an accept_operation keeps for AcceptEx: the socket accepted into and the addresses.
@@ -88,7 +142,7 @@ inline bool datagram_truncated(const op_core&) noexcept { return false; }
 // recv_from / send_to: WSARecvFrom / WSASendTo. The WSABUFs and the destination address are
 // captured by the call (as for WSARecv/WSASend); the sender's address is written later, into
 // the operation's from_slot.
-inline DWORD issue_datagram_call(io_operation& op, HANDLE h, const request& req) noexcept {
+inline call_status issue_datagram_call(io_operation& op, HANDLE h, const request& req) noexcept {
     auto* ov = reinterpret_cast<OVERLAPPED*>(static_cast<overlapped*>(&op));
     WSABUF bufs[max_buffers];
     for (std::size_t i = 0; i < req.count; ++i) {
@@ -97,27 +151,28 @@ inline DWORD issue_datagram_call(io_operation& op, HANDLE h, const request& req)
     }
     const auto n = static_cast<DWORD>(req.count);
     if (req.what == request::kind::send_to)
-        return wsa_issue_result(::WSASendTo(as_socket(h), bufs, n, nullptr, 0, req.peer->data(),
+        return wsa_status(::WSASendTo(as_socket(h), bufs, n, nullptr, 0, req.peer->data(),
                                             req.peer->size(), ov, nullptr));
     auto* slot = static_cast<from_slot*>(req.from_slot);
     slot->address = SOCKADDR_STORAGE{};
     slot->length = static_cast<INT>(sizeof slot->address);
     DWORD flags = 0;
-    return wsa_issue_result(::WSARecvFrom(as_socket(h), bufs, n, nullptr, &flags,
+    return wsa_status(::WSARecvFrom(as_socket(h), bufs, n, nullptr, &flags,
                                           reinterpret_cast<sockaddr*>(&slot->address),
                                           &slot->length, ov, nullptr));
 }
 
-inline DWORD issue_call(io_operation& op, io_state& st, HANDLE h, const request& req) noexcept {
+inline call_status issue_call(io_operation& op, io_state& st, HANDLE h,
+                              const request& req) noexcept {
     auto* ov = reinterpret_cast<OVERLAPPED*>(static_cast<overlapped*>(&op));
     switch (req.what) {
     case request::kind::read_at:
     case request::kind::write_at: {
         set_offset(*static_cast<overlapped*>(&op), req.offset);
         const auto n = static_cast<DWORD>(req.bufs[0].size);
-        return issue_result(req.what == request::kind::read_at
-                                ? ::ReadFile(h, req.bufs[0].data, n, nullptr, ov)
-                                : ::WriteFile(h, req.bufs[0].data, n, nullptr, ov));
+        return bool_status(req.what == request::kind::read_at
+                               ? ::ReadFile(h, req.bufs[0].data, n, nullptr, ov)
+                               : ::WriteFile(h, req.bufs[0].data, n, nullptr, ov));
     }
     case request::kind::recv:
     case request::kind::send: {
@@ -130,17 +185,17 @@ inline DWORD issue_call(io_operation& op, io_state& st, HANDLE h, const request&
         }
         const auto n = static_cast<DWORD>(req.count);
         DWORD flags = 0;
-        return wsa_issue_result(req.what == request::kind::recv
-                                    ? ::WSARecv(as_socket(h), bufs, n, nullptr, &flags, ov, nullptr)
-                                    : ::WSASend(as_socket(h), bufs, n, nullptr, 0, ov, nullptr));
+        return wsa_status(req.what == request::kind::recv
+                              ? ::WSARecv(as_socket(h), bufs, n, nullptr, &flags, ov, nullptr)
+                              : ::WSASend(as_socket(h), bufs, n, nullptr, 0, ov, nullptr));
     }
     case request::kind::connect: {
         std::error_code ec;
         LPFN_CONNECTEX connect_ex =
             detail::win32::load_connect_ex(as_socket(h), st.extra.connect_ex, ec);
         if (ec)
-            return static_cast<DWORD>(ec.value());
-        return issue_result(
+            return to_status(static_cast<DWORD>(ec.value()));
+        return bool_status(
             connect_ex(as_socket(h), req.peer->data(), req.peer->size(), nullptr, 0, nullptr, ov));
     }
     case request::kind::accept: {
@@ -148,55 +203,75 @@ inline DWORD issue_call(io_operation& op, io_state& st, HANDLE h, const request&
         std::error_code ec;
         slot->accepted = make_tcp_socket(st.family, ec);
         if (ec)
-            return static_cast<DWORD>(ec.value());
+            return to_status(static_cast<DWORD>(ec.value()));
         LPFN_ACCEPTEX accept_ex =
             detail::win32::load_accept_ex(as_socket(h), st.extra.accept_ex, ec);
         if (ec)
-            return static_cast<DWORD>(ec.value());
+            return to_status(static_cast<DWORD>(ec.value()));
         DWORD bytes = 0;
-        return issue_result(accept_ex(as_socket(h), slot->accepted, slot->addresses, 0,
-                                      accept_slot::address_space, accept_slot::address_space,
-                                      &bytes, ov));
+        return bool_status(accept_ex(as_socket(h), slot->accepted, slot->addresses, 0,
+                                     accept_slot::address_space, accept_slot::address_space, &bytes,
+                                     ov));
     }
     case request::kind::recv_from:
     case request::kind::send_to: return issue_datagram_call(op, h, req);
     }
-    return ERROR_INVALID_PARAMETER;
+    return to_status(ERROR_INVALID_PARAMETER);
 }
 
 // Issues the call under the start guard. True: the kernel owns the operation now (do not
-// touch it). False: `posted` holds the completion the caller must post (the call's failure,
-// or the result of a kernel packet that came before the call returned).
-// `call()` makes the overlapped call and returns 0 (pending or done) or the error.
+// touch it). False: `posted` holds the completion the caller must deliver (the call's failure,
+// its result when it finished at once with no packet to come, or the result of a kernel packet
+// that came before the call returned).
+// `call()` makes the overlapped call and returns a call_status, or 0 (pending or done) or the
+// error. `skip`: the handle skips the port on success (FILE_SKIP_COMPLETION_PORT_ON_SUCCESS), so
+// a call done at once queues no packet; `ov` is then read for the bytes (the kernel wrote them
+// to InternalHigh before the call returned, and no packet will hand the operation on).
 template <class Call>
-bool issue_guarded(op_core& c, Call&& call, completion& posted) noexcept {
+bool issue_guarded(op_core& c, Call&& call, completion& posted, bool skip = false,
+                   const OVERLAPPED* ov = nullptr) noexcept {
+    using kind = call_status::kind;
     c.ph.store(phase::issuing, std::memory_order_release);
-    const DWORD error = call();
+    call_status r = to_status(call());
+    if (r.what == kind::done && skip && ov != nullptr) {
+        r.what = kind::finished;
+        r.bytes = static_cast<std::size_t>(ov->InternalHigh);
+        posted.key = skipped_completion_key();
+    }
+    const bool packet = r.what == kind::pending || r.what == kind::done;
     phase expected = phase::issuing;
-    // TRICKY: from here on, if the call returned 0, `op` belongs to the kernel: once the
+    // TRICKY: from here on, if a packet is to come, `op` belongs to the kernel: once the
     // phase says in_kernel another worker may complete, free or restart it at any time.
-    if (c.ph.compare_exchange_strong(expected, error == 0 ? phase::in_kernel : phase::failed_sync,
+    if (c.ph.compare_exchange_strong(expected, packet ? phase::in_kernel : phase::failed_sync,
                                      std::memory_order_acq_rel, std::memory_order_acquire)) {
-        if (error == 0)
+        if (packet)
             return true;
-        posted.error.assign(static_cast<int>(error), std::system_category());
+        if (r.error != 0)
+            posted.error.assign(static_cast<int>(r.error), std::system_category());
+        posted.bytes = r.bytes;
         return false;
     }
     // early_packet: the kernel's packet came first and left its result to us.
-    if (error == 0) {
+    if (packet) {
         posted.error = c.early_error;
         posted.bytes = c.early_bytes;
     } else {
-        // The early packet was a stray of the failed call (nothing else is pending).
-        posted.error.assign(static_cast<int>(error), std::system_category());
+        // The early packet was a stray of a call that failed (or finished) at once: nothing
+        // else is pending, so the call's own answer is the one to deliver.
+        if (r.error != 0)
+            posted.error.assign(static_cast<int>(r.error), std::system_category());
+        posted.bytes = r.bytes;
     }
     return false;
 }
 
 inline bool issue(io_operation& op, op_core& c, io_state& st, HANDLE h, const request& req,
                   completion& posted) noexcept {
+    // Read before the call: once the call is issued the state is only borrowed.
+    const bool skip = st.extra.skip_on_success.load(std::memory_order_relaxed);
     return issue_guarded(
-        c, [&] { return issue_call(op, st, h, req); }, posted);
+        c, [&] { return issue_call(op, st, h, req); }, posted, skip,
+        reinterpret_cast<const OVERLAPPED*>(static_cast<const overlapped*>(&op)));
 }
 
 // A listening socket loads the extension functions at once, so that a provider without them

@@ -32,6 +32,8 @@ static_assert(classify_error(WSAECONNABORTED).kind == error_kind::connection_abo
 static_assert(detail::win32::is_per_connection_error(ERROR_UNEXP_NET_ERR));
 static_assert(classify_error(ERROR_HANDLE_EOF).kind == error_kind::eof);
 static_assert(classify_error(ERROR_BROKEN_PIPE).kind == error_kind::eof);
+static_assert(classify_error(ERROR_NO_DATA).kind == error_kind::connection_reset);
+static_assert(classify_error(ERROR_PIPE_NOT_CONNECTED).kind == error_kind::connection_reset);
 static_assert(classify_error(ERROR_CONNECTION_REFUSED).kind == error_kind::refused);
 static_assert(classify_error(WSAECONNREFUSED).kind == error_kind::refused);
 static_assert(classify_error(WAIT_TIMEOUT).kind == error_kind::timed_out);
@@ -60,6 +62,11 @@ struct state_extra {
     std::atomic<LPFN_ACCEPTEX> accept_ex{nullptr};
     std::atomic<LPFN_CONNECTEX> connect_ex{nullptr};
     std::atomic<LPFN_GETACCEPTEXSOCKADDRS> get_accept_ex_sockaddrs{nullptr};
+    // FILE_SKIP_COMPLETION_PORT_ON_SUCCESS is set on the handle (skip_on_success.hpp): a call
+    // done at once queues no packet. Set once, before any operation is started.
+    std::atomic<bool> skip_on_success{false};
+    // Calls that completed at once on such a handle: each a port packet saved (tests, bench).
+    std::atomic<std::uint64_t> skipped_packets{0};
     state_extra() = default;
     state_extra(const state_extra&) = delete;
     state_extra& operator=(const state_extra&) = delete;
