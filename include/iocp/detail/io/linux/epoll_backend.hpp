@@ -75,6 +75,7 @@
 #include "../../thread_name.hpp"
 #include "../../time.hpp"
 #include "backend.hpp"
+#include "cached_read.hpp"
 #include "poll_role.hpp"
 #include "tsan.hpp"
 
@@ -465,10 +466,16 @@ public:
         (void)issue_impl(op, nullptr, ignored);
     }
 
-    /// As issue(), but a socket operation whose non-blocking call finishes at once is not
-    /// completed: true with its result in `res` (on_complete will not be called), for the caller
-    /// to deliver from its own thread without a handoff to the reaper.
-    bool issue_now(linux_op& op, int& res) noexcept override { return issue_impl(op, &op, res); }
+    /// As issue(), but an operation that finishes at once is not completed: true with its
+    /// result in `res` (on_complete will not be called), for the caller to deliver from its own
+    /// thread without a handoff. Sockets: the non-blocking call of issue(). read_at: a
+    /// `preadv2(RWF_NOWAIT)` first, which reads what the page cache holds without blocking
+    /// (preadv2(2), Linux 4.14); only a read it cannot finish whole goes to a file thread.
+    bool issue_now(linux_op& op, int& res) noexcept override {
+        if (op.what == linux_op::kind::read_at && read_cached(op, res))
+            return true;
+        return issue_impl(op, &op, res);
+    }
 
 private:
     // `now`: non-null (the op itself) when the caller takes a result known at once.

@@ -24,6 +24,7 @@
 // POLL_ADD); a cancelled accept that still produced a socket closes it and reports -ECANCELED.
 
 #include "backend.hpp"
+#include "cached_read.hpp"
 #include "poll_role.hpp"
 #include "tsan.hpp"
 
@@ -190,12 +191,16 @@ public:
             interrupt(); // a reaper waiting in the kernel takes it; else the next reap does
     }
 
-    /// A send tries the socket first (sendmsg with MSG_DONTWAIT | MSG_NOSIGNAL) when no send of
+    /// A read_at tries the page cache first (cached_read.hpp). A send tries the socket first
+    /// (sendmsg with MSG_DONTWAIT | MSG_NOSIGNAL) when no send of
     /// its fd is in the ring (order is kept): a send with room, the common case, then costs one
     /// system call and no ring round trip (the CQE, a reaper's wake-up). Everything else, and a
     /// send that would block, goes to the ring as issue() does. Asio's reactor sends the same
     /// way ("speculative" writes).
     bool issue_now(linux_op& op, int& res) noexcept override {
+        // A read the page cache holds: one preadv2(RWF_NOWAIT), no ring round trip.
+        if (op.what == linux_op::kind::read_at && read_cached(op, res))
+            return true;
         if (op.what == linux_op::kind::send && op.fd >= 0 && op.iov_count <= max_buffers &&
             !send_in_ring(op.fd)) {
             ::msghdr msg{};
