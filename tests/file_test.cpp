@@ -167,6 +167,51 @@ TEST(file_test, writes_and_reads_at_offsets_across_a_multi_mib_file) {
     EXPECT_TRUE(back == data) << "the data read back differs";
 }
 
+#if !IOCP_WINDOWS
+// Linux serves a read_at the page cache holds on the issuing thread (preadv2 with RWF_NOWAIT);
+// one it does not hold, wholly or in part, goes to the backend and must still come back whole.
+// The pages are dropped with posix_fadvise(POSIX_FADV_DONTNEED) after fsync (a file system that
+// keeps files in memory, tmpfs, ignores it: then every read is a cached one; the data must be
+// right either way).
+TEST(file_test, reads_of_pages_not_in_the_page_cache_come_back_whole) {
+    iocp::thread_pool pool(2);
+    temp_path tmp("uncached.bin");
+    const std::size_t size = std::size_t{1} << 20;
+    std::vector<unsigned char> data(size);
+    for (std::size_t i = 0; i < size; ++i)
+        data[i] = pattern(i);
+    {
+        iocp::unique_handle fd(
+            ::open(tmp.get().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+        ASSERT_TRUE(fd);
+        ASSERT_EQ(::write(fd.get(), data.data(), size), static_cast<::ssize_t>(size));
+        ASSERT_EQ(::fsync(fd.get()), 0);
+    }
+    iocp::file f(pool, tmp.get(), iocp::file_mode::read);
+    ASSERT_TRUE(f.is_open());
+    const int fd = f.native_handle();
+    std::vector<unsigned char> back(size);
+    // Nothing cached: the whole read goes to the backend.
+    ASSERT_EQ(::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    result r = read_at(f, 0, back.data(), size);
+    ASSERT_FALSE(r.ec) << r.ec.message();
+    EXPECT_EQ(r.bytes, size);
+    EXPECT_TRUE(back == data);
+    // The first half cached, the second not: a partial RWF_NOWAIT read, done again whole.
+    ASSERT_EQ(::posix_fadvise(fd, static_cast<::off_t>(size / 2), 0, POSIX_FADV_DONTNEED), 0);
+    std::fill(back.begin(), back.end(), 0);
+    r = read_at(f, 0, back.data(), size);
+    ASSERT_FALSE(r.ec) << r.ec.message();
+    EXPECT_EQ(r.bytes, size);
+    EXPECT_TRUE(back == data);
+    // Cached now: served at once, and a read across the end is short, then eof.
+    r = read_at(f, size - 10, back.data(), 100);
+    ASSERT_FALSE(r.ec);
+    EXPECT_EQ(r.bytes, 10u);
+    EXPECT_EQ(read_at(f, size, back.data(), 100).ec, iocp::errc::eof);
+}
+#endif
+
 TEST(file_test, reading_at_or_past_the_end_is_eof) {
     iocp::thread_pool pool(2);
     temp_path tmp("eof.bin");
