@@ -667,6 +667,77 @@ TEST(socket_test, handlers_never_run_inside_the_initiating_call) {
     EXPECT_EQ(await(done.get_future(), "the receives"), 0);
 }
 
+// Two pools doing I/O at once share one Linux backend: whichever idle worker reaps a completion
+// hands it to the pool that started it, where it runs on that pool's workers. Ping-pong between
+// a server socket on one pool and a client socket on the other, both pools with idle workers.
+TEST(socket_test, two_pools_share_the_backend_and_each_runs_its_own_handlers) {
+    iocp::thread_pool server_pool(2);
+    iocp::thread_pool client_pool(2);
+    iocp::acceptor acceptor(server_pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+    std::promise<iocp::socket> accepted;
+    acceptor.accept([&](std::error_code ec, iocp::socket s) {
+        EXPECT_FALSE(ec) << ec.message();
+        accepted.set_value(std::move(s));
+    });
+    iocp::socket client(client_pool);
+    std::promise<std::error_code> connected;
+    client.connect(acceptor.local_endpoint(), [&](std::error_code ec) { connected.set_value(ec); });
+    ASSERT_FALSE(await(connected.get_future(), "connect"));
+    iocp::socket server = await(accepted.get_future(), "accept");
+
+    constexpr int rounds = 2000;
+    struct state {
+        char client_buf[8]{};
+        char server_buf[8]{};
+        std::atomic<int> wrong_pool{0};
+        int round = 0;
+        std::promise<void> done;
+    } st;
+    // The server echoes each byte back; the client sends the next one when the echo arrives.
+    std::function<void()> serve = [&] {
+        server.recv(iocp::buffer(st.server_buf, 1), [&](std::error_code ec, std::size_t n) {
+            if (!server_pool.is_worker())
+                ++st.wrong_pool;
+            if (ec || n != 1)
+                return;
+            server.send_all(iocp::buffer(st.server_buf, 1), [&](std::error_code e, std::size_t) {
+                if (!server_pool.is_worker())
+                    ++st.wrong_pool;
+                if (!e)
+                    serve();
+            });
+        });
+    };
+    std::function<void()> ping = [&] {
+        st.client_buf[0] = static_cast<char>(st.round);
+        client.send_all(iocp::buffer(st.client_buf, 1), [&](std::error_code ec, std::size_t) {
+            if (!client_pool.is_worker())
+                ++st.wrong_pool;
+            ASSERT_FALSE(ec) << ec.message();
+            client.recv(iocp::buffer(st.client_buf + 1, 1), [&](std::error_code e, std::size_t n) {
+                if (!client_pool.is_worker())
+                    ++st.wrong_pool;
+                ASSERT_FALSE(e) << e.message();
+                ASSERT_EQ(n, 1u);
+                EXPECT_EQ(st.client_buf[1], st.client_buf[0]);
+                if (++st.round == rounds)
+                    st.done.set_value();
+                else
+                    ping();
+            });
+        });
+    };
+    serve();
+    ping();
+    await(st.done.get_future(), "the round trips");
+    EXPECT_EQ(st.round, rounds);
+    EXPECT_EQ(st.wrong_pool.load(), 0);
+    client.close();
+    server.close();
+    server_pool.join();
+    client_pool.join();
+}
+
 TEST(socket_test, handler_exceptions_reach_the_pools_handler) {
     std::promise<std::string> caught;
     iocp::thread_pool_options options;
