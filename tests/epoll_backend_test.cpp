@@ -680,7 +680,8 @@ TEST_F(epoll_backend_test, bad_input_gets_a_clear_error) {
 
 TEST_F(epoll_backend_test, completions_never_run_on_the_issuing_thread) {
     // Operations that finish inside issue() (room to send, data there, an error) are handed
-    // to the reactor: on_complete runs on a backend thread, never inside issue().
+    // to the reaper: on_complete runs on another thread, never inside issue() (issue_now is
+    // the call that returns such a result instead).
     fd_pair sp = make_socketpair();
     attach(sp.a.fd);
     attach(sp.b.fd);

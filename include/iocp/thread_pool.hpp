@@ -575,9 +575,8 @@ private:
         void* key = detail::erase_key(result.key);
         if (result.error)
             detail::stamp_posted_failure(*op, key, result.error.category());
-        return state->post(detail::raw_packet{op, key, result.error ? 0 : result.bytes,
-                                              result.error},
-                           true);
+        return state->post(
+            detail::raw_packet{op, key, result.error ? 0 : result.bytes, result.error}, true);
     }
 #endif
 

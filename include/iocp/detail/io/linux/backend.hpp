@@ -73,17 +73,17 @@ public:
     virtual std::error_code attach(int fd) noexcept = 0; // an fd joins (sockets and files)
     virtual void detach(int fd) noexcept = 0;            // before close(fd): no event for it after
     virtual void issue(linux_op& op) noexcept = 0;       // hands op over; completes it once later
+    // Every op of fd completes (-ECANCELED unless it finished first), soon.
+    virtual void cancel(int fd) noexcept = 0;
     // As issue(), except that an operation finished at once may be returned instead: true with
     // its result in `res`, and then on_complete is never called for this issue. The layer uses
-    // it to deliver such a result from the issuing thread (epoll: a send with room, a recv with
-    // data); io_uring always completes through its CQ.
+    // it to deliver such a result from the issuing thread: a send with room (both backends), a
+    // recv with data (epoll), a read_at the page cache holds (both, cached_read.hpp).
     virtual bool issue_now(linux_op& op, int& res) noexcept {
         (void)res;
         issue(op);
         return false;
     }
-    virtual void cancel(int fd) noexcept = 0;            // every op of fd completes (-ECANCELED
-                                                         // unless it finished first), soon
 };
 
 // The process-wide backend, chosen once at first use (defined in select.hpp):

@@ -131,7 +131,7 @@ struct op_queue {
 };
 
 // The result of a finished operation travels in its scratch word from where it finished to where
-// on_complete runs (the ready list, a batch of the reactor).
+// on_complete runs (the ready list, a reaping round).
 inline void set_result(linux_op& op, int res) noexcept {
     // NOLINTNEXTLINE(performance-no-int-to-ptr): the scratch word holds an int, never dereferenced
     op.backend_data = reinterpret_cast<void*>(static_cast<std::intptr_t>(res));
@@ -175,7 +175,7 @@ inline bool attempt_socket_op(linux_op& op, int& res) noexcept {
         ::ssize_t n = -1;
         switch (op.what) {
         case kind::recv:
-            // MSG_DONTWAIT as well as O_NONBLOCK: the reactor never blocks, even if someone
+            // MSG_DONTWAIT as well as O_NONBLOCK: a reaping round never blocks, even if someone
             // cleared O_NONBLOCK on the file description after attach().
             n = ::recvmsg(op.fd, &op.msg, MSG_DONTWAIT);
             break;
@@ -287,10 +287,10 @@ struct fd_state {
     std::mutex mutex;      // guards everything below that is not const
     const int fd;          // the fd as attached (for the test hook and messages)
     const bool registered; // false: epoll refused it (a regular file); no readiness ever comes
-    bool detached = false; // set by detach(): events still in the reactor's batch are dropped
+    bool detached = false; // set by detach(): events still in the reaping round's batch are dropped
     op_queue read_ops;     // recv, accept: waiting for EPOLLIN (FIFO)
     op_queue write_ops;    // send, connect: waiting for EPOLLOUT (FIFO)
-    fd_state* next_retired = nullptr; // the reactor frees detached states through this link
+    fd_state* next_retired = nullptr; // the reaper frees detached states through this link
 };
 
 // Blocks every signal in the threads this backend starts, restoring the caller's mask after.
@@ -407,8 +407,8 @@ public:
         } else if ((flags & O_NONBLOCK) == 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
             const int error = errno;
             ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
-            // TRICKY: the reactor may hold this state in its current batch (ADD reported the
-            // fd's readiness at once): it is freed by the reactor, after that batch.
+            // TRICKY: a reaping round may hold this state in its current batch (ADD reported the
+            // fd's readiness at once): it is freed by the next round.
             state->detached = true;
             retire(state);
             return {error, std::system_category()};
@@ -448,7 +448,7 @@ public:
                 ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
                 retire(state);
             } else {
-                delete state; // never registered: the reactor cannot hold it
+                delete state; // never registered: no round can hold it
             }
         }
         take_file_ops(fd, cancelled);
@@ -525,7 +525,7 @@ private:
         // TRICKY: the state's lock is taken before the table's is released, so detach()
         // (which removes the state from the table, then takes the state's lock) cannot retire
         // it in between. The non-blocking call is made under the state's lock: an edge that
-        // the reactor handles before this point happened before the call (which then sees the
+        // the reaper handles before this point happened before the call (which then sees the
         // data); one after it finds the operation queued. Either way no readiness is lost.
         std::unique_lock lock(state->mutex);
         table.unlock();
@@ -559,9 +559,8 @@ private:
     }
 
 public:
-
     /// Completes every operation of `fd` that is still queued (socket operations waiting for
-    /// readiness, file operations no file thread has started) with -ECANCELED, on the reactor
+    /// readiness, file operations no file thread has started) with -ECANCELED, on the reaping
     /// thread. Operations that already finished, and file I/O already running, complete with
     /// their own result. A connect in progress goes on in the kernel until the fd is closed.
     void cancel(int fd) noexcept override {
@@ -595,7 +594,7 @@ public:
     /// completion_poller: an eventfd write, only when a reaper waits in epoll_wait.
     void interrupt() noexcept override {
         if (role_.interrupt())
-            signal_reactor();
+            signal_reaper();
     }
 
     /// completion_poller: operations finished inside issue() (or cancelled) wait in the ready
@@ -632,7 +631,7 @@ private:
             return {errno, std::system_category()};
         try {
             epoll_detail::signal_blocker blocker;
-            reactor_ = std::thread([this] { run_watchdog(); });
+            watchdog_ = std::thread([this] { run_watchdog(); });
         } catch (const std::system_error& e) {
             return e.code();
         } catch (...) {
@@ -674,8 +673,8 @@ private:
         }
         watch_cv_.notify_one();
         interrupt();
-        if (reactor_.joinable())
-            reactor_.join();
+        if (watchdog_.joinable())
+            watchdog_.join();
         for (epoll_detail::fd_state* state : states)
             delete state;
         free_retired();
@@ -691,14 +690,14 @@ private:
         return fd >= 0 && index < table_.size() ? table_[index] : nullptr;
     }
 
-    // Hands a finished operation to the reactor, which runs its on_complete.
+    // Hands a finished operation to the reaper, which runs its on_complete.
     void post_ready(linux_op& op, int res) noexcept {
         epoll_detail::op_queue one;
         one.push(&op);
         post_ready(one, res);
     }
 
-    // Hands finished operations (all with the result `res`) to the reactor.
+    // Hands finished operations (all with the result `res`) to the reaper.
     void post_ready(epoll_detail::op_queue& ops, int res) noexcept {
         if (ops.empty())
             return;
@@ -721,13 +720,13 @@ private:
             interrupt();
     }
 
-    void signal_reactor() noexcept {
+    void signal_reaper() noexcept {
         const std::uint64_t one = 1;
         while (::write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
         }
     }
 
-    // Frees `state` once the reactor can no longer hold it (after its current batch).
+    // Frees `state` once no reaping round can hold it (after its current batch).
     void retire(epoll_detail::fd_state* state) noexcept {
         std::lock_guard lock(ready_mutex_);
         state->next_retired = retired_;
@@ -986,16 +985,16 @@ private:
 
     int epoll_fd_ = -1;
     int wake_fd_ = -1; // eventfd that interrupts epoll_wait; its address tags its epoll events
-    std::thread reactor_; // the watchdog
+    std::thread watchdog_;
 
-    poll_role role_;                             // the one reaper of the moment
-    std::atomic<std::uint64_t> worker_polls_{0}; // poll() calls that took the role
-    std::atomic<bool> watchdog_holds_{false};    // the watchdog waits as the reaper
-    std::atomic<bool> worker_wants_{false};      // ... and a worker asked for the role
-    std::atomic<bool> watchdog_idle_{false};     // sleeps until an operation is issued
+    poll_role role_;                                       // the one reaper of the moment
+    std::atomic<std::uint64_t> worker_polls_{0};           // poll() calls that took the role
+    std::atomic<bool> watchdog_holds_{false};              // the watchdog waits as the reaper
+    std::atomic<bool> worker_wants_{false};                // ... and a worker asked for the role
+    std::atomic<bool> watchdog_idle_{false};               // sleeps until an operation is issued
     static constexpr unsigned quiet_ticks_before_wait = 4; // ticks without a worker's poll
-    std::atomic<std::size_t> in_flight_{0};      // issued, on_complete not yet returned
-    std::atomic<bool> ready_pending_{false};     // ready_ is not empty
+    std::atomic<std::size_t> in_flight_{0};                // issued, on_complete not yet returned
+    std::atomic<bool> ready_pending_{false};               // ready_ is not empty
     static constexpr std::chrono::milliseconds idle_tick{100}; // nothing in flight
     std::mutex watch_mutex_; // the watchdog's sleep, and stopping_ with it
     std::condition_variable watch_cv_;
@@ -1004,9 +1003,9 @@ private:
     std::vector<epoll_detail::fd_state*> table_; // attached states by fd number
 
     std::mutex ready_mutex_;       // guards ready_, wake_pending_, retired_
-    epoll_detail::op_queue ready_; // finished operations whose on_complete the reactor runs
+    epoll_detail::op_queue ready_; // finished operations whose on_complete the reaper runs
     bool wake_pending_ = false;    // an interrupt is on its way or unhandled
-    epoll_detail::fd_state* retired_ = nullptr; // detached states the reactor frees
+    epoll_detail::fd_state* retired_ = nullptr; // detached states the reaper frees
     std::atomic<bool> stopping_{false};
 
     std::mutex file_mutex_; // guards file_ops_, file_threads_, idle_file_threads_, file_stopping_

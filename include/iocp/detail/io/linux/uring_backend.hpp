@@ -818,20 +818,20 @@ private:
     std::vector<fd_slot> fds_;      // indexed by fd
     linux_op* done_head_ = nullptr; // ops completed without a CQE (result in backend_data)
     linux_op** done_tail_ = &done_head_;
-    std::atomic<std::size_t> in_flight_{0};   // issued, on_complete not yet returned
-    std::atomic<bool> submit_pending_{false}; // SQEs the kernel refused wait in the SQ
-    std::atomic<bool> done_pending_{false};   // done_head_ is not empty
-    poll_role role_;                          // the one reaper of the moment
-    std::atomic<std::uint64_t> worker_polls_{0}; // poll() calls that took the role
-    std::atomic<bool> watchdog_holds_{false};    // the watchdog waits as the reaper
-    std::atomic<bool> worker_wants_{false};      // ... and a worker asked for the role
-    std::atomic<bool> watchdog_idle_{false};     // sleeps until an operation is issued
+    std::atomic<std::size_t> in_flight_{0};                // issued, on_complete not yet returned
+    std::atomic<bool> submit_pending_{false};              // SQEs the kernel refused wait in the SQ
+    std::atomic<bool> done_pending_{false};                // done_head_ is not empty
+    poll_role role_;                                       // the one reaper of the moment
+    std::atomic<std::uint64_t> worker_polls_{0};           // poll() calls that took the role
+    std::atomic<bool> watchdog_holds_{false};              // the watchdog waits as the reaper
+    std::atomic<bool> worker_wants_{false};                // ... and a worker asked for the role
+    std::atomic<bool> watchdog_idle_{false};               // sleeps until an operation is issued
     static constexpr unsigned quiet_ticks_before_wait = 4; // ticks without a worker's poll
     static constexpr std::chrono::milliseconds idle_tick{100}; // nothing in flight
-    std::mutex watch_mutex_;                  // the watchdog's sleep, and stopping_ with it
+    std::mutex watch_mutex_; // the watchdog's sleep, and stopping_ with it
     std::condition_variable watch_cv_;
-    std::atomic<bool> stopping_{false};       // the destructor runs
-    std::thread watchdog_;                    // started last in init
+    std::atomic<bool> stopping_{false}; // the destructor runs
+    std::thread watchdog_;              // started last in init
 };
 
 } // namespace iocp::detail::io::lnx

@@ -152,14 +152,14 @@ inline call_status issue_datagram_call(io_operation& op, HANDLE h, const request
     const auto n = static_cast<DWORD>(req.count);
     if (req.what == request::kind::send_to)
         return wsa_status(::WSASendTo(as_socket(h), bufs, n, nullptr, 0, req.peer->data(),
-                                            req.peer->size(), ov, nullptr));
+                                      req.peer->size(), ov, nullptr));
     auto* slot = static_cast<from_slot*>(req.from_slot);
     slot->address = SOCKADDR_STORAGE{};
     slot->length = static_cast<INT>(sizeof slot->address);
     DWORD flags = 0;
     return wsa_status(::WSARecvFrom(as_socket(h), bufs, n, nullptr, &flags,
-                                          reinterpret_cast<sockaddr*>(&slot->address),
-                                          &slot->length, ov, nullptr));
+                                    reinterpret_cast<sockaddr*>(&slot->address), &slot->length, ov,
+                                    nullptr));
 }
 
 inline call_status issue_call(io_operation& op, io_state& st, HANDLE h,
