@@ -20,3 +20,6 @@
 #include "io_operation.hpp"
 #include "socket.hpp"
 #endif
+
+// C++20 coroutines: tasks, spawn, sync_wait, when_all and the I/O awaitables.
+#include "coroutine.hpp"

@@ -14,7 +14,9 @@ Layers, bottom up:
   4 I/O       the I/O layer: io_operation, buffer, endpoint, detail/io/** (the neutral layer and
               the Win32, io_uring and epoll backends that issue calls)
   5 objects   file, socket, acceptor
-  6 umbrella  iocp.hpp
+  6 coroutine tasks, spawn, sync_wait, when_all and the I/O awaitables (coro/**), coroutine.hpp
+              (the pool's own awaitables, schedule and sleep, are pool parts: detail/pool/)
+  7 umbrella  iocp.hpp
 """
 import pathlib
 import re
@@ -23,7 +25,8 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2] / "include" / "iocp"
 
 RULES = [  # (layer, name, path patterns); the first match wins
-    (6, "umbrella", [r"iocp\.hpp"]),
+    (7, "umbrella", [r"iocp\.hpp"]),
+    (6, "coroutine", [r"coroutine\.hpp", r"coro/.*"]),
     (5, "objects", [r"file\.hpp", r"socket\.hpp", r"acceptor\.hpp"]),
     (4, "I/O", [r"io_operation\.hpp", r"buffer\.hpp", r"endpoint\.hpp", r"detail/io/.*"]),
     (3, "pool", [r"thread_pool\.hpp", r"detail/work_queue\.hpp", r"detail/work_item\.hpp",

@@ -53,6 +53,11 @@ public:
     virtual void issue(linux_op& op) noexcept = 0;       // hands op over; completes it once later
     virtual void cancel(int fd) noexcept = 0;            // every op of fd completes (-ECANCELED
                                                          // unless it finished first), soon
+    // Cancels the one operation `op` (issued, on_complete not yet returned): it completes once,
+    // with -ECANCELED unless it finished (or finishes) first; the fd's other ops go on. An op
+    // that already completed is left alone (the call does nothing). Never completes op inside
+    // this call.
+    virtual void cancel(linux_op& op) noexcept = 0;
 };
 
 // The process-wide backend, chosen once at first use (defined in select.hpp):
