@@ -60,7 +60,8 @@ int main(int argc, char** argv) {
         iocp::thread_pool pool(threads);
         iocp::acceptor listener(pool, iocp::endpoint::loopback(iocp::address_family::ipv4,
                                                                static_cast<std::uint16_t>(port)));
-        std::printf("listening on port %u\n", static_cast<unsigned>(listener.local_endpoint().port()));
+        std::printf("listening on port %u\n",
+                    static_cast<unsigned>(listener.local_endpoint().port()));
         std::fflush(stdout);
         std::latch finished(once > 0 ? once : 1); // never reached without --once
         iocp::spawn(pool, accept_loop(pool, listener, once, finished));

@@ -90,7 +90,9 @@ void wait_until(Pred pred, const char* what) {
 std::atomic<long> live_frames{0};
 struct frame_probe {
     frame_probe() noexcept { live_frames.fetch_add(1, std::memory_order_relaxed); }
-    frame_probe(const frame_probe&) noexcept { live_frames.fetch_add(1, std::memory_order_relaxed); }
+    frame_probe(const frame_probe&) noexcept {
+        live_frames.fetch_add(1, std::memory_order_relaxed);
+    }
     frame_probe& operator=(const frame_probe&) = delete;
     ~frame_probe() { live_frames.fetch_sub(1, std::memory_order_relaxed); }
 };
@@ -309,9 +311,7 @@ TEST(coro_pool_test, schedule_on_a_joined_pool_throws_closed) {
 
 TEST(coro_pool_test, sleep_for_resumes_after_the_delay) {
     iocp::thread_pool pool(2);
-    auto body = [&]() -> iocp::task<std::error_code> {
-        co_return co_await pool.sleep_for(5ms);
-    };
+    auto body = [&]() -> iocp::task<std::error_code> { co_return co_await pool.sleep_for(5ms); };
     const auto start = std::chrono::steady_clock::now();
     EXPECT_FALSE(iocp::sync_wait(body()));
     EXPECT_GE(std::chrono::steady_clock::now() - start, 5ms); // never early (not a speed check)
@@ -383,21 +383,21 @@ TEST(coro_pool_test, shutdown_resumes_every_sleeping_coroutine_once) {
         {
             iocp::thread_pool pool(2);
             for (int i = 0; i < 200; ++i) {
-                iocp::spawn(pool, [](iocp::thread_pool& p, std::atomic<int>& r,
-                                     std::atomic<int>& c, int i, frame_probe) -> iocp::task<> {
-                    std::error_code ec = co_await p.sleep_for(i % 2 == 0 ? 1h : 1ms);
-                    r.fetch_add(1);
-                    if (ec == iocp::errc::closed)
-                        c.fetch_add(1);
-                    // Anything after shutdown began is refused, and still resumes once.
-                    std::error_code again = co_await p.sleep_for(1ms);
-                    if (!again)
-                        co_return; // the pool was still running for this one
-                    EXPECT_EQ(again, iocp::errc::closed);
-                }(pool, resumed, closed, i, frame_probe{}));
+                iocp::spawn(pool,
+                            [](iocp::thread_pool& p, std::atomic<int>& r, std::atomic<int>& c,
+                               int i, frame_probe) -> iocp::task<> {
+                                std::error_code ec = co_await p.sleep_for(i % 2 == 0 ? 1h : 1ms);
+                                r.fetch_add(1);
+                                if (ec == iocp::errc::closed)
+                                    c.fetch_add(1);
+                                // Anything after shutdown began is refused, and still resumes once.
+                                std::error_code again = co_await p.sleep_for(1ms);
+                                if (!again)
+                                    co_return; // the pool was still running for this one
+                                EXPECT_EQ(again, iocp::errc::closed);
+                            }(pool, resumed, closed, i, frame_probe{}));
             }
-            wait_until([&] { return live_frames.load() == 200 || resumed.load() > 0; },
-                       "spawned");
+            wait_until([&] { return live_frames.load() == 200 || resumed.load() > 0; }, "spawned");
             std::this_thread::sleep_for(20ms);
             if (use_stop)
                 (void)pool.stop();
@@ -418,19 +418,20 @@ TEST(coro_pool_test, stop_abandons_queued_schedules_and_resumes_each_once) {
             iocp::thread_pool pool(2);
             // Many coroutines rescheduling themselves: stop() catches some in the queue.
             for (int i = 0; i < 100; ++i) {
-                iocp::spawn(pool, [](iocp::thread_pool& p, std::atomic<int>& r, std::atomic<int>& f,
-                                     frame_probe) -> iocp::task<> {
-                    for (;;) {
-                        try {
-                            co_await p.schedule();
-                        } catch (const std::system_error& e) {
-                            EXPECT_EQ(e.code(), iocp::errc::closed);
-                            f.fetch_add(1);
-                            break;
-                        }
-                    }
-                    r.fetch_add(1);
-                }(pool, resumed, refused, frame_probe{}));
+                iocp::spawn(pool,
+                            [](iocp::thread_pool& p, std::atomic<int>& r, std::atomic<int>& f,
+                               frame_probe) -> iocp::task<> {
+                                for (;;) {
+                                    try {
+                                        co_await p.schedule();
+                                    } catch (const std::system_error& e) {
+                                        EXPECT_EQ(e.code(), iocp::errc::closed);
+                                        f.fetch_add(1);
+                                        break;
+                                    }
+                                }
+                                r.fetch_add(1);
+                            }(pool, resumed, refused, frame_probe{}));
             }
             std::this_thread::sleep_for(5ms);
             (void)pool.stop();
@@ -511,7 +512,8 @@ TEST(coro_io_test, accept_connect_send_recv_and_their_errors) {
         char got[sizeof msg] = {};
         std::size_t n = 0;
         while (n < sizeof msg) {
-            auto [ec, bytes] = co_await iocp::async_recv(p.server, iocp::buffer(got + n, sizeof got - n));
+            auto [ec, bytes] =
+                co_await iocp::async_recv(p.server, iocp::buffer(got + n, sizeof got - n));
             EXPECT_FALSE(ec) << ec.message();
             if (ec)
                 co_return;
@@ -531,7 +533,8 @@ TEST(coro_io_test, accept_connect_send_recv_and_their_errors) {
             co_return total;
         };
         auto writer = [&]() -> iocp::task<std::size_t> {
-            co_return co_await iocp::async_send_all(p.client, std::span<const iocp::const_buffer>(parts))
+            co_return co_await iocp::async_send_all(p.client,
+                                                    std::span<const iocp::const_buffer>(parts))
                 .or_throw();
         };
         auto [received, total] = co_await iocp::when_all(reader(), writer());
@@ -609,10 +612,10 @@ TEST(coro_io_test, file_write_at_then_read_at_and_eof) {
             out[i] = static_cast<unsigned char>(i * 7);
         std::size_t written = 0;
         while (written < out.size())
-            written += co_await iocp::async_write_at(f, 4096 + written,
-                                                     iocp::buffer(out.data() + written,
-                                                                  out.size() - written))
-                           .or_throw();
+            written +=
+                co_await iocp::async_write_at(
+                    f, 4096 + written, iocp::buffer(out.data() + written, out.size() - written))
+                    .or_throw();
         std::vector<unsigned char> in(out.size());
         std::size_t read = 0;
         while (read < in.size()) {
@@ -625,7 +628,8 @@ TEST(coro_io_test, file_write_at_then_read_at_and_eof) {
         }
         EXPECT_EQ(in, out);
         unsigned char c = 0;
-        iocp::io_result eof = co_await iocp::async_read_at(f, 4096 + out.size(), iocp::buffer(&c, 1));
+        iocp::io_result eof =
+            co_await iocp::async_read_at(f, 4096 + out.size(), iocp::buffer(&c, 1));
         EXPECT_EQ(eof.ec, iocp::errc::eof);
     };
     iocp::sync_wait(body());
@@ -749,7 +753,8 @@ TEST(coro_io_test, stop_racing_completion_resumes_exactly_once) {
         std::promise<iocp::io_result> done;
         auto body = [&]() -> iocp::task<> {
             frame_probe probe;
-            iocp::io_result r = co_await iocp::async_recv(p.server, iocp::buffer(&c, 1), stop.get_token());
+            iocp::io_result r =
+                co_await iocp::async_recv(p.server, iocp::buffer(&c, 1), stop.get_token());
             resumptions.fetch_add(1);
             done.set_value(r);
         };

@@ -473,7 +473,7 @@ TEST_F(uring_backend_test, cancel_of_one_op_completes_only_that_op_once) {
     EXPECT_EQ(completed_once(*ops[0]), 2);
     EXPECT_EQ(completed_once(*ops[2]), 2);
     backend_->cancel(*ops[0]); // completed already: left alone
-    backend_.reset(); // joins the reaper: the counts below are final
+    backend_.reset();          // joins the reaper: the counts below are final
     EXPECT_EQ(ops[0]->calls.load(), 1);
     EXPECT_EQ(ops[1]->calls.load(), 1);
     EXPECT_EQ(ops[2]->calls.load(), 1);

@@ -137,8 +137,7 @@ private:
     }
 
     // The completion, on a worker: resume the coroutine right here.
-    static void completed(io_operation* op, const std::error_code& ec,
-                          std::size_t bytes) noexcept {
+    static void completed(io_operation* op, const std::error_code& ec, std::size_t bytes) noexcept {
         io_awaitable* self = self_of(op);
         self->ec_ = ec;
         self->bytes_ = bytes;
@@ -194,8 +193,8 @@ struct send_all_kind {
     using object = socket;
     using buffer = const_buffer;
     using base = send_all_operation;
-    static std::error_code start(socket& s, send_all_operation& op,
-                                 std::span<const const_buffer> b, std::uint64_t) noexcept {
+    static std::error_code start(socket& s, send_all_operation& op, std::span<const const_buffer> b,
+                                 std::uint64_t) noexcept {
         return start_send_all(s, op, b);
     }
 };

@@ -51,8 +51,8 @@ struct when_all_driver {
         std::suspend_always initial_suspend() const noexcept { return {}; }
         struct final_awaiter {
             bool await_ready() const noexcept { return false; }
-            std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> h) const
-                noexcept {
+            std::coroutine_handle<>
+            await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
                 when_all_counter* c = h.promise().counter;
                 const std::coroutine_handle<> self = h;
                 h.destroy(); // suspended at its end: nothing of it runs again
