@@ -6,17 +6,29 @@
 // --once N exits after serving N connections (the test pipes it into echo_client).
 #include <iocp/coroutine.hpp>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <latch>
+#include <future>
 #include <system_error>
 #include <vector>
 
 namespace {
 
+// Counts the sessions still to serve; the last one to end wakes main. (A promise, not
+// std::latch: libstdc++ 12 on Windows, without a futex, can lose a latch's wake-up.)
+struct countdown {
+    std::atomic<int> left;
+    std::promise<void> zero;
+    void count_down() {
+        if (left.fetch_sub(1) == 1)
+            zero.set_value();
+    }
+};
+
 // One connection: receive, send it all back, until the client closes (eof).
-iocp::task<> session(iocp::socket conn, std::latch& finished) {
+iocp::task<> session(iocp::socket conn, countdown& finished) {
     std::vector<char> buf(std::size_t{64} * 1024);
     try {
         for (;;) {
@@ -35,7 +47,7 @@ iocp::task<> session(iocp::socket conn, std::latch& finished) {
 
 // Accepts `count` connections (0: for ever), each served by its own detached task.
 iocp::task<> accept_loop(iocp::thread_pool& pool, iocp::acceptor& listener, int count,
-                         std::latch& finished) {
+                         countdown& finished) {
     for (int served = 0; count == 0 || served < count; ++served) {
         auto [conn, peer] = co_await iocp::async_accept(listener).or_throw();
         iocp::spawn(pool, session(std::move(conn), finished));
@@ -63,9 +75,9 @@ int main(int argc, char** argv) {
         std::printf("listening on port %u\n",
                     static_cast<unsigned>(listener.local_endpoint().port()));
         std::fflush(stdout);
-        std::latch finished(once > 0 ? once : 1); // never reached without --once
+        countdown finished{once > 0 ? once : -1, {}}; // never reached without --once
         iocp::spawn(pool, accept_loop(pool, listener, once, finished));
-        finished.wait();
+        finished.zero.get_future().wait();
         pool.join(); // the accept loop and every session have ended
         std::fprintf(stderr, "co_echo_server: served %d connections\n", once);
     } catch (const std::system_error& e) {

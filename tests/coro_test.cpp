@@ -66,7 +66,18 @@ using namespace std::chrono_literals;
 namespace {
 
 // Long enough for a slow Wine, short enough to fail well before ctest's timeout.
-constexpr auto deadline = 60s;
+constexpr auto deadline = 30s;
+
+// Waits for `f`; a test that would hang aborts instead, saying what it waited for.
+template <class T>
+T await(std::future<T>&& f, const char* what, int iteration = -1) {
+    if (f.wait_for(deadline) != std::future_status::ready) {
+        std::fprintf(stderr, "timed out waiting for %s (iteration %d)\n", what, iteration);
+        std::fflush(stderr);
+        std::abort();
+    }
+    return f.get();
+}
 
 // Spins (with sleeps) until `pred` holds; aborts after the deadline (coroutines still refer to
 // the test's stack, so it cannot simply return).
@@ -771,7 +782,7 @@ TEST(coro_io_test, stop_racing_completion_resumes_exactly_once) {
             co_await iocp::async_send(p.client, iocp::buffer(&x, 1)).or_throw();
         }());
         stopper.join();
-        const iocp::io_result r = done.get_future().get();
+        const iocp::io_result r = await(done.get_future(), "the raced receive", i);
         if (r.ec) {
             EXPECT_EQ(r.ec, iocp::errc::operation_aborted) << r.ec.message();
             ++aborted;
@@ -792,7 +803,7 @@ TEST(coro_io_test, stop_racing_completion_resumes_exactly_once) {
             auto f = drained.get_future();
             if (f.wait_for(100ms) != std::future_status::ready)
                 drain_stop.request_stop(); // the byte was taken by the aborted receive
-            (void)f.get();
+            (void)await(std::move(f), "the draining receive", i);
         }
     }
     EXPECT_EQ(resumptions.load(), iterations);

@@ -32,9 +32,10 @@
 ///   epoll: it leaves its queue); the others of the object go on. It resumes exactly once: with
 ///   `errc::operation_aborted` if the cancel came first, with its own result if the I/O had
 ///   finished. The resumption is never inline inside `request_stop()`: it comes through the
-///   pool's port, on a worker (`request_stop()` only asks; it may wait while a worker finishes
-///   resuming this operation, as `std::stop_callback` does). A token already stopped starts
-///   nothing: `errc::operation_aborted` at once. A cancelled receive may have lost data.
+///   pool's port, on a worker (`request_stop()` only asks; the completion, if it runs at the
+///   same moment, waits for that short request to return before it resumes). A token already
+///   stopped starts nothing: `errc::operation_aborted` at once. A cancelled receive may have
+///   lost data.
 ///   A timeout: a `std::stop_source` stopped by a `pool.sleep_for` in another task.
 /// - Shutdown: `join()`/`stop()` cancel the pending operations of every file and socket: the
 ///   coroutine resumes on a worker with `errc::operation_aborted`; operations started after
@@ -108,7 +109,7 @@ public:
         // registered now (it may run the cancel inline, here, if stop was requested meanwhile);
         // the gate keeps the completion from resuming (and freeing) the frame under us.
         if (token_.stop_possible())
-            callback_.emplace(token_, canceller{this});
+            stop_.arm(token_, &io_awaitable::cancel, this);
         return gate_.suspend();
     }
 
@@ -121,16 +122,17 @@ protected:
 
     // For await_resume: the stop callback is gone (it may still be registered when the
     // completion came before await_suspend ended).
-    void end_wait() noexcept { callback_.reset(); }
+    void end_wait() noexcept { stop_.disarm(); }
 
     std::error_code ec_;
     std::size_t bytes_ = 0;
 
 private:
-    struct canceller {
-        io_awaitable* self;
-        void operator()() noexcept { io::io_access::cancel(*self); }
-    };
+    // The stop request (detail::stop_registration runs it at most once, and never after
+    // disarm() returned).
+    static void cancel(void* self) noexcept {
+        io::io_access::cancel(*static_cast<io_awaitable*>(self));
+    }
 
     static io_awaitable* self_of(io_operation* op) noexcept {
         return static_cast<io_awaitable*>(static_cast<Base*>(op));
@@ -158,15 +160,15 @@ private:
     void resume() noexcept {
         if (!gate_.complete())
             return; // await_suspend is still running: it resumes
-        // TRICKY: std::stop_callback's destructor waits for a cancel running on another thread
-        // (which reads this operation and its file's state: both alive until we return).
-        callback_.reset();
+        // TRICKY: disarm() waits for a cancel running on another thread (it reads this operation
+        // and its file's state: both alive until this handler returns).
+        stop_.disarm();
         resume_loop(handle_);
     }
 
     std::coroutine_handle<> handle_;
     std::stop_token token_;
-    std::optional<std::stop_callback<canceller>> callback_;
+    stop_registration stop_;
     resume_gate gate_;
 };
 

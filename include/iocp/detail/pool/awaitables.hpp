@@ -216,27 +216,26 @@ public:
         // TRICKY: registered after the timer exists (the callback needs its id); the timer may
         // fire meanwhile, and the gate keeps the frame alive until this returns.
         if (token_.stop_possible())
-            callback_.emplace(token_, canceller{this}); // runs the cancel here if stop came
+            stop_.arm(token_, &sleep_awaitable::cancel, this); // runs it here if stop came
         return this->suspend_or_resume();
     }
 
     /// Empty when the time came; `errc::operation_aborted` after a stop request; `errc::closed`
     /// when the pool refused the timer or abandoned it at shutdown.
     std::error_code await_resume() noexcept {
-        callback_.reset();
+        stop_.disarm();
         return this->ec_;
     }
 
 private:
-    struct canceller {
-        sleep_awaitable* self;
-        void operator()() noexcept {
-            self->stop_requested_.store(true, std::memory_order_release);
-            // True: the callable is destroyed unrun, here, and abandoned() posts the
-            // completion; false: the timer fired already (or is firing).
-            (void)self->pool_->cancel(self->id_);
-        }
-    };
+    // The stop request (at most once, never after disarm() returned).
+    static void cancel(void* context) noexcept {
+        auto* self = static_cast<sleep_awaitable*>(context);
+        self->stop_requested_.store(true, std::memory_order_release);
+        // True: the callable is destroyed unrun, here, and abandoned() posts the completion;
+        // false: the timer fired already (or is firing).
+        (void)self->pool_->cancel(self->id_);
+    }
 
     bool suspend_or_resume_refused() noexcept {
         this->counted_ = false;
@@ -249,15 +248,15 @@ private:
                                    ? errc::operation_aborted
                                    : errc::closed);
     }
-    // TRICKY: std::stop_callback's destructor waits for a cancel running on another thread,
-    // so the frame outlives it; on the requesting thread itself it does not wait.
-    void before_resume() noexcept override { callback_.reset(); }
+    // TRICKY: disarm() waits for a cancel running on another thread, so that the frame
+    // outlives it.
+    void before_resume() noexcept override { stop_.disarm(); }
 
     std::chrono::steady_clock::time_point when_;
     std::stop_token token_;
     timer_id id_{};
     std::atomic<bool> stop_requested_{false};
-    std::optional<std::stop_callback<canceller>> callback_;
+    stop_registration stop_;
 };
 
 } // namespace iocp::detail

@@ -15,6 +15,9 @@
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
+#include <optional>
+#include <stop_token>
+#include <thread>
 #include <utility>
 
 namespace iocp::detail {
@@ -87,5 +90,109 @@ inline std::coroutine_handle<> transfer(std::coroutine_handle<> current,
     resume_loop(next);
     return std::noop_coroutine();
 }
+
+// The stop callback of one awaited operation: `cancel(context)` runs once on a stop request,
+// and the completion side ends it with disarm() before the frame may go away.
+//
+// Why not a plain std::stop_callback member destroyed by the completion: its destructor, when the
+// callback is running on the requesting thread, waits on a binary_semaphore, and libstdc++ 12
+// without a futex (MinGW: Windows) can lose that wake-up (its waiter pool notifies the condition
+// variable without taking the mutex, between the waiter's check and its wait), so a worker hangs
+// for ever; the tests hit it under Wine in one run out of three. Here a callback that ran on
+// another thread destroys its std::stop_callback itself, inside its own invocation (the standard
+// says that does not block), and the completion side only waits for our own flag.
+class stop_registration {
+public:
+    using cancel_fn = void (*)(void* context) noexcept;
+
+    stop_registration() = default;
+    stop_registration(const stop_registration&) = delete;
+    stop_registration& operator=(const stop_registration&) = delete;
+    ~stop_registration() { disarm(); }
+
+    // Registers; a stop already requested runs `cancel` here, inline.
+    void arm(const std::stop_token& token, cancel_fn cancel, void* context) noexcept {
+        token_ = token;
+        cancel_ = cancel;
+        context_ = context;
+        armed_ = true;
+        arming_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+        callback_.emplace(token_, invoke{this});
+        arming_thread_.store(std::thread::id(), std::memory_order_relaxed);
+    }
+
+    // After this returns `cancel` is not running and never runs again. Waits (yielding) only for
+    // a cancel that a stop request is running now, which is short.
+    void disarm() noexcept {
+        if (!std::exchange(armed_, false))
+            return;
+        if ((state_.load(std::memory_order_acquire) & ran_inline) != 0) {
+            callback_.reset(); // ran in its constructor: nothing registered, nothing to wait for
+            return;
+        }
+        const unsigned prev = state_.fetch_or(finishing, std::memory_order_acq_rel);
+        if ((prev & taken) == 0) {
+            if (!token_.stop_requested()) {
+                // TRICKY: not requested now: the destructor unlinks the callback. A request that
+                // starts in the few instructions between this look and the destructor's lock
+                // can still take it; the callback then sees `own` and returns at once, and the
+                // destructor waits for that return (the one wait left to libstdc++).
+                state_.fetch_or(own, std::memory_order_acq_rel);
+                callback_.reset();
+                return;
+            }
+            // Requested but not taken yet: the request runs it soon (it takes every callback
+            // registered before the stop); it destroys itself then.
+            state_.fetch_or(defer, std::memory_order_acq_rel);
+        }
+        while ((state_.load(std::memory_order_acquire) & done) == 0)
+            std::this_thread::yield();
+    }
+
+private:
+    struct invoke {
+        stop_registration* self;
+        void operator()() noexcept { self->on_stop(); }
+    };
+
+    void on_stop() noexcept {
+        if (arming_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
+            // Inside arm(): the request came first; the constructor runs us and keeps nothing.
+            cancel_(context_);
+            state_.fetch_or(ran_inline, std::memory_order_release);
+            return;
+        }
+        const unsigned prev = state_.fetch_or(taken, std::memory_order_acq_rel);
+        if ((prev & finishing) != 0) {
+            // The completion side is ending the registration: wait for its decision (it comes
+            // at once), do not cancel (the operation has completed).
+            unsigned s = 0;
+            while (((s = state_.load(std::memory_order_acquire)) & (own | defer)) == 0)
+                std::this_thread::yield();
+            if ((s & own) != 0)
+                return; // its destructor is waiting for this return
+        } else {
+            cancel_(context_); // the completion side waits for `done` before the frame goes
+        }
+        stop_registration* self = this;
+        self->callback_.reset(); // destroys the std::stop_callback running us: allowed, no wait
+        self->state_.fetch_or(done, std::memory_order_release); // nothing of ours after this
+    }
+
+    static constexpr unsigned taken = 1;       // a stop request runs the callback
+    static constexpr unsigned finishing = 2;   // the completion side began disarm()
+    static constexpr unsigned own = 4;         // disarm() destroys the std::stop_callback
+    static constexpr unsigned defer = 8;       // the callback destroys it (disarm() waits)
+    static constexpr unsigned done = 16;       // the callback destroyed it and returned
+    static constexpr unsigned ran_inline = 32; // ran inside arm()
+
+    std::stop_token token_;
+    cancel_fn cancel_ = nullptr;
+    void* context_ = nullptr;
+    bool armed_ = false; // arm() was called and disarm() not yet (the completion side's)
+    std::atomic<std::thread::id> arming_thread_{};
+    std::atomic<unsigned> state_{0};
+    std::optional<std::stop_callback<invoke>> callback_;
+};
 
 } // namespace iocp::detail
