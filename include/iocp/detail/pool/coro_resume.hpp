@@ -119,6 +119,7 @@ public:
         arming_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
         callback_.emplace(token_, invoke{this});
         arming_thread_.store(std::thread::id(), std::memory_order_relaxed);
+        arm_finished_.store(true, std::memory_order_release);
     }
 
     // After this returns `cancel` is not running and never runs again. Waits (yielding) only for
@@ -174,6 +175,11 @@ private:
         } else {
             cancel_(context_); // the completion side waits for `done` before the frame goes
         }
+        // TRICKY: a request on another thread may run us as soon as the constructor has linked
+        // the callback, before the constructor (and emplace) finished writing the object: it
+        // must not be destroyed before arm() returned. arm() does not block: a short wait.
+        while (!arm_finished_.load(std::memory_order_acquire))
+            std::this_thread::yield();
         stop_registration* self = this;
         self->callback_.reset(); // destroys the std::stop_callback running us: allowed, no wait
         self->state_.fetch_or(done, std::memory_order_release); // nothing of ours after this
@@ -191,6 +197,7 @@ private:
     void* context_ = nullptr;
     bool armed_ = false; // arm() was called and disarm() not yet (the completion side's)
     std::atomic<std::thread::id> arming_thread_{};
+    std::atomic<bool> arm_finished_{false}; // arm() has constructed the std::stop_callback
     std::atomic<unsigned> state_{0};
     std::optional<std::stop_callback<invoke>> callback_;
 };
