@@ -455,20 +455,25 @@ TEST(coro_pool_test, stop_abandons_queued_schedules_and_resumes_each_once) {
     }
 }
 
-// Zero allocations per awaited schedule/sleep in steady state (as the pool's allocation test
-// counts them).
+// No allocation per awaited schedule in steady state (counted as the pool's allocation test
+// counts posts): the work item of each hop is a recycled block. Blocks move between threads in
+// batches of 64 (detail/work_item.hpp), so, as in thread_pool_alloc_test, a few fresh blocks may
+// still be made while those batches settle between the threads: bounded, never one per hop.
 #if !defined(IOCP_TEST_TSAN)
-TEST(coro_pool_test, schedule_allocates_nothing_in_steady_state) {
+TEST(coro_pool_test, schedule_allocates_nothing_per_hop_in_steady_state) {
     iocp::thread_pool pool(2);
-    auto body = [&](int n) -> iocp::task<long long> {
-        for (int i = 0; i < 1000; ++i) // warm the recycled work-item blocks on every thread
+    const int n = 20000;
+    auto body = [&]() -> iocp::task<long long> {
+        for (int i = 0; i < 5000; ++i) // warm the recycled work-item blocks on every thread
             co_await pool.schedule();
         const long long before = iocp_test::allocations.load();
         for (int i = 0; i < n; ++i)
             co_await pool.schedule();
         co_return iocp_test::allocations.load() - before;
     };
-    EXPECT_EQ(iocp::sync_wait(body(10000)), 0);
+    const long long allocated = iocp::sync_wait(body());
+    std::printf("[ allocs   ] %lld allocations in %d awaited schedules\n", allocated, n);
+    EXPECT_LE(allocated, n / 1000);
 }
 #endif
 
@@ -891,6 +896,8 @@ TEST(coro_io_test, awaited_io_allocates_nothing_in_steady_state) {
     const int n = iocp_test::scaled(2000, 300);
     // The two tasks and when_all's frames are allocated before the count starts.
     auto [unused, allocated] = iocp::sync_wait(iocp::when_all(echo(n), ping(n, true)));
+    std::printf("[ allocs   ] %lld allocations in %d awaited receives and sends\n", allocated,
+                4 * (n - 100));
     EXPECT_EQ(allocated, 0) << "allocations during " << (n - 100) << " round trips";
 }
 #endif
