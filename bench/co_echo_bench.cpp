@@ -230,20 +230,23 @@ public:
 private:
     static asio::awaitable<void> session(asio::ip::tcp::socket sock) {
         std::vector<char> buffer(buffer_size);
-        const auto token = asio::as_tuple(asio::use_awaitable);
+        std::error_code ec; // errors as values, as the iocp coroutine server takes them
         for (;;) {
-            auto [ec, n] = co_await sock.async_read_some(asio::buffer(buffer), token);
+            const std::size_t n = co_await sock.async_read_some(
+                asio::buffer(buffer), asio::redirect_error(asio::use_awaitable, ec));
             if (ec)
                 co_return;
-            auto [wec, sent] =
-                co_await asio::async_write(sock, asio::buffer(buffer.data(), n), token);
-            if (wec)
+            co_await asio::async_write(sock, asio::buffer(buffer.data(), n),
+                                       asio::redirect_error(asio::use_awaitable, ec));
+            if (ec)
                 co_return;
         }
     }
     static asio::awaitable<void> accept_loop(asio::ip::tcp::acceptor& acceptor) {
+        std::error_code ec;
         for (;;) {
-            auto [ec, s] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+            asio::ip::tcp::socket s =
+                co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
             if (ec)
                 co_return;
             s.set_option(asio::ip::tcp::no_delay(true));
