@@ -113,7 +113,7 @@ struct exception_sink {
     std::mutex mutex;
     std::vector<std::string> messages;
     std::function<void(std::exception_ptr)> handler() {
-        return [this](std::exception_ptr e) {
+        return [this](const std::exception_ptr& e) {
             std::lock_guard lock(mutex);
             try {
                 std::rethrow_exception(e);

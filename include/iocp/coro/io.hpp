@@ -239,8 +239,8 @@ public:
     /// The throwing variant: `co_await` gives the bytes or throws `std::system_error`.
     transfer_awaitable<Kind, true> or_throw() && noexcept {
         if (buffers_.data() == &one_)
-            return transfer_awaitable<Kind, true>(*obj_, one_, offset_, take_token());
-        return transfer_awaitable<Kind, true>(*obj_, buffers_, offset_, take_token());
+            return {*obj_, one_, offset_, take_token()};
+        return {*obj_, buffers_, offset_, take_token()};
     }
 
     /// The result (see coro/io.hpp).
@@ -282,7 +282,7 @@ public:
 
     /// The throwing variant: `co_await` throws `std::system_error` on error.
     connect_awaitable<true> or_throw() && noexcept {
-        return connect_awaitable<true>(*sock_, peer_, std::move(token_copy_));
+        return {*sock_, peer_, std::move(token_copy_)};
     }
 
     /// The result (see coro/io.hpp).
@@ -317,9 +317,7 @@ public:
 
     /// The throwing variant: `co_await` gives `std::pair<socket, endpoint>` or throws
     /// `std::system_error`.
-    accept_awaitable<true> or_throw() && noexcept {
-        return accept_awaitable<true>(*acceptor_, std::move(token_copy_));
-    }
+    accept_awaitable<true> or_throw() && noexcept { return {*acceptor_, std::move(token_copy_)}; }
 
     /// The result (see coro/io.hpp).
     auto await_resume() {

@@ -77,7 +77,7 @@ public:
 
     template <class U>
     requires std::is_convertible_v<U&&, T>
-    void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
+    void return_value(U&& v) { // T's constructor may throw: the awaiter gets the exception
         value_.template emplace<1>(std::forward<U>(v));
     }
 
