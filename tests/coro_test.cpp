@@ -744,6 +744,44 @@ TEST(coro_io_test, stop_cancels_one_operation_only) {
     EXPECT_EQ(r3.ec, iocp::errc::operation_aborted);
 }
 
+// A timeout composes from sleep_for and a stop: the receive that gets nothing in time resumes
+// aborted; the timer of one that completes first is stopped in turn.
+TEST(coro_io_test, timeout_is_sleep_for_plus_stop) {
+    iocp::thread_pool pool(2);
+    socket_pair p = make_pair(pool);
+    auto recv_with_timeout = [&](std::chrono::milliseconds timeout) -> iocp::task<iocp::io_result> {
+        std::stop_source io_stop;
+        std::stop_source timer_stop;
+        char c = 0;
+        auto io = [&]() -> iocp::task<iocp::io_result> {
+            iocp::io_result r =
+                co_await iocp::async_recv(p.server, iocp::buffer(&c, 1), io_stop.get_token());
+            timer_stop.request_stop();
+            co_return r;
+        };
+        auto timer = [&]() -> iocp::task<std::error_code> {
+            std::error_code ec = co_await pool.sleep_for(timeout, timer_stop.get_token());
+            io_stop.request_stop();
+            co_return ec;
+        };
+        auto [r, timer_ec] = co_await iocp::when_all(io(), timer());
+        if (r.ec) // timed out: the timer ran out
+            EXPECT_FALSE(timer_ec);
+        else // received first: the timer was stopped
+            EXPECT_EQ(timer_ec, iocp::errc::operation_aborted);
+        co_return r;
+    };
+    const iocp::io_result timed_out = iocp::sync_wait(recv_with_timeout(20ms));
+    EXPECT_EQ(timed_out.ec, iocp::errc::operation_aborted);
+    const char x = 'x';
+    iocp::sync_wait([&]() -> iocp::task<> {
+        co_await iocp::async_send(p.client, iocp::buffer(&x, 1)).or_throw();
+    }());
+    const iocp::io_result got = iocp::sync_wait(recv_with_timeout(1h));
+    EXPECT_FALSE(got.ec) << got.ec.message();
+    EXPECT_EQ(got.bytes, 1u);
+}
+
 // Busy-waits `n` steps: a random moment, finer than a sleep.
 void spin(int n) {
     std::atomic<int> k{0};
