@@ -233,7 +233,10 @@ private:
         auto* self = static_cast<sleep_awaitable*>(context);
         self->stop_requested_.store(true, std::memory_order_release);
         // True: the callable is destroyed unrun, here, and abandoned() posts the completion;
-        // false: the timer fired already (or is firing).
+        // false: the timer fired already (or is firing). The post cannot fail here (so the
+        // coroutine is never resumed inside this call, where disarm() would wait for itself):
+        // a pool refuses completions only once its workers have stopped, and its timers were
+        // all abandoned before that (cancel() finds nothing then).
         (void)self->pool_->cancel(self->id_);
     }
 
