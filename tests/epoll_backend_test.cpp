@@ -10,6 +10,7 @@
 #include <climits>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -635,6 +636,77 @@ TEST_F(epoll_backend_test, cancel_completes_each_waiting_recv_and_accept_once) {
     for (auto& op : ops)
         expect_once(*op);
     expect_once(after);
+}
+
+// cancel(op) takes out that one operation: the middle of three queued recvs completes with
+// -ECANCELED, the others stay queued and get the bytes in order; cancelling it again, or an op
+// that already completed, does nothing (each completes exactly once).
+TEST_F(epoll_backend_test, cancel_of_one_op_completes_only_that_op_once) {
+    fd_pair sp = make_socketpair();
+    attach(sp.a.fd);
+    char buf[3][2] = {};
+    std::vector<std::unique_ptr<recorded_op>> ops;
+    for (auto& b : buf) {
+        ops.push_back(std::make_unique<recorded_op>(kind::recv, sp.a.fd));
+        ops.back()->set_buffer(b, sizeof b);
+        be().issue(*ops.back());
+    }
+    be().cancel(*ops[1]);
+    EXPECT_EQ(ops[1]->wait(), -ECANCELED);
+    be().cancel(*ops[1]); // no longer queued: nothing happens
+    EXPECT_EQ(ops[0]->calls(), 0);
+    EXPECT_EQ(ops[2]->calls(), 0);
+    write_all(sp.b.fd, "abcd", 4);
+    EXPECT_EQ(ops[0]->wait(), 2);
+    EXPECT_EQ(ops[2]->wait(), 2);
+    EXPECT_EQ(std::string(buf[0], 2), "ab");
+    EXPECT_EQ(std::string(buf[2], 2), "cd");
+    be().cancel(*ops[0]); // completed already: left alone
+
+    // A queued accept too.
+    unique_fd listener = make_listener4();
+    attach(listener.fd);
+    recorded_op accept(kind::accept, listener.fd);
+    be().issue(accept);
+    be().cancel(accept);
+    EXPECT_EQ(accept.wait(), -ECANCELED);
+
+    be().detach(sp.a.fd);
+    be().detach(listener.fd);
+    finish();
+    for (auto& op : ops)
+        expect_once(*op);
+    expect_once(accept);
+}
+
+// cancel(op) racing the op's own completion from another thread: exactly one completion each,
+// either -ECANCELED or the byte.
+TEST_F(epoll_backend_test, cancel_of_one_op_racing_its_completion_completes_it_once) {
+    fd_pair sp = make_socketpair();
+    attach(sp.a.fd);
+    constexpr int rounds = 2000;
+    int cancelled = 0;
+    for (int i = 0; i < rounds; ++i) {
+        char c = 0;
+        recorded_op op(kind::recv, sp.a.fd);
+        op.set_buffer(&c, 1);
+        be().issue(op);
+        std::thread canceller([&] { be().cancel(op); });
+        write_all(sp.b.fd, "x", 1);
+        const int res = op.wait();
+        canceller.join();
+        if (res == -ECANCELED) {
+            ++cancelled;
+            char drain = 0; // the byte is still in the socket: take it for the next round
+            ASSERT_EQ(::recv(sp.a.fd, &drain, 1, 0), 1);
+        } else {
+            EXPECT_EQ(res, 1);
+        }
+        EXPECT_EQ(op.calls(), 1);
+    }
+    std::printf("[ race     ] %d of %d receives cancelled before their byte\n", cancelled, rounds);
+    be().detach(sp.a.fd);
+    finish();
 }
 
 TEST_F(epoll_backend_test, bad_input_gets_a_clear_error) {

@@ -27,3 +27,5 @@
 #include "overlapped_handle.hpp"
 #include "pipe.hpp"
 #endif
+// C++20 coroutines: tasks, spawn, sync_wait, when_all and the I/O awaitables.
+#include "coroutine.hpp"

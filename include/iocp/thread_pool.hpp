@@ -60,6 +60,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "detail/pool/awaitables.hpp"
 #include "detail/pool/constants.hpp"
 #include "detail/pool/outstanding_work.hpp"
 #include "detail/pool/shutdown_phase.hpp"
@@ -456,6 +457,42 @@ public:
     /// Cancels a pending timer: true if it will never run (its callable is destroyed), false
     /// if it already ran, is running, or was cancelled before.
     bool cancel(timer_id id) noexcept { return timers_.cancel(id); }
+
+    // --- coroutines --------------------------------------------------------------------------
+
+    /// `co_await pool.schedule()` resumes the coroutine on a worker (as a posted work item: no
+    /// allocation in steady state). If the pool refuses the post (`errc::closed`: shutdown
+    /// began; during `join()` only the pool's own workers may still post) the co_await throws
+    /// `std::system_error` at once, on the calling thread; if `stop()` abandons the queued
+    /// resumption, the coroutine resumes on a worker (or, with none left, on the thread that
+    /// abandons it) and the co_await throws `errc::closed`. Either way it resumes exactly once.
+    /// The awaitable must be awaited at once (`co_await pool.schedule()`).
+    detail::schedule_awaitable<thread_pool> schedule() noexcept {
+        return detail::schedule_awaitable<thread_pool>(*this);
+    }
+
+    /// `co_await pool.sleep_for(d)` suspends the coroutine for `d` (saturating as `post_after`)
+    /// on the pool's timers and resumes it on a worker. The co_await returns a
+    /// `std::error_code`: empty when the time came; `errc::operation_aborted` when `stop` was
+    /// requested first (the timer is cancelled; the coroutine resumes on a worker, never inside
+    /// `request_stop()`; a stop requested before the co_await resumes at once without a timer);
+    /// `errc::closed` when the pool refused the timer (shutdown began) or abandoned it at
+    /// `join()` / `stop()` (it then resumes on a worker before the workers stop). A timeout is
+    /// this plus a `std::stop_source` shared with the I/O awaitables.
+    template <class Rep, class Period>
+    detail::sleep_awaitable<thread_pool> sleep_for(std::chrono::duration<Rep, Period> d,
+                                                   std::stop_token stop = {}) noexcept {
+        return detail::sleep_awaitable<thread_pool>(
+            *this, detail::deadline_after<clock>(clock::now(), d), std::move(stop));
+    }
+    /// As `sleep_for`, until `t` (a `steady_clock` time point of any duration; a time in the
+    /// past resumes as soon as a worker is free).
+    template <class Duration>
+    detail::sleep_awaitable<thread_pool> sleep_until(std::chrono::time_point<clock, Duration> t,
+                                                     std::stop_token stop = {}) noexcept {
+        return detail::sleep_awaitable<thread_pool>(*this, detail::saturating_time_point(t),
+                                                    std::move(stop));
+    }
 
     // --- I/O ---------------------------------------------------------------------------------
 

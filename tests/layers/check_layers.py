@@ -15,7 +15,9 @@ Layers, bottom up:
               the Win32, io_uring and epoll backends that issue calls, skip-on-success)
   5 objects   file, socket, acceptor, datagram_socket, overlapped_handle (any overlapped call),
               pipe (named pipes)
-  6 umbrella  iocp.hpp
+  6 coroutine tasks, spawn, sync_wait, when_all and the I/O awaitables (coro/**), coroutine.hpp
+              (the pool's own awaitables, schedule and sleep, are pool parts: detail/pool/)
+  7 umbrella  iocp.hpp
 """
 import pathlib
 import re
@@ -24,7 +26,8 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2] / "include" / "iocp"
 
 RULES = [  # (layer, name, path patterns); the first match wins
-    (6, "umbrella", [r"iocp\.hpp"]),
+    (7, "umbrella", [r"iocp\.hpp"]),
+    (6, "coroutine", [r"coroutine\.hpp", r"coro/.*"]),
     (5, "objects", [r"file\.hpp", r"socket\.hpp", r"acceptor\.hpp", r"datagram_socket\.hpp",
                     r"overlapped_handle\.hpp", r"pipe\.hpp"]),
     (4, "I/O", [r"io_operation\.hpp", r"buffer\.hpp", r"endpoint\.hpp", r"detail/io/.*"]),

@@ -127,6 +127,40 @@ private:
     }
 
 public:
+    // Asks the one operation `op` to complete early, with errc::operation_aborted (Win32:
+    // CancelIoEx with its OVERLAPPED; io_uring: an ASYNC_CANCEL by its address; epoll: taken
+    // out of its descriptor's queue). It still completes exactly once, on a worker, never
+    // inside this call: aborted if the cancel won, with its own result if the I/O finished
+    // first. Does nothing for an operation that is not in flight. The other operations of the
+    // handle go on.
+    //
+    // The caller keeps `op` alive and does not start it meanwhile, and the file or socket it
+    // was started on stays open or is closed by its owner (whose close cancels anyway): the
+    // state is read here. A completion running at the same time is fine (see the TRICKY).
+    static void cancel(io_operation& op) noexcept {
+        op_core& c = op.core_;
+        io_state* st = c.state;
+        if (st == nullptr)
+            return;
+        // TRICKY: under the state's lock, as restart() issues: a send_all continuation or an
+        // accept retry rewrites the operation's request on a worker while we would read it,
+        // and the handle cannot be closed under us (close_state takes the lock). The phase
+        // says whether the backend still has the operation; if it completes right after the
+        // look, the backend's cancel finds nothing (Win32: ERROR_NOT_FOUND; Linux: no longer
+        // in its descriptor's list) and the completion is delivered once, unchanged.
+        std::lock_guard lock(st->mutex);
+        if (c.ph.load(std::memory_order_acquire) != phase::in_kernel)
+            return;
+        native::handle_type h = st->get();
+        if (!native::valid(h))
+            return; // closed: close_state cancelled everything
+#if IOCP_HAS_IOCP
+        native::cancel_one(h, &op);
+#else
+        native::cancel_one(h, c.lop);
+#endif
+    }
+
     // Starts `op` again from its own completion (a send continuing after a partial send, an
     // accept skipping a reset client). Unlike start(), nobody else holds `st` for us. Returns
     // true if a completion will come (the backend's, or a failure posted like start() does);

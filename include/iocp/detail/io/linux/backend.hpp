@@ -84,6 +84,11 @@ public:
         issue(op);
         return false;
     }
+    // Cancels the one operation `op` (issued, on_complete not yet returned): it completes once,
+    // with -ECANCELED unless it finished (or finishes) first; the fd's other ops go on. An op
+    // that already completed is left alone (the call does nothing). Never completes op inside
+    // this call.
+    virtual void cancel(linux_op& op) noexcept = 0;
 };
 
 // The process-wide backend, chosen once at first use (defined in select.hpp):

@@ -577,6 +577,35 @@ public:
         post_ready(cancelled, -ECANCELED);
     }
 
+    /// Cancels the one operation `op` if it is still queued (a socket operation waiting for
+    /// readiness, a file operation no file thread has taken): it is taken out of its queue and
+    /// completes once with -ECANCELED, on the reaping thread. One that already finished, or
+    /// whose file I/O runs now, is left alone and completes with its own result.
+    void cancel(linux_op& op) noexcept override {
+        using kind = linux_op::kind;
+        // Moves `op` from `queue` to `out` if it is there, keeping the order of the others.
+        auto take = [&op](epoll_detail::op_queue& queue, epoll_detail::op_queue& out) {
+            epoll_detail::op_queue keep;
+            while (linux_op* p = queue.pop())
+                (p == &op ? out : keep).push(p);
+            queue = keep;
+        };
+        epoll_detail::op_queue cancelled;
+        if (op.what == kind::read_at || op.what == kind::write_at) {
+            std::lock_guard lock(file_mutex_);
+            take(file_ops_, cancelled);
+        } else {
+            std::shared_lock table(table_mutex_);
+            if (epoll_detail::fd_state* state = find(op.fd)) {
+                std::lock_guard lock(state->mutex);
+                take(op.what == kind::recv || op.what == kind::accept ? state->read_ops
+                                                                      : state->write_ops,
+                     cancelled);
+            }
+        }
+        post_ready(cancelled, -ECANCELED);
+    }
+
     /// completion_poller: runs one round as the one reaper of the process (epoll_wait up to
     /// `timeout` when nothing is ready, the ready sockets' calls, the ready list). False at once
     /// when another thread reaps.

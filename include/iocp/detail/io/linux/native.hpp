@@ -60,6 +60,9 @@ inline std::error_code cancel(handle_type h) noexcept {
     instance().cancel(h);
     return {};
 }
+// The one operation `op` completes with -ECANCELED (unless it finished first); the others of
+// its descriptor go on.
+inline void cancel_one(handle_type, linux_op& op) noexcept { instance().cancel(op); }
 
 // TRICKY: called after cancel_all and before ::close: neither io_uring nor epoll notices a
 // close by itself (an orphan io_uring recv keeps the file open and eats the peer's next

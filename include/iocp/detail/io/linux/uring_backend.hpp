@@ -235,6 +235,30 @@ public:
             cancel_locked(fd);
     }
 
+    /// Cancels the one operation `op`: an IORING_OP_ASYNC_CANCEL by its address (user_data),
+    /// io_uring_prep_cancel64(3), only while op is still in its fd's list (issued and not yet
+    /// reaped: see cancel_each_locked for why the address cannot name a later op). It completes
+    /// once, with -ECANCELED unless it had finished first. Not found by the kernel: an op waiting
+    /// behind its readiness poll after an -EAGAIN (rare, see reap_locked) completes when ready.
+    void cancel(linux_op& op) noexcept override {
+        std::lock_guard lock(mutex_);
+        const int fd = op.fd;
+        if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size())
+            return;
+        for (linux_op* p = fds_[static_cast<std::size_t>(fd)].head; p != nullptr; p = p->next) {
+            if (p != &op)
+                continue;
+            if (::io_uring_sqe* sqe = get_sqes_locked(1)) {
+                ::io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(&op), 0);
+                // fd -1 in the tag: its CQE (0, -ENOENT or -EALREADY) never falls back to
+                // cancelling the whole fd (on_tag_locked ignores negative fds).
+                ::io_uring_sqe_set_data64(sqe, tag_cancel | (std::uint64_t{0xFFFFFFFFu} << 32));
+                submit_locked();
+            }
+            return;
+        }
+    }
+
     /// Whether cancel() uses IORING_ASYNC_CANCEL_FD (false before 5.19 and when forced).
     bool cancels_by_fd() const noexcept { return cancel_by_fd_; }
 

@@ -91,6 +91,13 @@ inline std::error_code attach(thread_pool& pool, handle_type h, void* key, handl
 // Asks every pending operation of `h` to complete, aborted (pool shutdown, close).
 inline void cancel_all(handle_type h) noexcept { ::CancelIoEx(h, nullptr); }
 
+// Asks the one operation started on `h` with `ov` to complete, aborted (a coroutine's stop
+// request): CancelIoEx with that OVERLAPPED. ERROR_NOT_FOUND (it completed already) is not an
+// error: its packet is on its way (WIN32-NOTES 4).
+inline void cancel_one(handle_type h, overlapped* ov) noexcept {
+    (void)::CancelIoEx(h, reinterpret_cast<OVERLAPPED*>(ov));
+}
+
 // As cancel_all, reporting errors (socket::cancel, file::cancel).
 inline std::error_code cancel(handle_type h) noexcept {
     if (!::CancelIoEx(h, nullptr) && ::GetLastError() != ERROR_NOT_FOUND)
