@@ -25,6 +25,11 @@
 ///   no allocation per awaited operation. It must be awaited where it is made (`co_await
 ///   iocp::async_recv(...)`): it cannot be moved.
 /// - Where it resumes: on the pool worker that ran the completion, inside it (no extra hop).
+///   When the completion came so fast that it ran before the `co_await` had finished
+///   suspending (a send with room, data already there: a worker may run the completion while
+///   the awaiting thread is still in await_suspend), the coroutine does not suspend: it goes on
+///   at once on the thread that awaited (a worker, unless the coroutine ran elsewhere, as the
+///   start of a `sync_wait`ed task does). Never inside the start call itself, never twice.
 ///   When nothing could be started (an argument refused, or the pool shut down for good) or
 ///   the stop token was already stopped, the `co_await` resumes at once, on its own thread.
 /// - Cancellation: the last argument is an optional `std::stop_token`. A stop request cancels
