@@ -425,16 +425,18 @@ TEST(coro_pool_test, stop_abandons_queued_schedules_and_resumes_each_once) {
     for (int round = 0; round < iocp_test::scaled(20, 4); ++round) {
         std::atomic<int> resumed{0};
         std::atomic<int> refused{0};
+        std::atomic<int> hops{0};
         {
             iocp::thread_pool pool(2);
             // Many coroutines rescheduling themselves: stop() catches some in the queue.
             for (int i = 0; i < 100; ++i) {
                 iocp::spawn(pool,
                             [](iocp::thread_pool& p, std::atomic<int>& r, std::atomic<int>& f,
-                               frame_probe) -> iocp::task<> {
+                               std::atomic<int>& h, frame_probe) -> iocp::task<> {
                                 for (;;) {
                                     try {
                                         co_await p.schedule();
+                                        h.fetch_add(1);
                                     } catch (const std::system_error& e) {
                                         EXPECT_EQ(e.code(), iocp::errc::closed);
                                         f.fetch_add(1);
@@ -442,9 +444,11 @@ TEST(coro_pool_test, stop_abandons_queued_schedules_and_resumes_each_once) {
                                     }
                                 }
                                 r.fetch_add(1);
-                            }(pool, resumed, refused, frame_probe{}));
+                            }(pool, resumed, refused, hops, frame_probe{}));
             }
-            std::this_thread::sleep_for(5ms);
+            // Some coroutines are running (however loaded the machine), then stop.
+            while (hops.load() < 200)
+                std::this_thread::yield();
             (void)pool.stop();
             // Spawned frames not started yet were destroyed unstarted by stop(); each started
             // one ended after exactly one refusal (a schedule abandoned in the queue or refused).

@@ -483,7 +483,7 @@ private:
         using kind = linux_op::kind;
         op.next = nullptr;
         op.backend_data = nullptr;
-        note_issued();
+        reaping_.issued();
         switch (op.what) {
         case kind::read_at:
         case kind::write_at: issue_file_op(op); return false;
@@ -541,7 +541,7 @@ private:
             lock.unlock();
             if (now != nullptr) {
                 now_res = res;
-                in_flight_.fetch_sub(1, std::memory_order_release);
+                reaping_.completed(1);
                 return true;
             }
             post_ready(op, res);
@@ -610,19 +610,14 @@ public:
     /// `timeout` when nothing is ready, the ready sockets' calls, the ready list). False at once
     /// when another thread reaps.
     bool poll(std::chrono::milliseconds timeout) noexcept override {
-        if (!role_.try_acquire()) {
-            yield_if_watchdog();
-            return false;
-        }
-        worker_polls_.fetch_add(1, std::memory_order_relaxed);
-        run_round(timeout);
-        role_.release();
-        return true;
+        return reaping_.worker_poll(
+            timeout, [this](std::chrono::milliseconds t) { run_round(t); },
+            [this] { interrupt(); });
     }
 
     /// completion_poller: an eventfd write, only when a reaper waits in epoll_wait.
     void interrupt() noexcept override {
-        if (role_.interrupt())
+        if (reaping_.role.interrupt())
             signal_reaper();
     }
 
@@ -633,7 +628,7 @@ public:
     }
 
     /// The watchdog's tick: how long after a completion it reaps when no worker does.
-    static constexpr std::chrono::milliseconds watchdog_tick{1};
+    static constexpr std::chrono::milliseconds watchdog_tick = reaping::tick;
 
     /// Installs (or with null, removes) the test hook. Tests only.
     void set_test_hook(const test_hook* hook) noexcept {
@@ -696,11 +691,7 @@ private:
         post_ready(cancelled, -ECANCELED);
         // TRICKY: the stop flag is stored after the last post and loaded by the watchdog before
         // its last round, which takes the ready list: it runs every cancelled operation.
-        {
-            std::lock_guard lock(watch_mutex_);
-            stopping_.store(true, std::memory_order_release);
-        }
-        watch_cv_.notify_one();
+        reaping_.stop();
         interrupt();
         if (watchdog_.joinable())
             watchdog_.join();
@@ -783,14 +774,14 @@ private:
         ::epoll_event events[max_events];
         int wait_ms = 0;
         if (timeout.count() > 0 && !ready_pending_.load(std::memory_order_relaxed) &&
-            role_.begin_wait()) {
+            reaping_.role.begin_wait()) {
             wait_ms = timeout == infinite || timeout.count() > INT_MAX
                           ? -1
                           : static_cast<int>(timeout.count());
         }
         const int n = ::epoll_wait(epoll_fd_, events, max_events, wait_ms);
         if (wait_ms != 0)
-            role_.end_wait();
+            reaping_.role.end_wait();
         if (n < 0 && errno != EINTR)
             std::terminate(); // EBADF/EFAULT/EINVAL: only a bug in this class gives them
         const test_hook* hook = test_hook_.load(std::memory_order_acquire);
@@ -805,87 +796,20 @@ private:
             completed += handle_events(*state, events[i].events);
         }
         completed += run_ready();
-        if (completed != 0)
-            in_flight_.fetch_sub(completed, std::memory_order_release);
+        reaping_.completed(completed);
     }
 
-    // The watchdog's sleep: a tick while operations are in flight; else until one is issued
-    // (note_issued) or idle_tick passes.
-    void sleep_tick(bool busy) noexcept {
-        std::unique_lock lock(watch_mutex_);
-        // TRICKY: a Dekker pair with note_issued(): the watchdog says it idles, then looks at
-        // in_flight_ (under the mutex, in the predicate); an issuer counts, then looks at
-        // watchdog_idle_ and notifies under the mutex. Either this sees the operation or it is
-        // notified. Both sides seq_cst.
-        watchdog_idle_.store(!busy, std::memory_order_seq_cst);
-        watch_cv_.wait_for(lock, busy ? watchdog_tick : idle_tick, [this, busy] {
-            return stopping_.load(std::memory_order_relaxed) ||
-                   (!busy && in_flight_.load(std::memory_order_seq_cst) != 0);
-        });
-        watchdog_idle_.store(false, std::memory_order_relaxed);
-    }
-
-    // Counts an issued operation; the first one in flight wakes an idle watchdog, so that it
-    // reaps within a tick if no worker does.
-    void note_issued() noexcept {
-        if (in_flight_.fetch_add(1, std::memory_order_seq_cst) == 0 &&
-            watchdog_idle_.load(std::memory_order_seq_cst)) {
-            std::lock_guard lock(watch_mutex_);
-            watch_cv_.notify_one();
-        }
-    }
-
-    // A worker found the role taken: if the watchdog holds it (waiting in the kernel because no
-    // worker polled), it gives it up after its current wait, which this interrupts.
-    // TRICKY: the watchdog looks at worker_wants_ before each wait, and interrupt() makes a wait
-    // that has not begun return at once (poll_role): the request is never slept through.
-    void yield_if_watchdog() noexcept {
-        if (!watchdog_holds_.load(std::memory_order_seq_cst))
-            return;
-        worker_wants_.store(true, std::memory_order_seq_cst);
-        interrupt();
-    }
-
-    // The watchdog: runs a round when no worker does. It looks every tick while operations are
-    // in flight and nobody waits in epoll_wait for them, and waits a tick itself once no worker
-    // has polled for a few ticks (no pool polls this backend: tests, or a program's last pool is
-    // gone).
+    // The watchdog: runs a round when no worker does (reaping::run_watchdog).
     void run_watchdog() noexcept {
         set_current_thread_name("iocp-epoll");
-        std::uint64_t polls_seen = worker_polls_.load(std::memory_order_relaxed);
-        unsigned quiet_ticks = 0;
-        for (;;) {
-            const bool busy = in_flight_.load(std::memory_order_seq_cst) != 0;
-            sleep_tick(busy);
-            if (stopping_.load(std::memory_order_acquire))
-                break;
-            const std::uint64_t polls = worker_polls_.load(std::memory_order_relaxed);
-            quiet_ticks = polls == polls_seen ? quiet_ticks + 1 : 0;
-            polls_seen = polls;
-            if (role_.blocking() || !role_.try_acquire())
-                continue; // a worker waits for the completions (or reaps them now)
-            if (quiet_ticks <= quiet_ticks_before_wait) {
-                run_round(std::chrono::milliseconds(0));
-                role_.release();
-                continue;
-            }
-            // No worker polls: wait in the kernel as the reaper until one asks for the role
-            // (yield_if_watchdog) or the backend stops.
-            watchdog_holds_.store(true, std::memory_order_seq_cst);
-            while (!stopping_.load(std::memory_order_relaxed) &&
-                   !worker_wants_.exchange(false, std::memory_order_seq_cst))
-                run_round(infinite);
-            watchdog_holds_.store(false, std::memory_order_relaxed);
-            role_.release();
-            quiet_ticks = 0;
-            polls_seen = worker_polls_.load(std::memory_order_relaxed);
-        }
+        reaping_.run_watchdog([this](std::chrono::milliseconds t) { run_round(t); },
+                              [] { return false; });
         // Stopping: one last round runs what shutdown() cancelled (no pool polls a backend that
         // is being destroyed, so the role comes free).
-        while (!role_.try_acquire())
+        while (!reaping_.role.try_acquire())
             std::this_thread::yield();
         run_round(std::chrono::milliseconds(0));
-        role_.release();
+        reaping_.role.release();
     }
 
     // Runs every queued operation of `state` that the event makes possible, then their
@@ -990,7 +914,7 @@ private:
             running_fd_[index].store(-1, std::memory_order_release);
             running_fd_[index].notify_all();
             op->on_complete(op, res);
-            in_flight_.fetch_sub(1, std::memory_order_release);
+            reaping_.completed(1);
             lock.lock();
         }
     }
@@ -1016,17 +940,8 @@ private:
     int wake_fd_ = -1; // eventfd that interrupts epoll_wait; its address tags its epoll events
     std::thread watchdog_;
 
-    poll_role role_;                                       // the one reaper of the moment
-    std::atomic<std::uint64_t> worker_polls_{0};           // poll() calls that took the role
-    std::atomic<bool> watchdog_holds_{false};              // the watchdog waits as the reaper
-    std::atomic<bool> worker_wants_{false};                // ... and a worker asked for the role
-    std::atomic<bool> watchdog_idle_{false};               // sleeps until an operation is issued
-    static constexpr unsigned quiet_ticks_before_wait = 4; // ticks without a worker's poll
-    std::atomic<std::size_t> in_flight_{0};                // issued, on_complete not yet returned
-    std::atomic<bool> ready_pending_{false};               // ready_ is not empty
-    static constexpr std::chrono::milliseconds idle_tick{100}; // nothing in flight
-    std::mutex watch_mutex_; // the watchdog's sleep, and stopping_ with it
-    std::condition_variable watch_cv_;
+    reaping reaping_; // the role, the count in flight, the watchdog's schedule
+    std::atomic<bool> ready_pending_{false}; // ready_ is not empty
 
     std::shared_mutex table_mutex_;              // guards table_
     std::vector<epoll_detail::fd_state*> table_; // attached states by fd number
@@ -1035,7 +950,6 @@ private:
     epoll_detail::op_queue ready_; // finished operations whose on_complete the reaper runs
     bool wake_pending_ = false;    // an interrupt is on its way or unhandled
     epoll_detail::fd_state* retired_ = nullptr; // detached states the reaper frees
-    std::atomic<bool> stopping_{false};
 
     std::mutex file_mutex_; // guards file_ops_, file_threads_, idle_file_threads_, file_stopping_
     std::condition_variable file_cv_;

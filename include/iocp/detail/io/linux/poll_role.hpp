@@ -1,10 +1,19 @@
 #pragma once
-// The polling role of a Linux backend (completion_poller.hpp): at most one thread of the process
-// reaps the backend's completions at a time (a ring's CQ and an epoll set's batch have one
-// consumer), and a thread waiting in the kernel for them can be interrupted without a kernel call
-// when nobody waits there.
+// Who reaps a Linux backend's completions, written once for both backends:
+// - poll_role: at most one thread of the process reaps at a time (a ring's CQ and an epoll set's
+//   batch have one consumer), and a thread waiting in the kernel for them can be interrupted
+//   without a kernel call when nobody waits there;
+// - reaping: the role, the count of operations in flight, a worker's poll (completion_poller),
+//   and the schedule of the backend's watchdog thread, which reaps only when no worker does.
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+
+#include "../../time.hpp"
 
 namespace iocp::detail::io::lnx {
 
@@ -52,6 +61,125 @@ private:
     std::atomic<bool> held_{false};
     std::atomic<bool> blocking_{false};
     std::atomic<bool> requested_{false};
+};
+
+// The reaping side of a backend. The backend supplies `reap(timeout)` (one round with the role
+// held: wait up to `timeout` when nothing is ready, complete what is there) and `interrupt()`
+// (wakes a round waiting in the kernel: role.interrupt() and, if it says so, an eventfd write).
+class reaping {
+public:
+    /// The watchdog's tick: how long after a completion it reaps when no worker does.
+    static constexpr std::chrono::milliseconds tick{1};
+    /// The watchdog's sleep while nothing is in flight (an issue wakes it sooner).
+    static constexpr std::chrono::milliseconds idle_tick{100};
+    /// Ticks without a worker's poll before the watchdog waits in the kernel itself.
+    static constexpr unsigned quiet_ticks_before_wait = 4;
+
+    poll_role role; // the one reaper of the moment
+
+    // Counts an issued operation; the first one in flight wakes an idle watchdog, so that it
+    // reaps within a tick if no worker does.
+    void issued() noexcept {
+        if (in_flight_.fetch_add(1, std::memory_order_seq_cst) == 0 &&
+            watchdog_idle_.load(std::memory_order_seq_cst)) {
+            std::lock_guard lock(mutex_);
+            cv_.notify_one();
+        }
+    }
+    // Counts `n` operations whose on_complete returned.
+    void completed(std::size_t n) noexcept {
+        if (n != 0)
+            in_flight_.fetch_sub(n, std::memory_order_release);
+    }
+    std::size_t in_flight() const noexcept { return in_flight_.load(std::memory_order_acquire); }
+
+    // completion_poller::poll for a backend: one round as the reaper, or false at once when
+    // another thread reaps (asking the watchdog to give the role up if it holds it).
+    template <class Reap, class Interrupt>
+    bool worker_poll(std::chrono::milliseconds timeout, Reap&& reap,
+                     Interrupt&& interrupt) noexcept {
+        if (!role.try_acquire()) {
+            // TRICKY: the watchdog looks at worker_wants_ before each of its waits, and
+            // interrupt() makes a wait that has not begun return at once (poll_role): the
+            // request is never slept through.
+            if (watchdog_holds_.load(std::memory_order_seq_cst)) {
+                worker_wants_.store(true, std::memory_order_seq_cst);
+                interrupt();
+            }
+            return false;
+        }
+        worker_polls_.fetch_add(1, std::memory_order_relaxed);
+        reap(timeout);
+        role.release();
+        return true;
+    }
+
+    // The watchdog's loop, until stop(): it looks every tick while operations are in flight (or
+    // `busy()` says there is work) and nobody waits in the kernel for them, and once no worker
+    // has polled for a few ticks (no pool polls this backend: tests, or a program's last pool
+    // is gone) it waits in the kernel itself until a worker asks for the role.
+    template <class Reap, class Busy>
+    void run_watchdog(Reap&& reap, Busy&& busy) noexcept {
+        std::uint64_t polls_seen = worker_polls_.load(std::memory_order_relaxed);
+        unsigned quiet_ticks = 0;
+        while (!stopping()) {
+            sleep_tick(in_flight_.load(std::memory_order_seq_cst) != 0 || busy());
+            if (stopping())
+                break;
+            const std::uint64_t polls = worker_polls_.load(std::memory_order_relaxed);
+            quiet_ticks = polls == polls_seen ? quiet_ticks + 1 : 0;
+            polls_seen = polls;
+            if (role.blocking() || !role.try_acquire())
+                continue; // a worker waits for the completions (or reaps them now)
+            if (quiet_ticks <= quiet_ticks_before_wait) {
+                reap(std::chrono::milliseconds(0));
+                role.release();
+                continue;
+            }
+            watchdog_holds_.store(true, std::memory_order_seq_cst);
+            while (!stopping() && !worker_wants_.exchange(false, std::memory_order_seq_cst))
+                reap(infinite);
+            watchdog_holds_.store(false, std::memory_order_relaxed);
+            role.release();
+            quiet_ticks = 0;
+            polls_seen = worker_polls_.load(std::memory_order_relaxed);
+        }
+    }
+
+    // Ends run_watchdog (the caller also interrupts a round waiting in the kernel).
+    void stop() noexcept {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_.store(true, std::memory_order_release);
+        }
+        cv_.notify_one();
+    }
+    bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
+
+private:
+    // A tick while operations are in flight; else until one is issued or idle_tick passes.
+    void sleep_tick(bool busy) noexcept {
+        std::unique_lock lock(mutex_);
+        // TRICKY: a Dekker pair with issued(): the watchdog says it idles, then looks at
+        // in_flight_ (under the mutex, in the predicate); an issuer counts, then looks at
+        // watchdog_idle_ and notifies under the mutex. Either this sees the operation or it is
+        // notified. Both sides seq_cst.
+        watchdog_idle_.store(!busy, std::memory_order_seq_cst);
+        cv_.wait_for(lock, busy ? tick : idle_tick, [this, busy] {
+            return stopping_.load(std::memory_order_relaxed) ||
+                   (!busy && in_flight_.load(std::memory_order_seq_cst) != 0);
+        });
+        watchdog_idle_.store(false, std::memory_order_relaxed);
+    }
+
+    std::atomic<std::size_t> in_flight_{0};      // issued, on_complete not yet returned
+    std::atomic<std::uint64_t> worker_polls_{0}; // worker polls that took the role
+    std::atomic<bool> watchdog_holds_{false};    // the watchdog waits as the reaper
+    std::atomic<bool> worker_wants_{false};      // ... and a worker asked for the role
+    std::atomic<bool> watchdog_idle_{false};     // sleeps until an operation is issued
+    std::atomic<bool> stopping_{false};
+    std::mutex mutex_; // the watchdog's sleep
+    std::condition_variable cv_;
 };
 
 } // namespace iocp::detail::io::lnx

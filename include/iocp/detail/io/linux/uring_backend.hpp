@@ -118,11 +118,7 @@ public:
                     if (fds_[fd].head != nullptr)
                         cancel_locked(static_cast<int>(fd));
             }
-            {
-                std::lock_guard lock(watch_mutex_);
-                stopping_.store(true, std::memory_order_relaxed);
-            }
-            watch_cv_.notify_one();
+            reaping_.stop();
             interrupt();
             watchdog_.join();
         }
@@ -161,7 +157,7 @@ public:
     /// that stays full: -EBUSY) is delivered on the reaper like any completion.
     void issue(linux_op& op) noexcept override {
         int early = 0;
-        note_issued();
+        reaping_.issued();
         {
             std::lock_guard lock(mutex_);
             if (op.fd < 0)
@@ -268,19 +264,13 @@ public:
     bool poll(std::chrono::milliseconds timeout) noexcept override {
         if (!ext_arg_)
             return false;
-        if (!role_.try_acquire()) {
-            yield_if_watchdog();
-            return false;
-        }
-        worker_polls_.fetch_add(1, std::memory_order_relaxed);
-        reap(timeout);
-        role_.release();
-        return true;
+        return reaping_.worker_poll(
+            timeout, [this](std::chrono::milliseconds t) { reap(t); }, [this] { interrupt(); });
     }
 
     /// completion_poller: an eventfd write, only when a reaper waits in the kernel.
     void interrupt() noexcept override {
-        if (role_.interrupt())
+        if (reaping_.role.interrupt())
             wake();
     }
 
@@ -293,7 +283,7 @@ public:
     }
 
     /// The watchdog's tick: how long after a completion it reaps when no worker does.
-    static constexpr std::chrono::milliseconds watchdog_tick{1};
+    static constexpr std::chrono::milliseconds watchdog_tick = reaping::tick;
 
 private:
     // Reserved user_data values: an operation's user_data is its address, aligned to at least 8,
@@ -622,7 +612,7 @@ private:
         if (submit_pending_.load(std::memory_order_relaxed) && timeout > watchdog_tick)
             timeout = watchdog_tick; // submissions the kernel refused are retried every tick
         if (timeout.count() > 0 && ::io_uring_cq_ready(&ring_) == 0 &&
-            !done_pending_.load(std::memory_order_relaxed) && role_.begin_wait()) {
+            !done_pending_.load(std::memory_order_relaxed) && reaping_.role.begin_wait()) {
             ::io_uring_cqe* first = nullptr;
             // Both enter the kernel only when the CQ is empty; then they also flush an
             // overflowed CQ (IORING_SQ_CQ_OVERFLOW), which io_uring_for_each_cqe alone would
@@ -635,7 +625,7 @@ private:
                                        static_cast<long long>(ns.count() % 1'000'000'000)};
                 (void)::io_uring_wait_cqe_timeout(&ring_, &first, &ts);
             }
-            role_.end_wait();
+            reaping_.role.end_wait();
         }
         const unsigned n = ::io_uring_peek_batch_cqe(&ring_, cqes, batch);
         unsigned count = 0;
@@ -680,96 +670,30 @@ private:
             op->on_complete(op, res);
             ++completed;
         }
-        if (completed != 0)
-            in_flight_.fetch_sub(completed, std::memory_order_release);
+        reaping_.completed(completed);
     }
 
-    // The watchdog's sleep: a tick while operations are in flight; else until one is issued
-    // (note_issued) or idle_tick passes.
-    void sleep_tick(bool busy) noexcept {
-        std::unique_lock lock(watch_mutex_);
-        // TRICKY: a Dekker pair with note_issued(): the watchdog says it idles, then looks at
-        // in_flight_ (under the mutex, in the predicate); an issuer counts, then looks at
-        // watchdog_idle_ and notifies under the mutex. Either this sees the operation or it is
-        // notified. Both sides seq_cst.
-        watchdog_idle_.store(!busy, std::memory_order_seq_cst);
-        watch_cv_.wait_for(lock, busy ? watchdog_tick : idle_tick, [this, busy] {
-            return stopping_.load(std::memory_order_relaxed) ||
-                   (!busy && in_flight_.load(std::memory_order_seq_cst) != 0);
-        });
-        watchdog_idle_.store(false, std::memory_order_relaxed);
-    }
-
-    // Counts an issued operation; the first one in flight wakes an idle watchdog, so that it
-    // reaps within a tick if no worker does.
-    void note_issued() noexcept {
-        if (in_flight_.fetch_add(1, std::memory_order_seq_cst) == 0 &&
-            watchdog_idle_.load(std::memory_order_seq_cst)) {
-            std::lock_guard lock(watch_mutex_);
-            watch_cv_.notify_one();
-        }
-    }
-
-    // A worker found the role taken: if the watchdog holds it (waiting in the kernel because no
-    // worker polled), it gives it up after its current wait, which this interrupts.
-    // TRICKY: the watchdog looks at worker_wants_ before each wait, and interrupt() makes a wait
-    // that has not begun return at once (poll_role): the request is never slept through.
-    void yield_if_watchdog() noexcept {
-        if (!watchdog_holds_.load(std::memory_order_seq_cst))
-            return;
-        worker_wants_.store(true, std::memory_order_seq_cst);
-        interrupt();
-    }
-
-    // The watchdog: reaps when no worker does. Without IORING_FEAT_EXT_ARG it is the only
-    // reaper (blocked in the kernel); else it looks every tick while operations are in flight
-    // and nobody waits in the kernel for them, and waits a tick itself once no worker has polled
-    // for a few ticks (no pool polls this backend: tests, or a program's last pool is gone).
+    // The watchdog: reaps when no worker does (reaping::run_watchdog). Without
+    // IORING_FEAT_EXT_ARG it is the only reaper, blocked in the kernel.
     void run_watchdog() noexcept {
         set_current_thread_name("iocp-io_uring");
-        std::uint64_t polls_seen = worker_polls_.load(std::memory_order_relaxed);
-        unsigned quiet_ticks = 0;
-        for (;;) {
-            if (stopping_.load(std::memory_order_relaxed))
-                break;
-            if (!ext_arg_) {
-                if (role_.try_acquire()) {
+        if (!ext_arg_) {
+            while (!reaping_.stopping()) {
+                if (reaping_.role.try_acquire()) {
                     reap(infinite);
-                    role_.release();
+                    reaping_.role.release();
                 }
-                continue;
             }
-            const bool busy = in_flight_.load(std::memory_order_seq_cst) != 0 ||
-                              submit_pending_.load(std::memory_order_relaxed);
-            sleep_tick(busy);
-            if (stopping_.load(std::memory_order_relaxed))
-                break;
-            const std::uint64_t polls = worker_polls_.load(std::memory_order_relaxed);
-            quiet_ticks = polls == polls_seen ? quiet_ticks + 1 : 0;
-            polls_seen = polls;
-            if (role_.blocking() || !role_.try_acquire())
-                continue; // a worker waits for the completions (or reaps them now)
-            if (quiet_ticks <= quiet_ticks_before_wait) {
-                reap(std::chrono::milliseconds(0));
-                role_.release();
-                continue;
-            }
-            // No worker polls: wait in the kernel as the reaper until one asks for the role
-            // (yield_if_watchdog) or the backend stops.
-            watchdog_holds_.store(true, std::memory_order_seq_cst);
-            while (!stopping_.load(std::memory_order_relaxed) &&
-                   !worker_wants_.exchange(false, std::memory_order_seq_cst))
-                reap(infinite);
-            watchdog_holds_.store(false, std::memory_order_relaxed);
-            role_.release();
-            quiet_ticks = 0;
-            polls_seen = worker_polls_.load(std::memory_order_relaxed);
+        } else {
+            reaping_.run_watchdog(
+                [this](std::chrono::milliseconds t) { reap(t); },
+                [this] { return submit_pending_.load(std::memory_order_relaxed); });
         }
         // Stopping (the destructor cancelled everything): reap until every operation completed.
-        while (in_flight_.load(std::memory_order_acquire) != 0) {
-            if (role_.try_acquire()) {
+        while (reaping_.in_flight() != 0) {
+            if (reaping_.role.try_acquire()) {
                 reap(watchdog_tick);
-                role_.release();
+                reaping_.role.release();
             } else {
                 std::this_thread::yield();
             }
@@ -785,7 +709,7 @@ private:
             (void)::eventfd_read(wake_fd_, &value); // non-blocking; resets the counter
             // A multishot poll ends (no IORING_CQE_F_MORE) on error or when the kernel decides;
             // before 5.13 every poll is single-shot. Either way: arm it again.
-            if ((flags & IORING_CQE_F_MORE) == 0 && !stopping_.load(std::memory_order_relaxed))
+            if ((flags & IORING_CQE_F_MORE) == 0 && !reaping_.stopping())
                 (void)arm_wake_locked();
             break;
         }
@@ -838,24 +762,14 @@ private:
     bool ext_arg_ = false;          // IORING_FEAT_EXT_ARG: timed waits need no SQE (5.11)
     bool cancel_by_fd_ = false;     // ASYNC_CANCEL takes IORING_ASYNC_CANCEL_FD (5.19)
     int wake_fd_ = -1;              // eventfd the ring polls: wake() without an SQE
-    std::mutex mutex_;              // around every SQ access, fds_, done_*, in_flight_
+    std::mutex mutex_;              // around every SQ access, fds_, done_*
     std::vector<fd_slot> fds_;      // indexed by fd
     linux_op* done_head_ = nullptr; // ops completed without a CQE (result in backend_data)
     linux_op** done_tail_ = &done_head_;
-    std::atomic<std::size_t> in_flight_{0};                // issued, on_complete not yet returned
-    std::atomic<bool> submit_pending_{false};              // SQEs the kernel refused wait in the SQ
-    std::atomic<bool> done_pending_{false};                // done_head_ is not empty
-    poll_role role_;                                       // the one reaper of the moment
-    std::atomic<std::uint64_t> worker_polls_{0};           // poll() calls that took the role
-    std::atomic<bool> watchdog_holds_{false};              // the watchdog waits as the reaper
-    std::atomic<bool> worker_wants_{false};                // ... and a worker asked for the role
-    std::atomic<bool> watchdog_idle_{false};               // sleeps until an operation is issued
-    static constexpr unsigned quiet_ticks_before_wait = 4; // ticks without a worker's poll
-    static constexpr std::chrono::milliseconds idle_tick{100}; // nothing in flight
-    std::mutex watch_mutex_; // the watchdog's sleep, and stopping_ with it
-    std::condition_variable watch_cv_;
-    std::atomic<bool> stopping_{false}; // the destructor runs
-    std::thread watchdog_;              // started last in init
+    std::atomic<bool> submit_pending_{false}; // SQEs the kernel refused wait in the SQ
+    std::atomic<bool> done_pending_{false};   // done_head_ is not empty
+    reaping reaping_;      // the role, the count in flight, the watchdog's schedule
+    std::thread watchdog_; // started last in init
 };
 
 } // namespace iocp::detail::io::lnx
