@@ -33,6 +33,7 @@
 #include "iocp/error.hpp"
 #include "iocp/thread_pool.hpp"
 #include "support/platform.hpp"
+#include "support/waiting.hpp"
 
 #if IOCP_WINDOWS
 #include "iocp/detail/win32/windows.hpp"
@@ -65,34 +66,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using iocp_test::await;
+using iocp_test::wait_until;
+
 // Long enough for a slow Wine, short enough to fail well before ctest's timeout.
-constexpr auto deadline = 30s;
-
-// Waits for `f`; a test that would hang aborts instead, saying what it waited for.
-template <class T>
-T await(std::future<T>&& f, const char* what, int iteration = -1) {
-    if (f.wait_for(deadline) != std::future_status::ready) {
-        std::fprintf(stderr, "timed out waiting for %s (iteration %d)\n", what, iteration);
-        std::fflush(stderr);
-        std::abort();
-    }
-    return f.get();
-}
-
-// Spins (with sleeps) until `pred` holds; aborts after the deadline (coroutines still refer to
-// the test's stack, so it cannot simply return).
-template <class Pred>
-void wait_until(Pred pred, const char* what) {
-    const auto end = std::chrono::steady_clock::now() + deadline;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > end) {
-            std::fprintf(stderr, "timed out waiting until %s\n", what);
-            std::fflush(stderr);
-            std::abort();
-        }
-        std::this_thread::sleep_for(1ms);
-    }
-}
 
 // Counts coroutine frames alive: one lives in each frame of the tests' coroutines, as a local
 // (counted once the body starts) or as a by-value parameter (its copy in the frame is counted

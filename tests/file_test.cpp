@@ -30,6 +30,7 @@
 #include "iocp/thread_pool.hpp"
 #include "iocp/unique_handle.hpp"
 #include "support/platform.hpp"
+#include "support/waiting.hpp"
 
 #if !IOCP_WINDOWS
 #include <fcntl.h>
@@ -41,17 +42,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr auto deadline = 30s;
-
-template <class T>
-T await(std::future<T>&& f, const char* what) {
-    if (f.wait_for(deadline) != std::future_status::ready) {
-        std::fprintf(stderr, "timed out waiting for %s\n", what);
-        std::fflush(stderr);
-        std::abort();
-    }
-    return f.get();
-}
+using iocp_test::await;
+using iocp_test::deadline;
 
 unsigned long process_id() {
 #if IOCP_WINDOWS

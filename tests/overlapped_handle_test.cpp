@@ -27,6 +27,7 @@
 #include "iocp/thread_pool.hpp"
 #include "iocp/unique_handle.hpp"
 #include "support/platform.hpp"
+#include "support/waiting.hpp"
 
 #ifndef FSCTL_PIPE_LISTEN // not in every MinGW-w64 <winioctl.h>; the value is the SDK's
 #define FSCTL_PIPE_LISTEN CTL_CODE(FILE_DEVICE_NAMED_PIPE, 2, METHOD_BUFFERED, FILE_ANY_ACCESS)
@@ -37,17 +38,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr auto deadline = 30s;
-
-template <class T>
-T await(std::future<T>&& f, const char* what) {
-    if (f.wait_for(deadline) != std::future_status::ready) {
-        std::fprintf(stderr, "timed out waiting for %s\n", what);
-        std::fflush(stderr);
-        std::abort();
-    }
-    return f.get();
-}
+using iocp_test::await;
 
 // A name no other test program (or run) uses at the same time.
 std::wstring pipe_name(const char* what) {

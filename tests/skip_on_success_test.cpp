@@ -29,22 +29,14 @@
 #include "iocp/socket.hpp"
 #include "iocp/thread_pool.hpp"
 #include "support/platform.hpp"
+#include "support/waiting.hpp"
 
 using namespace std::chrono_literals;
 
 namespace {
 
-constexpr auto deadline = 30s;
-
-template <class T>
-T await(std::future<T>&& f, const char* what) {
-    if (f.wait_for(deadline) != std::future_status::ready) {
-        std::fprintf(stderr, "timed out waiting for %s\n", what);
-        std::fflush(stderr);
-        std::abort();
-    }
-    return f.get();
-}
+using iocp_test::await;
+using iocp_test::deadline;
 
 std::wstring pipe_name(const char* what) {
     static std::atomic<int> serial{0};

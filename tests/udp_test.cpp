@@ -28,41 +28,18 @@
 #include "iocp/io_operation.hpp"
 #include "iocp/thread_pool.hpp"
 #include "support/platform.hpp"
+#include "support/waiting.hpp"
 
 using namespace std::chrono_literals;
 
 namespace {
 
+using iocp_test::await;
+using iocp_test::wait_until;
+
 using iocp::address_family;
 
 // Long enough for a slow Wine, short enough to fail well before ctest's timeout.
-constexpr auto deadline = 30s;
-
-// Waits for `f`; a test that would hang aborts instead (its handlers still reference the
-// stack, so it cannot simply return).
-template <class T>
-T await(std::future<T>&& f, const char* what) {
-    if (f.wait_for(deadline) != std::future_status::ready) {
-        std::fprintf(stderr, "timed out waiting for %s\n", what);
-        std::fflush(stderr);
-        std::abort();
-    }
-    return f.get();
-}
-
-// Spins (with sleeps) until `pred` holds; aborts after the deadline.
-template <class Pred>
-void wait_until(Pred pred, const char* what) {
-    const auto end = std::chrono::steady_clock::now() + deadline;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > end) {
-            std::fprintf(stderr, "timed out waiting until %s\n", what);
-            std::fflush(stderr);
-            std::abort();
-        }
-        std::this_thread::sleep_for(1ms);
-    }
-}
 
 // What one receive reported.
 struct received {
