@@ -122,6 +122,26 @@ TEST(error_test, portable_conditions_follow_errno) {
 }
 #endif
 
+#if !IOCP_WINDOWS
+#include "iocp/detail/io/linux/errno_table.hpp"
+
+TEST(error_test, linux_io_errors_normalise_by_who_closed_the_handle) {
+    using iocp::detail::io::lnx::translate_errno;
+    auto sys = [](int v) { return std::error_code(v, std::system_category()); };
+    for (int code : {ECONNRESET, EPIPE, ECONNABORTED, EBADF, ENOTSOCK})
+        EXPECT_EQ(translate_errno(sys(code), true), iocp::errc::operation_aborted) << code;
+    EXPECT_EQ(translate_errno(sys(ECONNRESET), false),
+              iocp::make_error_code(iocp::errc::connection_reset));
+    EXPECT_EQ(translate_errno(sys(EBADF), false),
+              iocp::make_error_code(iocp::errc::invalid_handle));
+    EXPECT_EQ(translate_errno(sys(ECANCELED), false),
+              iocp::make_error_code(iocp::errc::operation_aborted));
+    // The library's own codes pass through whoever closed the handle.
+    EXPECT_EQ(translate_errno(iocp::make_error_code(iocp::errc::invalid_handle), true),
+              iocp::make_error_code(iocp::errc::invalid_handle));
+}
+#endif
+
 #if IOCP_HAS_IOCP
 #include "iocp/detail/io/io_state.hpp"
 
@@ -129,7 +149,8 @@ TEST(error_test, io_objects_normalise_through_the_same_table) {
     const auto translate_io_error = &iocp::detail::io::win32::translate;
     auto sys = [](int v) { return std::error_code(v, std::system_category()); };
     // Who closed the handle decides ERROR_NETNAME_DELETED and the resets and aborts.
-    for (int code : {64, 10054, 10052, 1236, 10053})
+    // A handle we closed under a pending operation (ERROR_INVALID_HANDLE, WSAENOTSOCK) too.
+    for (int code : {64, 10054, 10052, 1236, 10053, 6, 10038})
         EXPECT_EQ(translate_io_error(sys(code), true), iocp::errc::operation_aborted) << code;
     EXPECT_EQ(translate_io_error(sys(64), false),
               iocp::make_error_code(iocp::errc::connection_reset));

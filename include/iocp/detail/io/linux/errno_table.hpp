@@ -23,8 +23,11 @@ inline std::error_code translate_errno(const std::error_code& e, bool ours) noex
     case EPIPE: return make_error_code(ours ? errc::operation_aborted : errc::connection_reset);
     case ECONNABORTED: return ours ? make_error_code(errc::operation_aborted) : e;
     case ECONNREFUSED: return make_error_code(errc::connection_refused);
+    // A handle we closed under a pending or continuing operation: that is our close, as on
+    // Win32 (an operation the closed object refuses at its start stays invalid_handle: that
+    // error is the library's own, not the kernel's).
     case EBADF:
-    case ENOTSOCK: return make_error_code(errc::invalid_handle);
+    case ENOTSOCK: return make_error_code(ours ? errc::operation_aborted : errc::invalid_handle);
     // A datagram too large to send (sendmsg(2)); a truncated receive is reported with the same
     // code by the datagram socket (MSG_TRUNC is a flag, not an errno). Win32: WSAEMSGSIZE.
     case EMSGSIZE: return std::make_error_code(std::errc::message_size);

@@ -137,7 +137,11 @@ inline std::error_code translate(const std::error_code& e, bool ours) noexcept {
     case error_kind::connection_aborted: return ours ? make_error_code(errc::operation_aborted) : e;
     case error_kind::eof: return make_error_code(errc::eof);
     case error_kind::refused: return make_error_code(errc::connection_refused);
-    case error_kind::invalid_handle: return make_error_code(errc::invalid_handle);
+    // A handle we closed under a pending or continuing operation (WSAENOTSOCK from a
+    // send_all's next WSASend, say): our close. An operation the closed object refuses at its
+    // start stays invalid_handle (that error is the library's own, not the kernel's).
+    case error_kind::invalid_handle:
+        return make_error_code(ours ? errc::operation_aborted : errc::invalid_handle);
     case error_kind::message_size: return std::make_error_code(std::errc::message_size);
     case error_kind::timed_out:
     case error_kind::port_closed:
