@@ -104,13 +104,22 @@ private:
             posted.error = make_error_code(errc::invalid_handle);
             c.ph.store(phase::failed_sync, std::memory_order_relaxed);
         } else {
+            // TRICKY: our own reference for the look after the issue. Once the issue returns,
+            // the completion may already have run on another worker and given back the
+            // operation's reference, and its handler may have let the owner go (a program
+            // that ends when its last write completes): without this one the state could be
+            // freed under the look.
+            add_ref(st);
+            in_flight own(nullptr, st);
             if (issue(c, *st, h, posted)) {
                 guard.hand_over(); // the operation holds it now: its completion gives it back
                 // TRICKY: the pool's shutdown may have run its cancel pass between
-                // operation_started() and the issue, and then missed this operation. `st` is
-                // still valid here: the owner's reference outlives its start calls.
-                if (st->pool_cancelling.load(std::memory_order_seq_cst))
-                    native::cancel_all(h);
+                // operation_started() and the issue, and then missed this operation.
+                if (st->pool_cancelling.load(std::memory_order_seq_cst)) {
+                    const native::handle_type now = st->get();
+                    if (native::valid(now))
+                        native::cancel_all(now);
+                }
                 return {};
             }
         }
