@@ -53,8 +53,11 @@ public:
             reaped.swap(ready_);
         }
         // As a backend's on_complete: a packet per completion, posted by the reaping thread.
-        for (iocp::overlapped* ov : reaped)
-            port_.post(ov, &reaped_key, 0);
+        for (iocp::overlapped* ov : reaped) {
+            std::error_code ec;
+            port_.post(ov, &reaped_key, 0, ec);
+            EXPECT_FALSE(ec) << ec.message();
+        }
         role_.store(false);
         return true;
     }
