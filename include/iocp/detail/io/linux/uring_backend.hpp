@@ -188,11 +188,11 @@ public:
     }
 
     /// A read_at tries the page cache first (cached_read.hpp). A send tries the socket first
-    /// (sendmsg with MSG_DONTWAIT | MSG_NOSIGNAL) when no send of
-    /// its fd is in the ring (order is kept): a send with room, the common case, then costs one
-    /// system call and no ring round trip (the CQE, a reaper's wake-up). Everything else, and a
-    /// send that would block, goes to the ring as issue() does. Asio's reactor sends the same
-    /// way ("speculative" writes).
+    /// (sendmsg with MSG_DONTWAIT | MSG_NOSIGNAL) when no send of its fd is in the ring (order
+    /// is kept): a send with room, the common case, then costs one system call and no ring
+    /// round trip (the CQE, a reaper's wake-up). Everything else, and a send that would block,
+    /// goes to the ring as issue() does. Asio's reactor sends the same way ("speculative"
+    /// writes).
     bool issue_now(linux_op& op, int& res) noexcept override {
         // A read the page cache holds: one preadv2(RWF_NOWAIT), no ring round trip.
         if (op.what == linux_op::kind::read_at && read_cached(op, res))
