@@ -35,7 +35,7 @@
 
 #include "config.hpp"
 
-#if IOCP_HAS_IOCP
+#if IOCP_HAS_IOCP || defined(IOCP_DOXYGEN) // the API docs show the Win32-only API too
 
 #include <cstddef>
 #include <system_error>

@@ -31,7 +31,7 @@
 
 #include "config.hpp"
 
-#if IOCP_HAS_IOCP
+#if IOCP_HAS_IOCP || defined(IOCP_DOXYGEN) // the API docs show the Win32-only API too
 
 #include <algorithm>
 #include <chrono>
