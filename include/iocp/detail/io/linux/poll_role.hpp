@@ -115,15 +115,26 @@ public:
     }
 
     // The watchdog's loop, until stop(): it looks every tick while operations are in flight (or
-    // `busy()` says there is work) and nobody waits in the kernel for them, and once no worker
-    // has polled for a few ticks (no pool polls this backend: tests, or a program's last pool
-    // is gone) it waits in the kernel itself until a worker asks for the role.
+    // `busy()` says there is work) and nobody waits in the kernel for them (every idle_tick
+    // while a worker does), and once no worker has polled for a few ticks (no pool polls this
+    // backend: tests, or a program's last pool is gone) it waits in the kernel itself until a
+    // worker asks for the role.
     template <class Reap, class Busy>
     void run_watchdog(Reap&& reap, Busy&& busy) noexcept {
         std::uint64_t polls_seen = worker_polls_.load(std::memory_order_relaxed);
         unsigned quiet_ticks = 0;
         while (!stopping()) {
-            sleep_tick(in_flight_.load(std::memory_order_seq_cst) != 0 || busy());
+            if (role.blocking()) {
+                // A worker waits in the kernel for the completions: it reaps them, and it is a
+                // poll that never looks "quiet". Look again after idle_tick (an idle server with
+                // a pending accept wakes this thread 10 times a second, not 1,000).
+                sleep_tick(idle_tick, false);
+                quiet_ticks = 0;
+                polls_seen = worker_polls_.load(std::memory_order_relaxed);
+                continue;
+            }
+            const bool busy_now = in_flight_.load(std::memory_order_seq_cst) != 0 || busy();
+            sleep_tick(busy_now ? tick : idle_tick, !busy_now);
             if (stopping())
                 break;
             const std::uint64_t polls = worker_polls_.load(std::memory_order_relaxed);
@@ -157,17 +168,17 @@ public:
     bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
 
 private:
-    // A tick while operations are in flight; else until one is issued or idle_tick passes.
-    void sleep_tick(bool busy) noexcept {
+    // Sleeps `d`, or until stop(); with `until_issued`, also until an operation is issued.
+    void sleep_tick(std::chrono::milliseconds d, bool until_issued) noexcept {
         std::unique_lock lock(mutex_);
         // TRICKY: a Dekker pair with issued(): the watchdog says it idles, then looks at
         // in_flight_ (under the mutex, in the predicate); an issuer counts, then looks at
         // watchdog_idle_ and notifies under the mutex. Either this sees the operation or it is
         // notified. Both sides seq_cst.
-        watchdog_idle_.store(!busy, std::memory_order_seq_cst);
-        cv_.wait_for(lock, busy ? tick : idle_tick, [this, busy] {
+        watchdog_idle_.store(until_issued, std::memory_order_seq_cst);
+        cv_.wait_for(lock, d, [this, until_issued] {
             return stopping_.load(std::memory_order_relaxed) ||
-                   (!busy && in_flight_.load(std::memory_order_seq_cst) != 0);
+                   (until_issued && in_flight_.load(std::memory_order_seq_cst) != 0);
         });
         watchdog_idle_.store(false, std::memory_order_relaxed);
     }
