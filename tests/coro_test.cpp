@@ -5,6 +5,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <stop_token>
@@ -433,6 +435,182 @@ TEST(coro_pool_test, stop_abandons_queued_schedules_and_resumes_each_once) {
             EXPECT_GT(refused.load(), 0);
         }
         EXPECT_EQ(live_frames.load(), 0);
+    }
+}
+
+// --- schedule from a worker: the continuation slot ---------------------------------------
+// On a worker, `co_await schedule()` puts the continuation in that worker's own slot (Go's
+// runnext, Asio's private queue for continuations): it runs when the current item returns.
+// These tests prove it is never stuck there, never starves the queue, and is counted.
+
+// Starts at once, inside whatever calls it (a work item), and frees itself at the end.
+struct eager_coroutine {
+    struct promise_type {
+        eager_coroutine get_return_object() noexcept { return {}; }
+        std::suspend_never initial_suspend() noexcept { return {}; }
+        std::suspend_never final_suspend() noexcept { return {}; }
+        void return_void() noexcept {}
+        void unhandled_exception() noexcept { std::terminate(); }
+    };
+};
+
+TEST(coro_pool_test, a_continuation_is_taken_by_an_idle_worker_while_its_worker_is_busy) {
+    // The item that resumed the coroutine goes on running after the coroutine suspended, and
+    // waits for the continuation: the continuation must not wait for that item (it would wait
+    // for ever), an idle worker takes it. (It may also resume inside the item, in the co_await,
+    // when that worker took it before the suspension ended: the resume gate's rule.)
+    iocp::thread_pool pool(2);
+    for (int round = 0; round < 20; ++round) {
+        std::atomic<bool> resumed{false};
+        std::promise<void> item_done;
+        auto hop = [&]() -> eager_coroutine {
+            co_await pool.schedule();
+            resumed.store(true);
+        };
+        pool.post([&] {
+            hop(); // suspends in schedule(): the continuation is in this worker's slot
+            iocp_test::wait_until([&] { return resumed.load(); }, "the continuation to run");
+            item_done.set_value();
+        });
+        iocp_test::await(item_done.get_future(), "the item", round);
+        EXPECT_TRUE(resumed.load());
+        pool.wait();
+    }
+}
+
+TEST(coro_pool_test, continuations_in_a_row_let_queued_work_and_timers_run) {
+    // One worker: a coroutine hopping without end must not starve what was queued before it,
+    // nor a timer that is due. Continuations jump the queue at most continuation_streak times in
+    // a row.
+    iocp::thread_pool pool(1);
+    constexpr int hops = 10000;
+    std::atomic<int> hop_now{0};
+    std::atomic<int> item_ran_at{-1};
+    std::atomic<int> timer_ran_at{-1};
+    auto body = [&]() -> iocp::task<> {
+        co_await pool.schedule();
+        pool.post([&] { item_ran_at.store(hop_now.load()); });
+        pool.post_after(std::chrono::milliseconds(0), [&] { timer_ran_at.store(hop_now.load()); });
+        for (int i = 1; i <= hops; ++i) {
+            hop_now.store(i);
+            co_await pool.schedule();
+            if (item_ran_at.load() >= 0 && timer_ran_at.load() >= 0)
+                break;
+        }
+    };
+    iocp::sync_wait(body());
+    ASSERT_GE(item_ran_at.load(), 0);
+    ASSERT_GE(timer_ran_at.load(), 0);
+    EXPECT_LE(item_ran_at.load(), static_cast<int>(iocp::detail::continuation_streak) + 1);
+    EXPECT_LT(timer_ran_at.load(), hops);
+}
+
+TEST(coro_pool_test, wait_counts_a_continuation_waiting_in_a_worker_slot) {
+    // wait() returns only when everything posted has run: a continuation in a worker's slot
+    // is outstanding work like a queued item.
+    iocp::thread_pool pool(2);
+    for (int round = 0; round < 50; ++round) {
+        std::atomic<int> hopped{0};
+        auto body = [&]() -> iocp::task<> {
+            for (int i = 0; i < 200; ++i) {
+                co_await pool.schedule();
+                hopped.fetch_add(1);
+            }
+        };
+        iocp::spawn(pool, body());
+        pool.wait();
+        EXPECT_EQ(hopped.load(), 200) << "round " << round;
+    }
+}
+
+TEST(coro_pool_test, a_continuation_posted_by_a_completion_runs_on_a_single_worker) {
+    // The coroutine resumes from a port completion (a cancelled sleep), outside any work item,
+    // and then hops: its only worker must take the continuation from its own slot (an idle look
+    // that sees it but leaves it to its owner would spin for ever).
+    iocp::thread_pool pool(1);
+    for (int round = 0; round < 50; ++round) {
+        std::stop_source stop;
+        std::atomic<bool> sleeping{false};
+        std::promise<int> done;
+        auto body = [&]() -> iocp::task<> {
+            sleeping.store(true);
+            try {
+                co_await pool.sleep_for(std::chrono::hours(1), stop.get_token());
+            } catch (const std::system_error&) {
+            }
+            int n = 0;
+            for (; n < 100; ++n)
+                co_await pool.schedule();
+            done.set_value(n);
+        };
+        iocp::spawn(pool, body());
+        iocp_test::wait_until([&] { return sleeping.load(); }, "the coroutine to sleep");
+        stop.request_stop();
+        EXPECT_EQ(iocp_test::await(done.get_future(), "the hops", round), 100);
+        pool.wait();
+    }
+}
+
+// Counts frames: one lives in each coroutine's frame (a parameter), so the count drops exactly
+// when the frame is destroyed, whether the coroutine ran or not.
+struct frame_guard {
+    std::atomic<int>* destroyed;
+    explicit frame_guard(std::atomic<int>& d) noexcept : destroyed(&d) {}
+    frame_guard(frame_guard&& o) noexcept : destroyed(std::exchange(o.destroyed, nullptr)) {}
+    frame_guard(const frame_guard&) = delete;
+    frame_guard& operator=(const frame_guard&) = delete;
+    frame_guard& operator=(frame_guard&&) = delete;
+    ~frame_guard() {
+        if (destroyed != nullptr)
+            destroyed->fetch_add(1);
+    }
+};
+
+TEST(coro_pool_test, shutdown_while_coroutines_hop_resumes_each_once) {
+    // stop() racing many coroutines that hop between workers without end, and join() racing
+    // ones that hop a while: every frame is destroyed exactly once; under stop() each
+    // coroutine that started ends with errc::closed, under join() each runs to its end.
+    for (int round = 0; round < 40; ++round) {
+        const bool stopping = round % 2 == 0;
+        constexpr int n = 64;
+        constexpr int join_hops = 300;
+        std::atomic<int> destroyed{0};
+        std::atomic<int> started{0};
+        std::atomic<int> ended{0};
+        std::atomic<int> closed{0};
+        {
+            std::optional<iocp::thread_pool> pool;
+            // The lambda outlives the pool: its frames refer to it until they end.
+            auto body = [&](frame_guard) -> iocp::task<> {
+                started.fetch_add(1);
+                try {
+                    for (int i = 0; stopping || i < join_hops; ++i)
+                        co_await pool->schedule();
+                } catch (const std::system_error& e) {
+                    if (e.code() == iocp::errc::closed)
+                        closed.fetch_add(1);
+                }
+                ended.fetch_add(1);
+            };
+            pool.emplace(round % 4 < 2 ? 2 : 3);
+            std::mt19937 rng(static_cast<unsigned>(round));
+            for (int c = 0; c < n; ++c)
+                iocp::spawn(*pool, body(frame_guard(destroyed)));
+            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+            if (stopping)
+                pool->stop();
+            else
+                pool->join();
+            pool.reset();
+        }
+        EXPECT_EQ(destroyed.load(), n) << "round " << round;
+        EXPECT_EQ(ended.load(), started.load()) << "round " << round;
+        if (stopping) {
+            EXPECT_EQ(closed.load(), started.load()) << "round " << round;
+        } else {
+            EXPECT_EQ(started.load(), n) << "round " << round;
+            EXPECT_EQ(closed.load(), 0) << "round " << round;
+        }
     }
 }
 

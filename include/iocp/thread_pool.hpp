@@ -17,7 +17,9 @@
 /// items cost no kernel call at all. Workers look at the port for I/O completions whenever the
 /// FIFO is empty and at least every `port_poll_interval` (64) work items. The items a worker
 /// has claimed but not started yet stay visible to idle workers, which take them: N long items
-/// on N idle workers run side by side, never one after another.
+/// on N idle workers run side by side, never one after another. A coroutine continuation
+/// (`co_await schedule()` on a worker) waits in its worker's own `next` slot instead of the
+/// FIFO, visible to idle workers in the same way.
 ///
 /// Shutdown. `join()` runs queued work (and work it posts), cancels pending I/O through the
 /// registered I/O objects, waits for every started operation to complete, then posts one
@@ -461,7 +463,14 @@ public:
     // --- coroutines --------------------------------------------------------------------------
 
     /// `co_await pool.schedule()` resumes the coroutine on a worker (as a posted work item: no
-    /// allocation in steady state). If the pool refuses the post (`errc::closed`: shutdown
+    /// allocation in steady state). Awaited on one of this pool's workers, the continuation
+    /// runs on that worker as soon as the current work item returns, ahead of the shared queue
+    /// (as Asio runs a continuation from its thread's private queue): a hop costs no shared
+    /// counter and stays in this core's cache. An idle worker takes it if this worker is still
+    /// busy when the idle worker looks, and after `detail::continuation_streak` (32) such
+    /// continuations in a row one goes through the queue, behind the work items, timers and
+    /// I/O completions already waiting, so a coroutine that hops in a loop starves nothing.
+    /// If the pool refuses the post (`errc::closed`: shutdown
     /// began; during `join()` only the pool's own workers may still post) the co_await throws
     /// `std::system_error` at once, on the calling thread; if `stop()` abandons the queued
     /// resumption, the coroutine resumes on a worker (or, with none left, on the thread that
@@ -680,6 +689,13 @@ private:
         std::atomic<std::uint64_t> begin{0};           // taken by the owner or a thief (CAS)
         std::atomic<std::uint64_t> end{0};             // published by the owner only
         std::atomic<detail::work_item*> slots[held_slots] = {};
+        // The continuation this worker runs next (see post_continuation): one item, taken by
+        // the owner after its current item or by an idle thief (exchange: one taker).
+        std::atomic<detail::work_item*> next{nullptr};
+        // Items ever put into `next` (written by the owner only; part of accepted()).
+        std::atomic<std::uint64_t> next_accepted{0};
+        // Owner only: continuations run from `next` since the worker last took from the queue.
+        unsigned next_streak = 0;
     };
 
     using phase = detail::shutdown_phase::phase;
@@ -733,6 +749,69 @@ private:
     }
 
     // --- the work queue ------------------------------------------------------------------
+
+    // Items ever accepted: the queue's, plus the continuations put into the workers' `next`
+    // slots. Monotonic (the accounting of outstanding_work.hpp needs that).
+    std::uint64_t accepted() const noexcept {
+        std::uint64_t n = queue_.pushed();
+        for (std::size_t i = 0; i < options_.threads; ++i)
+            n += held_[i].next_accepted.load(std::memory_order_acquire);
+        return n;
+    }
+
+    // Posts the continuation of a coroutine (`co_await schedule()`). On one of our workers, the
+    // item goes into that worker's `next` slot instead of the shared queue: the worker runs it
+    // as soon as its current item returns (which, for a coroutine that just suspended, is at
+    // once), on the same core, with no shared counter touched. This is Go's `runnext` and
+    // Asio's private queue for continuations. Idle workers take a waiting `next` like a held
+    // item, so a worker busy with a long item never sits on it. Bounded: after
+    // `continuation_streak` continuations in a row, the next goes through the queue, behind
+    // the work and the I/O completions already waiting (fairness). Anywhere else (another
+    // thread, the slot taken, shutdown under way) it is an ordinary post.
+    template <class F>
+    void post_continuation(F&& f, std::error_code& ec) noexcept {
+        const worker_identity& me = current();
+        if (me.pool != this || phase_.current() != phase::running) {
+            post(std::forward<F>(f), ec);
+            return;
+        }
+        held_range& held = held_[me.index];
+        if (held.next_streak >= detail::continuation_streak ||
+            held.next.load(std::memory_order_relaxed) != nullptr) {
+            post(std::forward<F>(f), ec);
+            return;
+        }
+        detail::work_item* item = nullptr;
+        try {
+            item = detail::make_work_item(std::forward<F>(f));
+        } catch (const std::bad_alloc&) {
+            ec = std::make_error_code(std::errc::not_enough_memory);
+            return;
+        } catch (...) {
+            ec = std::make_error_code(std::errc::invalid_argument); // F's move threw
+            return;
+        }
+        // TRICKY: counted as accepted before it is visible, so that finished <= accepted at
+        // every instant (outstanding_work::idle). Shutdown may have begun since the phase was
+        // read: the item is still counted, so join()/stop() wait for it; this worker (or a
+        // thief) runs it, or abandons it under stop(), exactly as a queued item.
+        held.next_accepted.fetch_add(1, std::memory_order_release);
+        // seq_cst: the producer's half of the wake protocol, as a queue publish is (an idle
+        // worker about to sleep sees the item in has_work(), or we see it registered).
+        held.next.store(item, std::memory_order_seq_cst);
+        ec.clear();
+        wake_one_if_needed();
+    }
+
+    // The owner's `next` continuation, or nullptr (none, or a thief took it).
+    static detail::work_item* take_next(held_range& held) noexcept {
+        if (held.next.load(std::memory_order_relaxed) == nullptr)
+            return nullptr;
+        detail::work_item* item = held.next.exchange(nullptr, std::memory_order_acquire);
+        if (item != nullptr)
+            ++held.next_streak;
+        return item;
+    }
 
     // Takes ownership of `item` on success only.
     std::error_code enqueue(detail::work_item* item, bool internal) noexcept {
@@ -860,9 +939,16 @@ private:
             // Completions the port refused (rare: a relaxed look costs next to nothing).
             if (backlog_size_.load(std::memory_order_relaxed) != 0)
                 run_backlog();
+            // A continuation posted outside run_items (by an I/O handler, a backlog entry):
+            // only its owner looks here; spinners and sleepers leave it to the owner.
+            if (detail::work_item* item = take_next(held_[current().index])) {
+                run_items(&item, 1);
+                continue;
+            }
             // The items of a batch not started yet stay available to idle workers (run_items).
             const detail::work_queue::pop_result got = queue_.pop(options_.batch);
             if (got.head != nullptr) {
+                held_[current().index].next_streak = 0; // the queue had its turn
                 // A full batch hints at more queued work: make sure a worker comes for it (a
                 // spinner or a busy worker will; otherwise wake a sleeper).
                 if (got.more)
@@ -931,7 +1017,10 @@ private:
         while (item != nullptr) {
             run_one(item);
             ++done;
-            item = n > 1 ? take_own(held) : nullptr;
+            // A continuation the item just posted comes first: its frame is hot in this cache.
+            item = take_next(held);
+            if (item == nullptr && n > 1)
+                item = take_own(held);
         }
         work_.finish_items(me, done);
     }
@@ -991,6 +1080,14 @@ private:
                     return true;
                 }
             }
+            // A continuation its owner has not come back for (it runs a long item).
+            if (held.next.load(std::memory_order_relaxed) != nullptr) {
+                if (detail::work_item* item =
+                        held.next.exchange(nullptr, std::memory_order_acquire)) {
+                    run_items(&item, 1);
+                    return true;
+                }
+            }
         }
         return false;
     }
@@ -998,7 +1095,8 @@ private:
     bool any_held() const noexcept {
         for (std::size_t i = 0; i < options_.threads; ++i)
             if (held_[i].begin.load(std::memory_order_seq_cst) <
-                held_[i].end.load(std::memory_order_seq_cst))
+                    held_[i].end.load(std::memory_order_seq_cst) ||
+                held_[i].next.load(std::memory_order_seq_cst) != nullptr)
                 return true;
         return false;
     }
@@ -1179,7 +1277,7 @@ private:
     // Waits until no work item is in flight (and, with `with_io`, no operation either): the
     // accounting is detail/pool/outstanding_work.hpp, over the queue's accepted count.
     void wait_until_idle(bool with_io) {
-        work_.wait_until_idle(with_io, [this] { return queue_.pushed(); });
+        work_.wait_until_idle(with_io, [this] { return accepted(); });
     }
 
     void cancel_io_objects() noexcept {
@@ -1232,6 +1330,15 @@ private:
         while (completions_posting_.load(std::memory_order_seq_cst) != 0)
             std::this_thread::yield();
         drain_port();
+        // A continuation left in a worker's `next` slot (none, unless a worker posted one
+        // outside any counted item or operation): abandoned like a queued item.
+        for (std::size_t i = 0; i < options_.threads; ++i) {
+            if (detail::work_item* item = held_[i].next.exchange(nullptr)) {
+                abandon(item);
+                abandoned_.fetch_add(1);
+                work_.finish_items(options_.threads, 1);
+            }
+        }
         // Usually nothing is left: the idle waits above covered every accepted item, claimed
         // or published. They are skipped when no worker ever started (a failed constructor);
         // then an item may still be between its claim and its publication: wait for it.
@@ -1322,6 +1429,10 @@ namespace detail {
 // cancels; report a handler's exception. detail/io/in_flight.hpp pairs the counts as one RAII
 // guard.
 struct pool_io_access {
+    template <class F>
+    static void post_continuation(thread_pool& p, F&& f, std::error_code& ec) noexcept {
+        p.post_continuation(std::forward<F>(f), ec);
+    }
     static bool operation_started(thread_pool& p) noexcept { return p.operation_started(); }
     static void operation_finished(thread_pool& p) noexcept { p.operation_finished(); }
     static void queue_completion(thread_pool& p, operation* op, const completion& result,

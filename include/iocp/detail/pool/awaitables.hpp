@@ -164,7 +164,7 @@ public:
         this->handle_ = h;
         std::error_code ec = this->post_resumer([this](typename base::resumer r) {
             std::error_code e;
-            this->pool_->post(std::move(r), e);
+            Access::post_continuation(*this->pool_, std::move(r), e);
             return e;
         });
         if (ec) {

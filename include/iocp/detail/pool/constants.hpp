@@ -37,6 +37,10 @@ inline constexpr std::size_t block_depot_batch = 64;
 // locked overflow list.
 inline constexpr std::size_t block_depot_slots = 32;
 
+// Coroutine continuations (`co_await schedule()`) a worker runs in a row from its own `next`
+// slot before one goes through the shared queue, behind the work and I/O waiting there.
+inline constexpr unsigned continuation_streak = 32;
+
 // Slots of a worker's held range (a ring): a claim publishes at most pool_max_batch - 1 items.
 inline constexpr std::size_t held_range_slots = pool_max_batch;
 
