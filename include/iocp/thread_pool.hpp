@@ -64,6 +64,7 @@
 #include "config.hpp"
 #include "detail/pool/awaitables.hpp"
 #include "detail/pool/constants.hpp"
+#include "detail/pool/held_items.hpp"
 #include "detail/pool/outstanding_work.hpp"
 #include "detail/pool/shutdown_phase.hpp"
 #include "detail/pool/wake_protocol.hpp"
@@ -182,7 +183,7 @@ public:
           sentinels_(std::make_unique<sentinel[]>(options_.threads)),
           queue_(options_.queue_capacity),
           work_(options_.threads + 1), // one finished count per worker, plus shutdown's
-          held_(std::make_unique<held_range[]>(options_.threads)),
+          held_(options_.threads),
           timers_(
               [this](detail::work_item* item) { return enqueue(item, true) == std::error_code{}; },
               [this](std::exception_ptr e) { handle_exception(std::move(e)); }) {
@@ -680,24 +681,6 @@ private:
         backlog_node* next = nullptr;
     };
 
-    // Per worker: the claimed items it has not started yet, [begin, end) (see run_items).
-    // Positions only grow; a claim publishes at most max_batch - 1 items, so max_batch slots
-    // hold any range.
-    static constexpr std::size_t held_slots = detail::held_range_slots;
-    struct held_range {
-        [[maybe_unused]] detail::cache_line_pad pad{}; // apart from the previous worker's
-        std::atomic<std::uint64_t> begin{0};           // taken by the owner or a thief (CAS)
-        std::atomic<std::uint64_t> end{0};             // published by the owner only
-        std::atomic<detail::work_item*> slots[held_slots] = {};
-        // The continuation this worker runs next (see post_continuation): one item, taken by
-        // the owner after its current item or by an idle thief (exchange: one taker).
-        std::atomic<detail::work_item*> next{nullptr};
-        // Items ever put into `next` (written by the owner only; part of accepted()).
-        std::atomic<std::uint64_t> next_accepted{0};
-        // Owner only: continuations run from `next` since the worker last took from the queue.
-        unsigned next_streak = 0;
-    };
-
     using phase = detail::shutdown_phase::phase;
 
     struct worker_identity {
@@ -752,12 +735,7 @@ private:
 
     // Items ever accepted: the queue's, plus the continuations put into the workers' `next`
     // slots. Monotonic (the accounting of outstanding_work.hpp needs that).
-    std::uint64_t accepted() const noexcept {
-        std::uint64_t n = queue_.pushed();
-        for (std::size_t i = 0; i < options_.threads; ++i)
-            n += held_[i].next_accepted.load(std::memory_order_acquire);
-        return n;
-    }
+    std::uint64_t accepted() const noexcept { return queue_.pushed() + held_.next_accepted(); }
 
     // Posts the continuation of a coroutine (`co_await schedule()`). On one of our workers, the
     // item goes into that worker's `next` slot instead of the shared queue: the worker runs it
@@ -775,9 +753,7 @@ private:
             post(std::forward<F>(f), ec);
             return;
         }
-        held_range& held = held_[me.index];
-        if (held.next_streak >= detail::continuation_streak ||
-            held.next.load(std::memory_order_relaxed) != nullptr) {
+        if (!held_.next_available(me.index)) {
             post(std::forward<F>(f), ec);
             return;
         }
@@ -791,26 +767,12 @@ private:
             ec = std::make_error_code(std::errc::invalid_argument); // F's move threw
             return;
         }
-        // TRICKY: counted as accepted before it is visible, so that finished <= accepted at
-        // every instant (outstanding_work::idle). Shutdown may have begun since the phase was
-        // read: the item is still counted, so join()/stop() wait for it; this worker (or a
+        // TRICKY: shutdown may have begun since the phase was read. The item is counted as
+        // accepted all the same (put_next), so join()/stop() wait for it: this worker (or a
         // thief) runs it, or abandons it under stop(), exactly as a queued item.
-        held.next_accepted.fetch_add(1, std::memory_order_release);
-        // seq_cst: the producer's half of the wake protocol, as a queue publish is (an idle
-        // worker about to sleep sees the item in has_work(), or we see it registered).
-        held.next.store(item, std::memory_order_seq_cst);
+        held_.put_next(me.index, item);
         ec.clear();
-        wake_one_if_needed();
-    }
-
-    // The owner's `next` continuation, or nullptr (none, or a thief took it).
-    static detail::work_item* take_next(held_range& held) noexcept {
-        if (held.next.load(std::memory_order_relaxed) == nullptr)
-            return nullptr;
-        detail::work_item* item = held.next.exchange(nullptr, std::memory_order_acquire);
-        if (item != nullptr)
-            ++held.next_streak;
-        return item;
+        wake_one_if_needed(); // after put_next's seq_cst store: the wake protocol's first half
     }
 
     // Takes ownership of `item` on success only.
@@ -903,7 +865,7 @@ private:
     // Work a worker could take now: queued items, backlog entries, items another worker holds.
     bool has_work() const noexcept {
         return queue_.maybe_nonempty() || backlog_size_.load(std::memory_order_seq_cst) != 0 ||
-               any_held();
+               held_.any();
     }
 
     // --- workers -------------------------------------------------------------------------
@@ -941,14 +903,14 @@ private:
                 run_backlog();
             // A continuation posted outside run_items (by an I/O handler, a backlog entry):
             // only its owner looks here; spinners and sleepers leave it to the owner.
-            if (detail::work_item* item = take_next(held_[current().index])) {
+            if (detail::work_item* item = held_.take_next(current().index)) {
                 run_items(&item, 1);
                 continue;
             }
             // The items of a batch not started yet stay available to idle workers (run_items).
             const detail::work_queue::pop_result got = queue_.pop(options_.batch);
             if (got.head != nullptr) {
-                held_[current().index].next_streak = 0; // the queue had its turn
+                held_.reset_streak(current().index); // the queue had its turn
                 // A full batch hints at more queued work: make sure a worker comes for it (a
                 // spinner or a busy worker will; otherwise wake a sleeper).
                 if (got.more)
@@ -992,25 +954,15 @@ private:
         run_items(items, n);
     }
 
-    // Runs `n` claimed items. TRICKY: the ones not started yet are published in this worker's
-    // `held_` range, where an idle worker can steal them (steal_held): a worker never sits on
-    // items that another could start while it runs a long one. They stay visible until taken,
-    // so one seq_cst publish and one look for sleepers per claim suffice: the same Dekker pair
-    // as a queue publish, against a worker that registers as a sleeper and then looks at the
-    // ranges. The owner takes each next item with a CAS on `begin`; a thief takes the whole
-    // rest with one CAS, so each item has exactly one taker.
+    // Runs `n` claimed items. The ones not started yet are published as this worker's held
+    // range (detail/pool/held_items.hpp), where an idle worker can take them: a worker never
+    // sits on items that another could start while it runs a long one. One publish and one
+    // look for sleepers per claim suffice: they stay visible until taken.
     void run_items(detail::work_item* const* items, std::size_t n) noexcept {
         const std::size_t me = current().index;
-        held_range& held = held_[me];
         std::size_t done = 0;
         if (n > 1) {
-            // The range is empty here (begin == end): the owner publishes only after taking
-            // or losing everything it published before, so no thief still reads these slots
-            // and succeeds.
-            const std::uint64_t end = held.end.load(std::memory_order_relaxed);
-            for (std::size_t i = 1; i < n; ++i)
-                held.slots[(end + i - 1) % held_slots].store(items[i], std::memory_order_relaxed);
-            held.end.store(end + n - 1, std::memory_order_seq_cst);
+            held_.publish(me, items + 1, n - 1); // our range is empty: everything was taken
             wake_one_if_needed();
         }
         detail::work_item* item = items[0];
@@ -1018,24 +970,11 @@ private:
             run_one(item);
             ++done;
             // A continuation the item just posted comes first: its frame is hot in this cache.
-            item = take_next(held);
+            item = held_.take_next(me);
             if (item == nullptr && n > 1)
-                item = take_own(held);
+                item = held_.take_own(me);
         }
         work_.finish_items(me, done);
-    }
-
-    // The owner's next held item, or nullptr when the range is empty (taken or stolen).
-    static detail::work_item* take_own(held_range& held) noexcept {
-        const std::uint64_t end = held.end.load(std::memory_order_relaxed); // ours
-        std::uint64_t begin = held.begin.load(std::memory_order_relaxed);
-        while (begin < end) {
-            detail::work_item* item =
-                held.slots[begin % held_slots].load(std::memory_order_relaxed);
-            if (held.begin.compare_exchange_weak(begin, begin + 1, std::memory_order_relaxed))
-                return item;
-        }
-        return nullptr;
     }
 
     void run_one(detail::work_item* item) noexcept {
@@ -1051,54 +990,15 @@ private:
         }
     }
 
-    // Takes every item another worker claimed but has not started; true if it ran some.
+    // Takes what another worker holds and has not started (the rest of its batch, or a
+    // continuation); true if it ran some.
     bool steal_held() noexcept {
-        const std::size_t me = current().index;
-        detail::work_item* items[thread_pool_options::max_batch];
-        for (std::size_t k = 1; k < options_.threads; ++k) {
-            held_range& held = held_[(me + k) % options_.threads];
-            std::uint64_t begin = held.begin.load(std::memory_order_acquire);
-            for (;;) {
-                const std::uint64_t end = held.end.load(std::memory_order_acquire);
-                if (begin >= end)
-                    break;
-                if (end - begin > held_slots) {
-                    // TRICKY: `begin` is stale and the owner has published again since (a
-                    // range never spans more than held_slots): read both afresh.
-                    begin = held.begin.load(std::memory_order_acquire);
-                    continue;
-                }
-                // TRICKY: read the slots before the CAS. If the owner took or republished
-                // anything meanwhile, `begin` moved on (it never goes back) and the CAS fails:
-                // what was read is then dropped.
-                const auto n = static_cast<std::size_t>(end - begin);
-                for (std::size_t i = 0; i < n; ++i)
-                    items[i] = held.slots[(begin + i) % held_slots].load(std::memory_order_relaxed);
-                if (held.begin.compare_exchange_weak(begin, end, std::memory_order_acquire,
-                                                     std::memory_order_acquire)) {
-                    run_items(items, n);
-                    return true;
-                }
-            }
-            // A continuation its owner has not come back for (it runs a long item).
-            if (held.next.load(std::memory_order_relaxed) != nullptr) {
-                if (detail::work_item* item =
-                        held.next.exchange(nullptr, std::memory_order_acquire)) {
-                    run_items(&item, 1);
-                    return true;
-                }
-            }
-        }
-        return false;
-    }
-
-    bool any_held() const noexcept {
-        for (std::size_t i = 0; i < options_.threads; ++i)
-            if (held_[i].begin.load(std::memory_order_seq_cst) <
-                    held_[i].end.load(std::memory_order_seq_cst) ||
-                held_[i].next.load(std::memory_order_seq_cst) != nullptr)
-                return true;
-        return false;
+        detail::work_item* items[detail::held_items::slots];
+        const std::size_t n = held_.steal(current().index, items);
+        if (n == 0)
+            return false;
+        run_items(items, n);
+        return true;
     }
 
     enum class spin_found { nothing, queue, port };
@@ -1333,7 +1233,7 @@ private:
         // A continuation left in a worker's `next` slot (none, unless a worker posted one
         // outside any counted item or operation): abandoned like a queued item.
         for (std::size_t i = 0; i < options_.threads; ++i) {
-            if (detail::work_item* item = held_[i].next.exchange(nullptr)) {
+            if (detail::work_item* item = held_.release_next(i)) {
                 abandon(item);
                 abandoned_.fetch_add(1);
                 work_.finish_items(options_.threads, 1);
@@ -1396,7 +1296,7 @@ private:
 
     // Outstanding work (wait(), join()), and the claimed items idle workers may take.
     detail::outstanding_work work_;
-    std::unique_ptr<held_range[]> held_;
+    detail::held_items held_;
 
     // I/O objects to cancel at shutdown.
     std::mutex hooks_mutex_;
