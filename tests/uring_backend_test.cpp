@@ -8,12 +8,15 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/net_tstamp.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -553,6 +556,69 @@ TEST_F(uring_backend_test, cancel_of_one_op_racing_its_readiness_completes_it_on
     options.force_poll_first = true;
     create(options);
     cancel_racing_completion(*backend_, done_);
+}
+
+// The kernel's own -EAGAIN, reached without a test switch: an O_NONBLOCK UDP socket whose error
+// queue holds a transmit timestamp polls POLLERR with nothing to read, so io_uring's internal
+// poll wakes the recvmsg again and again until its retry cap sends it to io-wq, where the
+// socket's O_NONBLOCK gives -EAGAIN (measured on 6.18; a blocking socket waits there). The
+// backend never reports it: the recv waits for its readiness poll, is issued again, and so on
+// (busily, while the error queue stays full: a few hundred rounds in 50 ms here). cancel(op), at
+// a random moment of that cycle, still completes it once with -ECANCELED, and the next recv gets
+// the next datagram.
+TEST_F(uring_backend_test, a_kernel_eagain_is_never_reported_and_the_op_stays_cancellable) {
+    ::sockaddr_in here{};
+    here.sin_family = AF_INET;
+    here.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::sockaddr_in there = here;
+    fd_closer receiver(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    fd_closer sender(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    ASSERT_GE(receiver.fd, 0);
+    ASSERT_GE(sender.fd, 0);
+    ::socklen_t len = sizeof here;
+    ASSERT_EQ(::bind(receiver.fd, reinterpret_cast<::sockaddr*>(&here), sizeof here), 0);
+    ASSERT_EQ(::getsockname(receiver.fd, reinterpret_cast<::sockaddr*>(&here), &len), 0);
+    len = sizeof there;
+    ASSERT_EQ(::bind(sender.fd, reinterpret_cast<::sockaddr*>(&there), sizeof there), 0);
+    ASSERT_EQ(::getsockname(sender.fd, reinterpret_cast<::sockaddr*>(&there), &len), 0);
+    // A datagram sent by the receiver leaves a transmit timestamp on its error queue.
+    const int stamping =
+        SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_SOFTWARE;
+    ASSERT_EQ(::setsockopt(receiver.fd, SOL_SOCKET, SO_TIMESTAMPING, &stamping, sizeof stamping), 0)
+        << std::strerror(errno);
+    ASSERT_EQ(::sendto(receiver.fd, "s", 1, 0, reinterpret_cast<::sockaddr*>(&there), sizeof there),
+              1);
+    ::pollfd ready{receiver.fd, POLLIN, 0};
+    ASSERT_EQ(::poll(&ready, 1, 0), 1);
+    ASSERT_EQ(ready.revents & (POLLIN | POLLERR), POLLERR); // an error queued, nothing to read
+    ASSERT_FALSE(backend_->attach(receiver.fd));
+    char buffer[4] = {};
+    std::minstd_rand rng(7);
+    constexpr std::size_t rounds = 50;
+    for (std::size_t round = 0; round < rounds; ++round) {
+        test_op recv(done_);
+        recv.what = linux_op::kind::recv;
+        recv.fd = receiver.fd;
+        recv.iov[0] = {buffer, sizeof buffer};
+        recv.iov_count = 1;
+        issue(recv);
+        // A random moment (the cycle takes ~100 us here): not a clock assertion, a spread.
+        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+        backend_->cancel(recv);
+        done_.wait_for(round + 1);
+        EXPECT_EQ(completed_once(recv), -ECANCELED);
+    }
+    test_op next(done_);
+    next.what = linux_op::kind::recv;
+    next.fd = receiver.fd;
+    next.iov[0] = {buffer, sizeof buffer};
+    next.iov_count = 1;
+    issue(next);
+    ASSERT_EQ(::sendto(sender.fd, "d", 1, 0, reinterpret_cast<::sockaddr*>(&here), sizeof here), 1);
+    done_.wait_for(rounds + 1);
+    EXPECT_EQ(completed_once(next), 1);
+    EXPECT_EQ(buffer[0], 'd');
+    backend_->detach(receiver.fd);
 }
 
 // A recv pending on a socket that is detached and closed, and its number taken at once by a new
