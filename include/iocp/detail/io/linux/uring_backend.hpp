@@ -639,14 +639,14 @@ private:
         cancel_each_locked(fd);
     }
 
-    // TRICKY: cancel by user_data names an op by its address (its POLL_ADD's: the address with
-    // tag_poll, while it waits for readiness; cancelling that completes it through the poll's
-    // CQE). The op stays in its fd's list
-    // until the reaper takes the mutex for its CQE, so every address cancelled here is still in
-    // flight or its CQE is queued (then the cancel finds nothing: -ENOENT). An op completed and
-    // re-issued at the same address afterwards could only be hit if the kernel ran this cancel
-    // after that re-issue; it runs ASYNC_CANCEL within the submitting io_uring_enter
-    // (io_uring/cancel.c), which happens here under the mutex, before any re-issue can.
+    // TRICKY: cancel by user_data names an op by its address (while it waits for readiness, its
+    // POLL_ADD's: the address | tag_poll; cancelling that completes op through the poll's CQE).
+    // The op stays in its fd's list until the reaper takes the mutex for its CQE, so every
+    // address cancelled here is still in flight or its CQE is queued (then the cancel finds
+    // nothing: -ENOENT). An op completed and re-issued at the same address afterwards could only
+    // be hit if the kernel ran this cancel after that re-issue; it runs ASYNC_CANCEL within the
+    // submitting io_uring_enter (io_uring/cancel.c), which happens here under the mutex, before
+    // any re-issue can.
     void cancel_each_locked(int fd) noexcept {
         for (linux_op* op = fds_[static_cast<std::size_t>(fd)].head; op != nullptr; op = op->next) {
             ::io_uring_sqe* sqe = get_sqes_locked(1);
@@ -694,9 +694,9 @@ private:
                 const int res = cqes[i]->res;
                 const unsigned flags = cqes[i]->flags;
                 if ((data & tag_mask) == tag_poll) {
-                    // NOLINTNEXTLINE(performance-no-int-to-ptr): the op's address, tagged
-                    auto& op =
-                        *reinterpret_cast<linux_op*>(static_cast<std::uintptr_t>(data & ~tag_mask));
+                    const auto address = static_cast<std::uintptr_t>(data & ~tag_mask);
+                    // NOLINTNEXTLINE(performance-no-int-to-ptr): the op's address, untagged
+                    auto& op = *reinterpret_cast<linux_op*>(address);
                     if (on_poll_locked(op, res, ready[count]))
                         ++count;
                     continue;
