@@ -679,6 +679,36 @@ TEST_F(epoll_backend_test, cancel_of_one_op_completes_only_that_op_once) {
     expect_once(accept);
 }
 
+// cancel(op) looks for a recv_from where issue() queued it, with the reads: it completes once
+// with -ECANCELED, and the datagram sent afterwards is still there for the next reader. (It was
+// once looked for among the sends: a stop request left it waiting, and it took the datagram.)
+TEST_F(epoll_backend_test, cancel_of_one_recv_from_completes_it_once) {
+    unique_fd receiver(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    unique_fd sender(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    ASSERT_GE(receiver.fd, 0);
+    ASSERT_GE(sender.fd, 0);
+    ::sockaddr_in here{};
+    here.sin_family = AF_INET;
+    here.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::socklen_t len = sizeof here;
+    ASSERT_EQ(::bind(receiver.fd, reinterpret_cast<::sockaddr*>(&here), sizeof here), 0);
+    ASSERT_EQ(::getsockname(receiver.fd, reinterpret_cast<::sockaddr*>(&here), &len), 0);
+    attach(receiver.fd);
+    char buf[4] = {};
+    recorded_op recv_from(kind::recv_from, receiver.fd);
+    recv_from.set_buffer(buf, sizeof buf);
+    be().issue(recv_from);
+    be().cancel(recv_from);
+    ASSERT_EQ(::sendto(sender.fd, "d", 1, 0, reinterpret_cast<::sockaddr*>(&here), sizeof here), 1);
+    EXPECT_EQ(recv_from.wait(), -ECANCELED);
+    char got = 0;
+    EXPECT_EQ(::recv(receiver.fd, &got, 1, MSG_DONTWAIT), 1);
+    EXPECT_EQ(got, 'd');
+    be().detach(receiver.fd);
+    finish();
+    expect_once(recv_from);
+}
+
 // cancel(op) racing the op's own completion from another thread: exactly one completion each,
 // either -ECANCELED or the byte.
 TEST_F(epoll_backend_test, cancel_of_one_op_racing_its_completion_completes_it_once) {

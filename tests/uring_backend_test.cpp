@@ -8,12 +8,15 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/net_tstamp.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -479,26 +482,59 @@ TEST_F(uring_backend_test, cancel_of_one_op_completes_only_that_op_once) {
     EXPECT_EQ(ops[2]->calls.load(), 1);
 }
 
-// cancel(op) racing the op's completion from another thread: one completion each.
-TEST_F(uring_backend_test, cancel_of_one_op_racing_its_completion_completes_it_once) {
+// A recv that waits for its readiness POLL_ADD (as one does after an -EAGAIN) on a quiet
+// socket: cancel(op) completes it once, with -ECANCELED, and the byte the peer sends afterwards
+// is still there for the next reader. (When the poll was linked to the recv, the kernel did not
+// find the recv by its address: the recv waited, then ate the byte.)
+TEST_F(uring_backend_test, cancel_of_one_op_waiting_for_readiness_completes_it_once) {
+    uring_options options;
+    options.force_poll_first = true;
+    create(options);
     auto fds = make_socketpair();
     fd_closer a(fds[0]), b(fds[1]);
     ASSERT_FALSE(backend_->attach(fds[0]));
+    char buffer[4] = {};
+    test_op recv(done_);
+    recv.what = linux_op::kind::recv;
+    recv.fd = fds[0];
+    recv.iov[0] = {buffer, sizeof buffer};
+    recv.iov_count = 1;
+    issue(recv);
+    backend_->cancel(recv);
+    ASSERT_EQ(::send(fds[1], "z", 1, MSG_NOSIGNAL), 1);
+    done_.wait_for(1);
+    EXPECT_EQ(completed_once(recv), -ECANCELED);
+    backend_->cancel(recv); // completed already: left alone
+    char byte = 0;
+    EXPECT_EQ(::recv(fds[0], &byte, 1, MSG_DONTWAIT), 1);
+    EXPECT_EQ(byte, 'z');
+    backend_.reset(); // joins the reaper: the count below is final
+    EXPECT_EQ(recv.calls.load(), 1);
+}
+
+// cancel(op) racing the op's completion from another thread: one completion each.
+void cancel_racing_completion(uring_backend& backend, completion_counter& done) {
+    auto fds = make_socketpair();
+    fd_closer a(fds[0]), b(fds[1]);
+    ASSERT_FALSE(backend.attach(fds[0]));
     constexpr int rounds = 2000;
     int cancelled = 0;
     for (int i = 0; i < rounds; ++i) {
         char c = 0;
-        test_op op(done_);
+        test_op op(done);
         op.what = linux_op::kind::recv;
         op.fd = fds[0];
         op.iov[0] = {&c, 1};
         op.iov_count = 1;
-        issue(op);
-        std::thread canceller([&] { backend_->cancel(op); });
+        op.issued_by = std::this_thread::get_id();
+        backend.issue(op);
+        std::thread canceller([&] { backend.cancel(op); });
         ASSERT_EQ(::send(fds[1], "x", 1, MSG_NOSIGNAL), 1);
-        done_.wait_for(static_cast<std::size_t>(i) + 1);
+        done.wait_for(static_cast<std::size_t>(i) + 1);
         canceller.join();
-        const int res = completed_once(op);
+        EXPECT_EQ(op.calls.load(), 1);
+        EXPECT_FALSE(op.on_issuing_thread.load());
+        const int res = op.result.load();
         if (res == -ECANCELED) {
             ++cancelled;
             char drain = 0;
@@ -508,7 +544,138 @@ TEST_F(uring_backend_test, cancel_of_one_op_racing_its_completion_completes_it_o
         }
     }
     std::printf("[ race     ] %d of %d receives cancelled before their byte\n", cancelled, rounds);
-    backend_->detach(fds[0]);
+    backend.detach(fds[0]);
+}
+
+TEST_F(uring_backend_test, cancel_of_one_op_racing_its_completion_completes_it_once) {
+    cancel_racing_completion(*backend_, done_);
+}
+
+TEST_F(uring_backend_test, cancel_of_one_op_racing_its_readiness_completes_it_once) {
+    uring_options options;
+    options.force_poll_first = true;
+    create(options);
+    cancel_racing_completion(*backend_, done_);
+}
+
+// The kernel's own -EAGAIN, reached without a test switch: an O_NONBLOCK UDP socket whose error
+// queue holds a transmit timestamp polls POLLERR with nothing to read, so io_uring's internal
+// poll wakes the recvmsg again and again until its retry cap sends it to io-wq, where the
+// socket's O_NONBLOCK gives -EAGAIN (measured on 6.18; a blocking socket waits there). The
+// backend never reports it: the recv waits for its readiness poll, is issued again, and so on
+// (busily, while the error queue stays full: a few hundred rounds in 50 ms here). cancel(op), at
+// a random moment of that cycle, still completes it once with -ECANCELED, and the next recv gets
+// the next datagram.
+TEST_F(uring_backend_test, a_kernel_eagain_is_never_reported_and_the_op_stays_cancellable) {
+    ::sockaddr_in here{};
+    here.sin_family = AF_INET;
+    here.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::sockaddr_in there = here;
+    fd_closer receiver(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    fd_closer sender(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    ASSERT_GE(receiver.fd, 0);
+    ASSERT_GE(sender.fd, 0);
+    ::socklen_t len = sizeof here;
+    ASSERT_EQ(::bind(receiver.fd, reinterpret_cast<::sockaddr*>(&here), sizeof here), 0);
+    ASSERT_EQ(::getsockname(receiver.fd, reinterpret_cast<::sockaddr*>(&here), &len), 0);
+    len = sizeof there;
+    ASSERT_EQ(::bind(sender.fd, reinterpret_cast<::sockaddr*>(&there), sizeof there), 0);
+    ASSERT_EQ(::getsockname(sender.fd, reinterpret_cast<::sockaddr*>(&there), &len), 0);
+    // A datagram sent by the receiver leaves a transmit timestamp on its error queue.
+    const int stamping =
+        SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_SOFTWARE;
+    ASSERT_EQ(::setsockopt(receiver.fd, SOL_SOCKET, SO_TIMESTAMPING, &stamping, sizeof stamping), 0)
+        << std::strerror(errno);
+    ASSERT_EQ(::sendto(receiver.fd, "s", 1, 0, reinterpret_cast<::sockaddr*>(&there), sizeof there),
+              1);
+    ::pollfd ready{receiver.fd, POLLIN, 0};
+    ASSERT_EQ(::poll(&ready, 1, 0), 1);
+    ASSERT_EQ(ready.revents & (POLLIN | POLLERR), POLLERR); // an error queued, nothing to read
+    ASSERT_FALSE(backend_->attach(receiver.fd));
+    char buffer[4] = {};
+    std::minstd_rand rng(7);
+    constexpr std::size_t rounds = 50;
+    for (std::size_t round = 0; round < rounds; ++round) {
+        test_op recv(done_);
+        recv.what = linux_op::kind::recv;
+        recv.fd = receiver.fd;
+        recv.iov[0] = {buffer, sizeof buffer};
+        recv.iov_count = 1;
+        issue(recv);
+        // A random moment (the cycle takes ~100 us here): not a clock assertion, a spread.
+        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+        backend_->cancel(recv);
+        done_.wait_for(round + 1);
+        EXPECT_EQ(completed_once(recv), -ECANCELED);
+    }
+    test_op next(done_);
+    next.what = linux_op::kind::recv;
+    next.fd = receiver.fd;
+    next.iov[0] = {buffer, sizeof buffer};
+    next.iov_count = 1;
+    issue(next);
+    ASSERT_EQ(::sendto(sender.fd, "d", 1, 0, reinterpret_cast<::sockaddr*>(&here), sizeof here), 1);
+    done_.wait_for(rounds + 1);
+    EXPECT_EQ(completed_once(next), 1);
+    EXPECT_EQ(buffer[0], 'd');
+    backend_->detach(receiver.fd);
+}
+
+// A recv pending on a socket that is detached and closed, and its number taken at once by a new
+// socket (dup2: the number is the same every time): the recv completes once with -ECANCELED,
+// whatever arrives on the old socket afterwards, and never reads the new socket's bytes.
+// force_poll_first: the recv waits for its readiness POLL_ADD, as after an -EAGAIN (when the
+// poll was linked to the recv, the kernel resolved the recv's fd only when the poll fired: it
+// read the new socket's bytes; on kernels before 5.19, where cancel is by user_data, detach did
+// not even find it).
+void close_and_reuse(uring_backend& backend, completion_counter& done) {
+    auto old_pair = make_socketpair();
+    const int number = old_pair[0];
+    fd_closer old_peer(old_pair[1]);
+    ASSERT_FALSE(backend.attach(number));
+    char buffer[8] = {};
+    test_op recv(done);
+    recv.what = linux_op::kind::recv;
+    recv.fd = number;
+    recv.iov[0] = {buffer, sizeof buffer};
+    recv.iov_count = 1;
+    recv.issued_by = std::this_thread::get_id();
+    backend.issue(recv);
+    backend.detach(number); // as socket::close does, before close(2)
+    auto new_pair = make_socketpair();
+    fd_closer new_peer(new_pair[1]);
+    ASSERT_EQ(::dup2(new_pair[0], number), number) << std::strerror(errno); // closes the old one
+    ::close(new_pair[0]);
+    fd_closer reused(number);
+    ASSERT_FALSE(backend.attach(number));
+    ASSERT_EQ(::send(new_peer.fd, "NEW", 3, MSG_NOSIGNAL), 3);
+    (void)::send(old_peer.fd, "OLD", 3, MSG_NOSIGNAL); // wakes a stale poll, if any is left
+    done.wait_for(1);
+    EXPECT_EQ(recv.calls.load(), 1);
+    EXPECT_EQ(recv.result.load(), -ECANCELED) << "the stale recv read: " << buffer;
+    char got[8] = {};
+    EXPECT_EQ(::recv(number, got, sizeof got, MSG_DONTWAIT), 3);
+    EXPECT_STREQ(got, "NEW");
+    backend.detach(number);
+}
+
+TEST_F(uring_backend_test, close_and_reuse_of_the_number_never_feeds_a_stale_recv) {
+    close_and_reuse(*backend_, done_);
+}
+
+TEST_F(uring_backend_test, close_and_reuse_with_the_recv_waiting_for_readiness) {
+    uring_options options;
+    options.force_poll_first = true;
+    create(options);
+    close_and_reuse(*backend_, done_);
+}
+
+TEST_F(uring_backend_test, close_and_reuse_with_the_recv_waiting_for_readiness_by_user_data) {
+    uring_options options;
+    options.force_poll_first = true;
+    options.force_cancel_by_user_data = true;
+    create(options);
+    close_and_reuse(*backend_, done_);
 }
 
 TEST_F(uring_backend_test, detach_cancels_what_is_still_in_flight) {
@@ -603,9 +770,10 @@ TEST_F(uring_backend_test, an_overflowing_completion_queue_loses_nothing) {
 }
 
 // 4 threads, each with its own socketpair and 8 op slots, issue recvs and sends through the
-// ring while all of them cancel each other's descriptors at random. Every op completes exactly
-// once, and no byte is lost: bytes received by completed recvs plus bytes left in the sockets
-// equal the bytes sent.
+// ring while all of them cancel each other's descriptors at random, and each cancels its own ops
+// one by one at random (cancel(op), as a stop request does). Every op completes exactly once, and
+// no byte is lost: bytes received by completed recvs plus bytes left in the sockets equal the
+// bytes sent.
 void stress(uring_backend& backend) {
     constexpr int threads = 4;
     constexpr int issues_per_thread = 3000;
@@ -648,9 +816,12 @@ void stress(uring_backend& backend) {
                         // Never blocking: with the buffer full and no recv pending (this
                         // slot's op is a send waiting for room), a blocking send would wait
                         // for a reader that never comes.
-                        if (rng() % 2 == 0 &&
+                        const auto choice = rng() % 3;
+                        if (choice == 0 &&
                             ::send(l.fds[1], "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1)
                             ++l.sent;
+                        else if (choice == 1)
+                            backend.cancel(op); // this thread alone issues this slot
                         else
                             backend.cancel(l.fds[0]);
                     }
@@ -679,6 +850,9 @@ void stress(uring_backend& backend) {
                 backend.cancel(lanes[rng() % threads].fds[0]);
                 break;
             case 1: backend.cancel(lanes[rng() % threads].fds[1]); break;
+            case 2: // one of this lane's ops: in flight, or completed (then nothing happens)
+                backend.cancel(*l.ops[rng() % slots]);
+                break;
             default: break;
             }
         }
@@ -744,6 +918,130 @@ TEST_F(uring_backend_test, stress_with_cancel_by_user_data) {
     options.force_cancel_by_user_data = true;
     create(options);
     stress(*backend_);
+}
+
+TEST_F(uring_backend_test, stress_with_every_op_waiting_for_readiness) {
+    uring_options options;
+    options.force_poll_first = true;
+    create(options);
+    stress(*backend_);
+}
+
+TEST_F(uring_backend_test, stress_with_every_op_waiting_for_readiness_by_user_data) {
+    uring_options options;
+    options.force_poll_first = true;
+    options.force_cancel_by_user_data = true;
+    create(options);
+    stress(*backend_);
+}
+
+// 4 threads, 200 rounds each: a socketpair, 1 to 3 recvs on one end, the peer sending bytes 'O'
+// at random moments, cancel(op) of a random recv, then detach and, at once, a new socket on the
+// same number (dup2) that is sent bytes 'N' while the old peer goes on sending. Every recv
+// completes once, with -ECANCELED or with bytes of the old socket only, and every byte sent to
+// the new socket is read from it.
+void close_reuse_stress(uring_backend& backend) {
+    constexpr int threads = 4;
+    constexpr int rounds = 200;
+    std::atomic<std::size_t> cancelled{0};
+    std::atomic<std::size_t> received{0};
+    std::atomic<int> go{0};
+    auto body = [&](int index) {
+        std::minstd_rand rng(static_cast<unsigned>(index) + 1);
+        go.fetch_add(1);
+        while (go.load() < threads)
+            std::this_thread::yield();
+        completion_counter done;
+        std::size_t issued = 0;
+        for (int round = 0; round < rounds; ++round) {
+            const auto old_pair = make_socketpair();
+            const int number = old_pair[0];
+            fd_closer old_peer(old_pair[1]);
+            ASSERT_FALSE(backend.attach(number));
+            const auto count = 1 + rng() % 3;
+            std::vector<std::unique_ptr<test_op>> ops;
+            std::vector<std::array<char, 8>> buffers(count);
+            for (std::size_t i = 0; i < count; ++i) {
+                auto op = std::make_unique<test_op>(done);
+                op->what = linux_op::kind::recv;
+                op->fd = number;
+                op->iov[0] = {buffers[i].data(), buffers[i].size()};
+                op->iov_count = 1;
+                op->issued_by = std::this_thread::get_id();
+                backend.issue(*op);
+                ++issued;
+                ops.push_back(std::move(op));
+            }
+            auto old_bytes = [&] {
+                if (rng() % 2 == 0)
+                    (void)::send(old_peer.fd, "OO", 1 + rng() % 2, MSG_NOSIGNAL | MSG_DONTWAIT);
+            };
+            old_bytes();
+            if (rng() % 2 == 0)
+                backend.cancel(*ops[rng() % count]);
+            old_bytes();
+            if (rng() % 2 == 0)
+                std::this_thread::yield();
+            backend.detach(number);
+            const auto new_pair = make_socketpair();
+            fd_closer new_peer(new_pair[1]);
+            ASSERT_EQ(::dup2(new_pair[0], number), number) << std::strerror(errno);
+            ::close(new_pair[0]);
+            fd_closer reused(number);
+            ASSERT_FALSE(backend.attach(number));
+            const auto sent = static_cast<::ssize_t>(1 + rng() % 4);
+            ASSERT_EQ(::send(new_peer.fd, "NNNN", static_cast<std::size_t>(sent), MSG_NOSIGNAL),
+                      sent);
+            old_bytes();
+            (void)::send(old_peer.fd, "O", 1, MSG_NOSIGNAL | MSG_DONTWAIT); // wakes stale polls
+            done.wait_for(issued);
+            for (std::size_t i = 0; i < count; ++i) {
+                EXPECT_EQ(ops[i]->calls.load(), 1);
+                EXPECT_FALSE(ops[i]->on_issuing_thread.load());
+                const int res = ops[i]->result.load();
+                if (res == -ECANCELED) {
+                    cancelled.fetch_add(1);
+                    continue;
+                }
+                ASSERT_GT(res, 0);
+                received.fetch_add(1);
+                for (int b = 0; b < res; ++b)
+                    EXPECT_EQ(buffers[i][static_cast<std::size_t>(b)], 'O') << "a stale recv";
+            }
+            std::array<char, 8> got{};
+            EXPECT_EQ(::recv(number, got.data(), got.size(), MSG_DONTWAIT), sent);
+            for (::ssize_t b = 0; b < sent; ++b)
+                EXPECT_EQ(got[static_cast<std::size_t>(b)], 'N');
+            backend.detach(number);
+        }
+    };
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; ++t)
+        workers.emplace_back(body, t);
+    for (auto& w : workers)
+        w.join();
+    std::printf("[ reuse    ] %zu recvs cancelled, %zu received old bytes\n", cancelled.load(),
+                received.load());
+    EXPECT_GT(cancelled.load(), 0u); // not vacuous: recvs were pending at the close
+}
+
+TEST_F(uring_backend_test, stress_closes_and_reuses_numbers_under_pending_recvs) {
+    close_reuse_stress(*backend_);
+}
+
+TEST_F(uring_backend_test, stress_closes_and_reuses_numbers_with_ops_waiting_for_readiness) {
+    uring_options options;
+    options.force_poll_first = true;
+    create(options);
+    close_reuse_stress(*backend_);
+}
+
+TEST_F(uring_backend_test, stress_closes_and_reuses_numbers_waiting_for_readiness_by_user_data) {
+    uring_options options;
+    options.force_poll_first = true;
+    options.force_cancel_by_user_data = true;
+    create(options);
+    close_reuse_stress(*backend_);
 }
 
 } // namespace

@@ -167,6 +167,14 @@ inline int count_result(::ssize_t n) noexcept {
     return n > static_cast<::ssize_t>(INT_MAX) ? INT_MAX : static_cast<int>(n);
 }
 
+// Whether a socket operation waits for EPOLLIN (the read-side queue), not EPOLLOUT. One
+// definition for issue() and cancel(op): cancel must look in the queue issue() chose (it once
+// looked for a recv_from among the sends, and a stop request left it waiting).
+inline bool waits_to_read(const linux_op& op) noexcept {
+    using kind = linux_op::kind;
+    return op.what == kind::recv || op.what == kind::accept || op.what == kind::recv_from;
+}
+
 // Makes the socket operation's non-blocking call once. True: it finished, `res` is the result
 // (>= 0) or -errno. False: it would block; wait for readiness and call again.
 inline bool attempt_socket_op(linux_op& op, int& res) noexcept {
@@ -529,9 +537,8 @@ private:
         // data); one after it finds the operation queued. Either way no readiness is lost.
         std::unique_lock lock(state->mutex);
         table.unlock();
-        const bool read_side =
-            op.what == kind::recv || op.what == kind::accept || op.what == kind::recv_from;
-        epoll_detail::op_queue& queue = read_side ? state->read_ops : state->write_ops;
+        epoll_detail::op_queue& queue =
+            epoll_detail::waits_to_read(op) ? state->read_ops : state->write_ops;
         int res = 0;
         if (!queue.empty()) {
             queue.push(&op); // FIFO: behind the operations already waiting for an edge
@@ -598,8 +605,7 @@ public:
             std::shared_lock table(table_mutex_);
             if (epoll_detail::fd_state* state = find(op.fd)) {
                 std::lock_guard lock(state->mutex);
-                take(op.what == kind::recv || op.what == kind::accept ? state->read_ops
-                                                                      : state->write_ops,
+                take(epoll_detail::waits_to_read(op) ? state->read_ops : state->write_ops,
                      cancelled);
             }
         }

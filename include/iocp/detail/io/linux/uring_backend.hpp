@@ -20,8 +20,14 @@
 // CQ), and the layer's port post wakes nobody when the reaper runs the completion itself.
 //
 // Completions are reported as the contract in backend.hpp says: exactly once per issue(), never
-// inside issue(), on the reaping thread. -EAGAIN from a CQE is never reported (re-issued behind a
-// POLL_ADD); a cancelled accept that still produced a socket closes it and reports -ECANCELED.
+// inside issue(), on the reaping thread. -EAGAIN from a CQE is never reported (the operation waits
+// for a POLL_ADD of its readiness, then is issued again); a cancelled accept that still produced a
+// socket closes it and reports -ECANCELED.
+//
+// Every SQE that names an fd is submitted under the mutex while the fd is attached (before
+// detach()): none is linked (IOSQE_IO_LINK) or forced to io-wq (IOSQE_ASYNC), because the kernel
+// resolves the fd of such an SQE when it starts it, not when it was submitted (io_uring/
+// io_uring.c io_assign_file), by which time the number may be closed and reused by a new socket.
 
 #include "backend.hpp"
 #include "cached_read.hpp"
@@ -71,6 +77,9 @@ struct uring_options {
     /// Tests only: cancel each operation by user_data even where the kernel cancels by fd
     /// (IORING_ASYNC_CANCEL_FD, 5.19+), to exercise the path older kernels take.
     bool force_cancel_by_user_data = false;
+    /// Tests only: every operation waits for its readiness POLL_ADD before its first try, as one
+    /// that completed with -EAGAIN does (rare, see reap_locked), to exercise that path at will.
+    bool force_poll_first = false;
 };
 
 /// The io_uring backend. Thread safety: every member may be called from any thread at once.
@@ -171,7 +180,7 @@ public:
                 op.backend_data = epoch_word(slot.epoch);
                 op.next = slot.head;
                 slot.head = &op;
-                early = submit_op_locked(op, false);
+                early = force_poll_first_ ? submit_poll_locked(op) : submit_op_locked(op);
                 if (early != 0)
                     unlink_locked(op);
             }
@@ -231,11 +240,11 @@ public:
             cancel_locked(fd);
     }
 
-    /// Cancels the one operation `op`: an IORING_OP_ASYNC_CANCEL by its address (user_data),
-    /// io_uring_prep_cancel64(3), only while op is still in its fd's list (issued and not yet
-    /// reaped: see cancel_each_locked for why the address cannot name a later op). It completes
-    /// once, with -ECANCELED unless it had finished first. Not found by the kernel: an op waiting
-    /// behind its readiness poll after an -EAGAIN (rare, see reap_locked) completes when ready.
+    /// Cancels the one operation `op`: an IORING_OP_ASYNC_CANCEL (io_uring_prep_cancel64(3)) of
+    /// the SQE op has in the kernel now, op's own or, after an -EAGAIN, the POLL_ADD it waits
+    /// for (see reap_locked), only while op is still in its fd's list (issued and not yet
+    /// reaped: see cancel_each_locked for why the user_data cannot name a later op). It completes
+    /// once, with -ECANCELED unless it had finished first; promptly, also on a quiet socket.
     void cancel(linux_op& op) noexcept override {
         std::lock_guard lock(mutex_);
         const int fd = op.fd;
@@ -244,8 +253,12 @@ public:
         for (linux_op* p = fds_[static_cast<std::size_t>(fd)].head; p != nullptr; p = p->next) {
             if (p != &op)
                 continue;
+            // TRICKY: marked first. The kernel may have posted the CQE that ends op's current
+            // SQE (an -EAGAIN, or its poll's readiness) just before our cancel runs: the cancel
+            // then finds nothing (-ENOENT), and the mark stops the reaper from issuing op again.
+            set_flag(op, cancel_requested);
             if (::io_uring_sqe* sqe = get_sqes_locked(1)) {
-                ::io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(&op), 0);
+                ::io_uring_prep_cancel64(sqe, user_data_locked(op), 0);
                 // fd -1 in the tag: its CQE (0, -ENOENT or -EALREADY) never falls back to
                 // cancelling the whole fd (on_tag_locked ignores negative fds).
                 ::io_uring_sqe_set_data64(sqe, tag_cancel | (std::uint64_t{0xFFFFFFFFu} << 32));
@@ -291,8 +304,15 @@ private:
     static constexpr std::uint64_t tag_mask = 7;
     static constexpr std::uint64_t tag_wake = 1;   // the POLL_ADD on wake_fd_
     static constexpr std::uint64_t tag_cancel = 3; // an ASYNC_CANCEL; fd in the upper 32 bits
-    static constexpr std::uint64_t tag_poll = 5;   // the POLL_ADD linked before a re-issue
+    // The POLL_ADD an op waits for before it is issued again; the op's address in the other bits.
+    static constexpr std::uint64_t tag_poll = 5;
     static_assert(alignof(linux_op) >= 8);
+
+    // An op's backend_data while it is in flight: its fd's cancel epoch when it was issued, above
+    // two flags.
+    static constexpr std::uintptr_t behind_poll = 1;      // its POLL_ADD is its SQE in the kernel
+    static constexpr std::uintptr_t cancel_requested = 2; // cancel(op) was called
+    static constexpr unsigned flag_bits = 2;
 
     // Operations of one fd in flight (linked through linux_op::next) and its cancel epoch.
     struct fd_slot {
@@ -311,10 +331,31 @@ private:
 
     static void* epoch_word(std::uint32_t epoch) noexcept {
         // NOLINTNEXTLINE(performance-no-int-to-ptr): the scratch word holds an epoch, not a pointer
-        return reinterpret_cast<void*>(static_cast<std::uintptr_t>(epoch));
+        return reinterpret_cast<void*>(static_cast<std::uintptr_t>(epoch) << flag_bits);
     }
-    static std::uint32_t epoch_of(const linux_op& op) noexcept {
-        return static_cast<std::uint32_t>(reinterpret_cast<std::uintptr_t>(op.backend_data));
+    static std::uintptr_t word_of(const linux_op& op) noexcept {
+        return reinterpret_cast<std::uintptr_t>(op.backend_data);
+    }
+    static bool has_flag(const linux_op& op, std::uintptr_t flag) noexcept {
+        return (word_of(op) & flag) != 0;
+    }
+    static void set_flag(linux_op& op, std::uintptr_t flag, bool on = true) noexcept {
+        const std::uintptr_t word = on ? word_of(op) | flag : word_of(op) & ~flag;
+        // NOLINTNEXTLINE(performance-no-int-to-ptr): the scratch word holds flags, not a pointer
+        op.backend_data = reinterpret_cast<void*>(word);
+    }
+    // Whether op's fd was cancelled (cancel(fd), detach) since op was issued. Compared in the
+    // bits the word keeps (on a 32-bit target the epoch wraps at 2^30 cancels: harmless, an op
+    // is in flight across far fewer).
+    bool fd_cancelled_locked(const linux_op& op) const noexcept {
+        const fd_slot& slot = fds_[static_cast<std::size_t>(op.fd)];
+        return (word_of(op) >> flag_bits) !=
+               (reinterpret_cast<std::uintptr_t>(epoch_word(slot.epoch)) >> flag_bits);
+    }
+    // The user_data of the SQE op has in the kernel now: its POLL_ADD's, or its own.
+    static std::uint64_t user_data_locked(const linux_op& op) noexcept {
+        const auto address = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(&op));
+        return has_flag(op, behind_poll) ? address | tag_poll : address;
     }
     static void* result_word(int res) noexcept {
         // NOLINTNEXTLINE(performance-no-int-to-ptr): the scratch word holds an int, not a pointer
@@ -359,6 +400,7 @@ private:
         if (wake_fd_ < 0)
             return {errno, std::system_category()};
         cancel_by_fd_ = !options.force_cancel_by_user_data && probe_cancel_by_fd();
+        force_poll_first_ = options.force_poll_first;
         {
             std::lock_guard lock(mutex_);
             if (!arm_wake_locked())
@@ -548,23 +590,35 @@ private:
         ::io_uring_sqe_set_data(sqe, &op);
     }
 
-    // Queues op's SQE (behind a POLL_ADD for its readiness when poll_first) and submits.
-    // 0, or -EBUSY when no SQE could be had.
-    int submit_op_locked(linux_op& op, bool poll_first) noexcept {
-        ::io_uring_sqe* sqe = get_sqes_locked(poll_first ? 2 : 1);
+    // Queues op's SQE and submits. 0, or -EBUSY when no SQE could be had.
+    int submit_op_locked(linux_op& op) noexcept {
+        ::io_uring_sqe* sqe = get_sqes_locked(1);
         if (sqe == nullptr)
             return -EBUSY;
-        if (poll_first) {
-            const bool in = op.what == linux_op::kind::read_at || op.what == linux_op::kind::recv ||
-                            op.what == linux_op::kind::accept ||
-                            op.what == linux_op::kind::recv_from;
-            ::io_uring_prep_poll_add(sqe, op.fd, in ? POLLIN : POLLOUT);
-            ::io_uring_sqe_set_data64(sqe, tag_poll);
-            ::io_uring_sqe_set_flags(sqe, IOSQE_IO_LINK);
-            sqe = ::io_uring_get_sqe(&ring_);
-        }
+        set_flag(op, behind_poll, false);
         prep_op(sqe, op);
         tsan_release(&op); // the reaper's thread will read what we wrote (tsan.hpp)
+        submit_locked();
+        return 0;
+    }
+
+    // Queues a POLL_ADD for op's readiness (user_data: op's address | tag_poll) and submits; its
+    // CQE issues op again (on_poll_locked). 0, or -EBUSY when no SQE could be had.
+    // TRICKY: not linked to op's SQE (IOSQE_IO_LINK), as it once was, for two reasons, both seen
+    // on 6.18: a cancel by op's address does not find an SQE that waits behind a link head
+    // (-ENOENT: a stop request would wait for data that may never come), and a linked SQE's fd
+    // is resolved when the link head completes, so an op whose fd was closed while it waited,
+    // and the number reused by a new socket, read the new socket's bytes. Issued here, under
+    // the mutex and only while the fd's epoch is op's, the fd is still the one op was given.
+    int submit_poll_locked(linux_op& op) noexcept {
+        ::io_uring_sqe* sqe = get_sqes_locked(1);
+        if (sqe == nullptr)
+            return -EBUSY;
+        const bool in = op.what == linux_op::kind::read_at || op.what == linux_op::kind::recv ||
+                        op.what == linux_op::kind::accept || op.what == linux_op::kind::recv_from;
+        ::io_uring_prep_poll_add(sqe, op.fd, in ? POLLIN : POLLOUT);
+        set_flag(op, behind_poll);
+        ::io_uring_sqe_set_data64(sqe, user_data_locked(op));
         submit_locked();
         return 0;
     }
@@ -585,18 +639,20 @@ private:
         cancel_each_locked(fd);
     }
 
-    // TRICKY: cancel by user_data names an op by its address. The op stays in its fd's list
-    // until the reaper takes the mutex for its CQE, so every address cancelled here is still in
-    // flight or its CQE is queued (then the cancel finds nothing: -ENOENT). An op completed and
-    // re-issued at the same address afterwards could only be hit if the kernel ran this cancel
-    // after that re-issue; it runs ASYNC_CANCEL within the submitting io_uring_enter
-    // (io_uring/cancel.c), which happens here under the mutex, before any re-issue can.
+    // TRICKY: cancel by user_data names an op by its address (while it waits for readiness, its
+    // POLL_ADD's: the address | tag_poll; cancelling that completes op through the poll's CQE).
+    // The op stays in its fd's list until the reaper takes the mutex for its CQE, so every
+    // address cancelled here is still in flight or its CQE is queued (then the cancel finds
+    // nothing: -ENOENT). An op completed and re-issued at the same address afterwards could only
+    // be hit if the kernel ran this cancel after that re-issue; it runs ASYNC_CANCEL within the
+    // submitting io_uring_enter (io_uring/cancel.c), which happens here under the mutex, before
+    // any re-issue can.
     void cancel_each_locked(int fd) noexcept {
         for (linux_op* op = fds_[static_cast<std::size_t>(fd)].head; op != nullptr; op = op->next) {
             ::io_uring_sqe* sqe = get_sqes_locked(1);
             if (sqe == nullptr)
                 break; // the kernel refuses submissions; the ops complete when it recovers
-            ::io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(op), 0);
+            ::io_uring_prep_cancel64(sqe, user_data_locked(*op), 0);
             ::io_uring_sqe_set_data64(sqe, tag_cancel | (static_cast<std::uint64_t>(fd) << 32));
         }
         submit_locked();
@@ -637,6 +693,14 @@ private:
                 const std::uint64_t data = ::io_uring_cqe_get_data64(cqes[i]);
                 const int res = cqes[i]->res;
                 const unsigned flags = cqes[i]->flags;
+                if ((data & tag_mask) == tag_poll) {
+                    const auto address = static_cast<std::uintptr_t>(data & ~tag_mask);
+                    // NOLINTNEXTLINE(performance-no-int-to-ptr): the op's address, untagged
+                    auto& op = *reinterpret_cast<linux_op*>(address);
+                    if (on_poll_locked(op, res, ready[count]))
+                        ++count;
+                    continue;
+                }
                 if ((data & tag_mask) != 0) {
                     on_tag_locked(data, res, flags, woken);
                     continue;
@@ -722,7 +786,7 @@ private:
                 cancel_each_locked(fd);
             break;
         }
-        default: // tag_poll: the readiness wait before a re-issue; the op's own CQE follows
+        default: // none other: reap() takes tag_poll itself (its CQE may complete an op)
             break;
         }
     }
@@ -730,18 +794,19 @@ private:
     // One CQE of an operation: true with `out` filled when op is complete, false when it was
     // issued again.
     bool reap_locked(linux_op& op, int res, reaped& out) noexcept {
-        const fd_slot& slot = fds_[static_cast<std::size_t>(op.fd)];
-        const bool cancelled = epoch_of(op) != slot.epoch;
+        const bool cancelled = fd_cancelled_locked(op);
         out = {&op, res, -1};
         if (res == -EAGAIN) {
             // The kernel gave up on a non-blocking fd (5.9 did for READ [liburing#274]; io-wq
-            // and retry caps still can [seastar#3479]): wait for readiness, then call again.
-            // TRICKY: a cancel of the fd between that CQE and now found nothing in the kernel;
-            // its epoch tells, and the op completes as cancelled instead of waiting forever.
-            if (cancelled) {
+            // and retry caps still can [seastar#3479]: an O_NONBLOCK socket whose poll keeps
+            // waking with nothing to read, past the kernel's APOLL_MAX_RETRY, is retried in
+            // io-wq, where the socket's O_NONBLOCK gives -EAGAIN): wait for readiness, then call
+            // again. TRICKY: a cancel between that CQE and now found nothing in the kernel; the
+            // epoch or the op's mark tells, and the op completes as cancelled instead of waiting.
+            if (cancelled || has_flag(op, cancel_requested)) {
                 out.res = -ECANCELED;
             } else {
-                const int r = submit_op_locked(op, true);
+                const int r = submit_poll_locked(op);
                 if (r == 0)
                     return false;
                 out.res = r;
@@ -757,10 +822,29 @@ private:
         return true;
     }
 
+    // The CQE of op's readiness POLL_ADD: true with `out` filled when op is complete (cancelled,
+    // or no SQE to issue it again), false when op was issued again. The poll's own error
+    // (other than a cancel) is not op's: op is issued and reports what its call gives.
+    bool on_poll_locked(linux_op& op, int res, reaped& out) noexcept {
+        set_flag(op, behind_poll, false);
+        out = {&op, -ECANCELED, -1};
+        // TRICKY: the poll may have fired just before a cancel ran (which then found nothing):
+        // the epoch or the mark says so, and op is not issued again.
+        if (res != -ECANCELED && !fd_cancelled_locked(op) && !has_flag(op, cancel_requested)) {
+            const int r = submit_op_locked(op);
+            if (r == 0)
+                return false;
+            out.res = r;
+        }
+        unlink_locked(op);
+        return true;
+    }
+
     ::io_uring ring_{};
     bool ring_ready_ = false;       // ring_ was set up (the destructor frees it)
     bool ext_arg_ = false;          // IORING_FEAT_EXT_ARG: timed waits need no SQE (5.11)
     bool cancel_by_fd_ = false;     // ASYNC_CANCEL takes IORING_ASYNC_CANCEL_FD (5.19)
+    bool force_poll_first_ = false; // uring_options::force_poll_first
     int wake_fd_ = -1;              // eventfd the ring polls: wake() without an SQE
     std::mutex mutex_;              // around every SQ access, fds_, done_*
     std::vector<fd_slot> fds_;      // indexed by fd
