@@ -62,6 +62,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "detail/pool/adaptive_spin.hpp"
 #include "detail/pool/awaitables.hpp"
 #include "detail/pool/constants.hpp"
 #include "detail/pool/held_items.hpp"
@@ -109,7 +110,9 @@ struct thread_pool_options {
     std::size_t queue_capacity = 16384;
     /// How long an idle worker keeps looking for work before it sleeps on the port, clamped to
     /// [0, max_spin] (0 or negative: no spin). Bounded on purpose: on a machine with few cores
-    /// a spinning worker competes with the producer.
+    /// a spinning worker competes with the producer. It is the longest spin: a spinner whose
+    /// core is taken by other threads (a busy machine) stops early and shortens the next
+    /// spins, down to a pure spin of about a microsecond, until spinning finds work again.
     std::chrono::microseconds spin = std::chrono::microseconds(50);
     /// Workers are named "<thread_name>-<index>" (empty: left unnamed).
     std::string thread_name = "iocp-worker";
@@ -1004,14 +1007,17 @@ private:
     enum class spin_found { nothing, queue, port };
 
     // Bounded spin for new work: where some appeared. At most one worker spins at a time: more
-    // would only burn the cores the producers need.
+    // would only burn the cores the producers need. Its length adapts to how busy the machine
+    // is (detail/pool/adaptive_spin.hpp): a spinner whose core is taken away gives its role up.
     spin_found spin_for_work() noexcept {
         if (options_.spin.count() <= 0)
             return spin_found::nothing;
         if (!wake_.try_start_spinning())
             return spin_found::nothing;
-        const auto deadline = clock::now() + options_.spin;
+        const std::chrono::nanoseconds window = spin_.window();
+        const auto deadline = clock::now() + window;
         spin_found found = spin_found::nothing;
+        bool preempted = false;
         for (unsigned i = 1; found == spin_found::nothing; ++i) {
             // Not the other workers' held items: a spinner that took those would split every
             // busy worker's batch and pull its cache lines. Held items are taken once the spin
@@ -1027,16 +1033,22 @@ private:
                 found = spin_found::port;
                 break;
             }
+            if (preempted)
+                break; // the look after the core came back found nothing: give the role up
             // A short pure spin catches the next item within a fraction of a microsecond;
             // after that, yield between looks, so that a producer sharing this core (few
             // cores, or a loaded machine) gets to run and post what we wait for.
-            if (i < detail::pure_spin_rounds)
+            if (i < detail::pure_spin_rounds) {
                 cpu_relax();
-            else
-                std::this_thread::yield();
-            if ((i & 15) == 0 && clock::now() >= deadline)
+                continue;
+            }
+            const auto before = clock::now();
+            if (before >= deadline)
                 break;
+            std::this_thread::yield();
+            preempted = detail::adaptive_spin::lost_core(clock::now() - before);
         }
+        spin_.after_spin(window, found != spin_found::nothing, preempted);
         wake_.stop_spinning();
         return found;
     }
@@ -1293,6 +1305,7 @@ private:
     detail::shutdown_phase phase_;
     [[maybe_unused]] detail::cache_line_pad pad0_{};
     detail::wake_protocol wake_;
+    detail::adaptive_spin spin_{options_.spin}; // the idle spin's length
 
     // Outstanding work (wait(), join()), and the claimed items idle workers may take.
     detail::outstanding_work work_;

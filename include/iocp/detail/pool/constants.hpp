@@ -2,6 +2,7 @@
 // The pool's tuning constants, each named once. Several happen to be 64; they are unrelated
 // and may change independently.
 
+#include <chrono>
 #include <cstddef>
 
 #include "../packet.hpp"
@@ -29,6 +30,14 @@ inline constexpr std::size_t port_poll_interval = 64;
 // Rounds of pure pause an idle spinner makes before it starts yielding between looks (so that
 // a producer sharing its core gets to run).
 inline constexpr unsigned pure_spin_rounds = 64;
+
+// A spinner's yield that returns later than this handed its core to another thread for a time
+// slice (an uncontended sched_yield returns within a microsecond or two).
+inline constexpr std::chrono::microseconds spin_preempted_after{20};
+
+// The shortest yielding spin an adaptive spin grows back from (after its pure-spin rounds found
+// work while it was shortened to nothing).
+inline constexpr std::chrono::microseconds spin_window_min{2};
 
 // Work-item blocks that move between a thread's cache and the shared depot at a time.
 inline constexpr std::size_t block_depot_batch = 64;
