@@ -112,7 +112,8 @@ struct thread_pool_options {
     /// [0, max_spin] (0 or negative: no spin). Bounded on purpose: on a machine with few cores
     /// a spinning worker competes with the producer. It is the longest spin: a spinner whose
     /// core is taken by other threads (a busy machine) stops early and shortens the next
-    /// spins, down to a pure spin of about a microsecond, until spinning finds work again.
+    /// spins, down to a short pure spin (64 pause instructions: a few
+    /// microseconds), until spinning finds work again.
     std::chrono::microseconds spin = std::chrono::microseconds(50);
     /// Workers are named "<thread_name>-<index>" (empty: left unnamed).
     std::string thread_name = "iocp-worker";
@@ -1305,11 +1306,14 @@ private:
     detail::shutdown_phase phase_;
     [[maybe_unused]] detail::cache_line_pad pad0_{};
     detail::wake_protocol wake_;
-    detail::adaptive_spin spin_{options_.spin}; // the idle spin's length
 
     // Outstanding work (wait(), join()), and the claimed items idle workers may take.
     detail::outstanding_work work_;
     detail::held_items held_;
+    // The idle spin's length: written by the spinner when it changes, apart from the lines that
+    // every post reads.
+    [[maybe_unused]] detail::cache_line_pad pad1_{};
+    detail::adaptive_spin spin_{options_.spin};
 
     // I/O objects to cancel at shutdown.
     std::mutex hooks_mutex_;
