@@ -112,8 +112,8 @@ struct thread_pool_options {
     /// [0, max_spin] (0 or negative: no spin). Bounded on purpose: on a machine with few cores
     /// a spinning worker competes with the producer. It is the longest spin: a spinner whose
     /// core is taken by other threads (a busy machine) stops early and shortens the next
-    /// spins, down to a short pure spin (64 pause instructions: a few
-    /// microseconds), until spinning finds work again.
+    /// spins, down to a short pure spin (64 pause instructions: a few microseconds), until
+    /// spinning finds work again.
     std::chrono::microseconds spin = std::chrono::microseconds(50);
     /// Workers are named "<thread_name>-<index>" (empty: left unnamed).
     std::string thread_name = "iocp-worker";
