@@ -9,18 +9,22 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <functional>
+#include <future>
 #include <memory>
 #include <optional>
 #include <random>
 #include <stdexcept>
+#include <stop_token>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -356,7 +360,9 @@ socket_pair make_pair(iocp::thread_pool& pool) {
     return iocp::sync_wait(run());
 }
 
-unsigned char byte_at(std::size_t i) { return static_cast<unsigned char>((i * 13 + i / 257) & 0xFF); }
+unsigned char byte_at(std::size_t i) {
+    return static_cast<unsigned char>((i * 13 + i / 257) & 0xFF);
+}
 
 TEST(user_trial_test, one_worker_interleaves_hops_timers_and_socket_io) {
     // A 1-thread pool: a sender that hops and sleeps between sends, a receiver that hops after
@@ -504,6 +510,89 @@ TEST(user_trial_test, stop_or_join_while_coroutines_hop_and_wait_on_sockets) {
         // Each receiver ends once: on an aborted receive (shutdown cancelled it), or a refused
         // or abandoned hop; never twice.
         EXPECT_LE(recv_aborted.load(), pairs) << "round " << round;
+    }
+}
+
+TEST(user_trial_test, a_hopping_coroutine_stops_another_ones_receive_while_bytes_arrive) {
+    // The timeout pattern on the pool's own workers: a coroutine hops a random number of times,
+    // then stops the receive another coroutine awaits, while a thread outside the pool sends
+    // bytes at random moments. Each receive resumes once, never inside request_stop() (1 and
+    // 2 workers: on one, the worker that stops is the only one that can run the completion),
+    // with errc::operation_aborted or with its bytes; no byte is lost, duplicated or reordered.
+    for (const std::size_t threads : {std::size_t{1}, std::size_t{2}}) {
+        iocp::thread_pool pool(threads);
+        socket_pair p = make_pair(pool);
+        constexpr int rounds = 400;
+        constexpr std::size_t total = 3000;
+        thread_local bool in_request_stop = false;
+        std::atomic<bool> resumed_inside_stop{false};
+        std::atomic<std::size_t> sent{0};
+        std::thread sender([&] {
+            std::mt19937 rng(static_cast<unsigned>(threads));
+            std::array<unsigned char, 8> buf{};
+            while (sent.load() < total) {
+                const std::size_t n = std::min<std::size_t>(1 + rng() % buf.size(), total - sent);
+                for (std::size_t i = 0; i < n; ++i)
+                    buf[i] = byte_at(sent.load() + i);
+                std::promise<std::pair<std::error_code, std::size_t>> done;
+                p.client.send_all(iocp::buffer(buf.data(), n),
+                                  [&done](std::error_code ec, std::size_t bytes) {
+                                      done.set_value({ec, bytes});
+                                  });
+                const auto [ec, bytes] = iocp_test::await(done.get_future(), "a send");
+                ASSERT_FALSE(ec) << ec.message();
+                ASSERT_EQ(bytes, n);
+                sent.fetch_add(n);
+                std::this_thread::sleep_for(std::chrono::microseconds(rng() % 200));
+            }
+        });
+        int started = 0;
+        int aborted = 0;
+        int completed = 0;
+        std::size_t received = 0;
+        bool in_order = true;
+        auto reader = [&](std::stop_token token) -> iocp::task<> {
+            std::array<unsigned char, 16> buf{};
+            ++started;
+            auto [ec, n] = co_await iocp::async_recv(p.server, iocp::buffer(buf), token);
+            if (in_request_stop)
+                resumed_inside_stop.store(true);
+            if (ec == iocp::errc::operation_aborted) {
+                EXPECT_EQ(n, 0U);
+                ++aborted;
+                co_return;
+            }
+            if (ec)
+                throw std::system_error(ec, "recv");
+            ++completed;
+            for (std::size_t i = 0; i < n; ++i)
+                in_order = in_order && buf[i] == byte_at(received + i);
+            received += n;
+        };
+        auto stopper = [&](std::stop_source& stop, int hops) -> iocp::task<> {
+            for (int i = 0; i < hops; ++i)
+                co_await pool.schedule();
+            in_request_stop = true;
+            stop.request_stop();
+            in_request_stop = false;
+        };
+        std::mt19937 rng(42);
+        for (int r = 0; r < rounds && received < total; ++r) {
+            std::stop_source stop;
+            iocp::sync_wait(iocp::when_all(reader(stop.get_token()),
+                                           stopper(stop, static_cast<int>(rng() % 40))));
+        }
+        // The rest without a stop, so that every byte sent is accounted for.
+        while (received < total) {
+            iocp::sync_wait(reader({}));
+        }
+        sender.join();
+        EXPECT_FALSE(resumed_inside_stop.load()) << threads << " workers";
+        EXPECT_TRUE(in_order) << threads << " workers";
+        EXPECT_EQ(received, total) << threads << " workers";
+        EXPECT_EQ(aborted + completed, started) << threads << " workers";
+        std::printf("[ trial    ] %zu workers: %d receives aborted, %d completed\n", threads,
+                    aborted, completed);
     }
 }
 
