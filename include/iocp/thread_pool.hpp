@@ -118,6 +118,9 @@ struct thread_pool_options {
     /// Workers are named "<thread_name>-<index>" (empty: left unnamed).
     std::string thread_name = "iocp-worker";
     /// Called on each worker, with its index, before it runs anything / after its last item.
+    /// `join()` and `stop()` wait for every worker's `on_thread_start` to return before they
+    /// look for outstanding work, so what it posts (from a worker: also during `join()`) is
+    /// run or abandoned like any work item.
     std::function<void(std::size_t)> on_thread_start;
     /// Called on each worker, with its index, after its last item (see on_thread_start).
     std::function<void(std::size_t)> on_thread_stop;
@@ -471,10 +474,11 @@ public:
     /// allocation in steady state). Awaited on one of this pool's workers, the continuation
     /// runs on that worker as soon as the current work item returns, ahead of the shared queue
     /// (as Asio runs a continuation from its thread's private queue): a hop costs no shared
-    /// counter and stays in this core's cache. An idle worker takes it if this worker is still
-    /// busy when the idle worker looks, and after `detail::continuation_streak` (32) such
-    /// continuations in a row one goes through the queue, behind the work items, timers and
-    /// I/O completions already waiting, so a coroutine that hops in a loop starves nothing.
+    /// counter and stays in this core's cache. If this worker stays busy, an idle worker takes
+    /// it the next time it looks for work (a spinning one when its spin ends: at most `spin`
+    /// later). After 32 such continuations in a row one goes through the queue, behind the work
+    /// items and timers already queued, and a worker looks for I/O completions every 64 items
+    /// it runs, hops included: a coroutine that hops in a loop starves nothing.
     /// If the pool refuses the post (`errc::closed`: shutdown
     /// began; during `join()` only the pool's own workers may still post) the co_await throws
     /// `std::system_error` at once, on the calling thread; if `stop()` abandons the queued
@@ -772,8 +776,10 @@ private:
             return;
         }
         // TRICKY: shutdown may have begun since the phase was read. The item is counted as
-        // accepted all the same (put_next), so join()/stop() wait for it: this worker (or a
-        // thief) runs it, or abandons it under stop(), exactly as a queued item.
+        // accepted all the same (put_next) while whatever posts it is still counted (a work
+        // item, an I/O operation's handler) or while shutdown waits for the on_thread_start
+        // hooks, so join()/stop() wait for it: this worker (or a thief) runs it, or abandons it
+        // under stop(), exactly as a queued item.
         held_.put_next(me.index, item);
         ec.clear();
         wake_one_if_needed(); // after put_next's seq_cst store: the wake protocol's first half
@@ -884,6 +890,11 @@ private:
             }
         }
         call_hook(options_.on_thread_start, index);
+        {
+            std::lock_guard lock(start_mutex_);
+            ++workers_started_;
+        }
+        start_cv_.notify_all();
         run_loop();
         call_hook(options_.on_thread_stop, index);
         current() = {};
@@ -905,64 +916,69 @@ private:
             // Completions the port refused (rare: a relaxed look costs next to nothing).
             if (backlog_size_.load(std::memory_order_relaxed) != 0)
                 run_backlog();
-            // A continuation posted outside run_items (by an I/O handler, a backlog entry):
-            // only its owner looks here; spinners and sleepers leave it to the owner.
+            std::size_t ran = 0;
             if (detail::work_item* item = held_.take_next(current().index)) {
-                run_items(&item, 1);
-                continue;
-            }
-            // The items of a batch not started yet stay available to idle workers (run_items).
-            const detail::work_queue::pop_result got = queue_.pop(options_.batch);
-            if (got.head != nullptr) {
+                // A continuation posted outside run_items (by an I/O handler, a backlog
+                // entry): only its owner looks here; spinners and sleepers leave it to the owner.
+                ran = run_items(&item, 1);
+            } else if (const detail::work_queue::pop_result got = queue_.pop(options_.batch);
+                       got.head != nullptr) {
                 held_.reset_streak(current().index); // the queue had its turn
                 // A full batch hints at more queued work: make sure a worker comes for it (a
-                // spinner or a busy worker will; otherwise wake a sleeper).
+                // spinner or a busy worker will; otherwise wake a sleeper). The items of a
+                // batch not started yet stay available to idle workers (run_items).
                 if (got.more)
                     wake_one_if_needed();
-                run_chain(got.head);
-                // I/O completions must not starve behind a busy FIFO: look at the port every
-                // `port_poll_interval` items (one cheap non-blocking call).
-                since_port_check += got.count;
-                if (since_port_check >= detail::port_poll_interval) {
-                    since_port_check = 0;
-                    port_polls_.fetch_add(1, std::memory_order_relaxed);
+                ran = run_chain(got.head);
+            } else if ((ran = steal_held()) == 0) {
+                // Nothing to run: the spin and the sleep below look at the port themselves.
+                since_port_check = 0;
+                switch (spin_for_work()) {
+                case spin_found::queue: continue;
+                case spin_found::port:
+                    // A completion is queued or ready to reap (the I/O backend's hint): take it
+                    // now, without sleeping first.
                     if (poll_port(std::chrono::milliseconds(0), false) == poll_outcome::exit)
                         return;
+                    continue;
+                case spin_found::nothing: break;
                 }
-                continue;
-            }
-            since_port_check = 0;
-            if (steal_held())
-                continue;
-            switch (spin_for_work()) {
-            case spin_found::queue: continue;
-            case spin_found::port:
-                // A completion is queued or ready to reap (the I/O backend's hint): take it
-                // now, without sleeping first.
-                if (poll_port(std::chrono::milliseconds(0), false) == poll_outcome::exit)
+                if (!sleep())
                     return;
                 continue;
-            case spin_found::nothing: break;
             }
-            if (!sleep())
-                return;
+            // I/O completions must not starve behind busy work: look at the port every
+            // `port_poll_interval` items run (one cheap non-blocking call), counting the
+            // continuations a worker runs from its own slot and the items it took from others.
+            since_port_check += ran;
+            if (since_port_check >= detail::port_poll_interval) {
+                // What a long run went past the interval counts toward the next look: on
+                // average the port is looked at every port_poll_interval items.
+                since_port_check %= detail::port_poll_interval;
+                port_polls_.fetch_add(1, std::memory_order_relaxed);
+                if (poll_port(std::chrono::milliseconds(0), false) == poll_outcome::exit)
+                    return;
+            }
         }
     }
 
-    // Runs a claimed chain (at most max_batch items, linked through `next`).
-    void run_chain(detail::work_item* chain) noexcept {
+    // Runs a claimed chain (at most max_batch items, linked through `next`); returns how many
+    // items this worker ran (run_items).
+    std::size_t run_chain(detail::work_item* chain) noexcept {
         detail::work_item* items[thread_pool_options::max_batch];
         std::size_t n = 0;
         for (; chain != nullptr && n < thread_pool_options::max_batch; chain = chain->next)
             items[n++] = chain;
-        run_items(items, n);
+        return run_items(items, n);
     }
 
     // Runs `n` claimed items. The ones not started yet are published as this worker's held
     // range (detail/pool/held_items.hpp), where an idle worker can take them: a worker never
     // sits on items that another could start while it runs a long one. One publish and one
-    // look for sleepers per claim suffice: they stay visible until taken.
-    void run_items(detail::work_item* const* items, std::size_t n) noexcept {
+    // look for sleepers per claim suffice: they stay visible until taken. Returns how many
+    // items this worker ran: those of the claim it did not lose, and the continuations that
+    // they posted to its own slot.
+    std::size_t run_items(detail::work_item* const* items, std::size_t n) noexcept {
         const std::size_t me = current().index;
         std::size_t done = 0;
         if (n > 1) {
@@ -979,6 +995,7 @@ private:
                 item = held_.take_own(me);
         }
         work_.finish_items(me, done);
+        return done;
     }
 
     void run_one(detail::work_item* item) noexcept {
@@ -995,14 +1012,11 @@ private:
     }
 
     // Takes what another worker holds and has not started (the rest of its batch, or a
-    // continuation); true if it ran some.
-    bool steal_held() noexcept {
+    // continuation) and runs it; returns how many items it ran (0: found nothing).
+    std::size_t steal_held() noexcept {
         detail::work_item* items[detail::held_items::slots];
         const std::size_t n = held_.steal(current().index, items);
-        if (n == 0)
-            return false;
-        run_items(items, n);
-        return true;
+        return n == 0 ? 0 : run_items(items, n);
     }
 
     enum class spin_found { nothing, queue, port };
@@ -1224,8 +1238,17 @@ private:
         // 3. Let the queued work finish, then cancel I/O and wait for every operation to
         //    complete (their handlers may post more work, from a worker: that runs too).
         //    (Without workers, a failed constructor, there is nothing to wait for.)
-        if (!workers_.empty())
+        //    TRICKY: first every worker's on_thread_start hook must have returned. A hook runs
+        //    on a worker, outside any counted item, so what it posts (or a coroutine it starts
+        //    hops to) is counted only when posted: an idle wait that ended before would let it
+        //    run after the pool was found idle, or be refused half way.
+        if (!workers_.empty()) {
+            {
+                std::unique_lock lock(start_mutex_);
+                start_cv_.wait(lock, [&] { return workers_started_ == workers_.size(); });
+            }
             wait_until_idle(false);
+        }
         cancel_io_objects(); // phase cancelling_io
         if (!workers_.empty())
             wait_until_idle(true);
@@ -1300,6 +1323,10 @@ private:
     std::unique_ptr<sentinel[]> sentinels_; // preallocated: shutdown never allocates
     wake_tag wake_tag_;                     // the key of every wake-up packet
     std::vector<std::thread> workers_;
+    // Workers whose on_thread_start hook has returned (shutdown waits for all of them).
+    std::mutex start_mutex_;
+    std::condition_variable start_cv_;
+    std::size_t workers_started_ = 0; // guarded by start_mutex_
 
     // The FIFO of work items, the shutdown phase and the wake protocol, read on every post.
     detail::work_queue queue_;
