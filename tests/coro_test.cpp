@@ -34,6 +34,7 @@
 #include "iocp/coro/when_all.hpp"
 #include "iocp/error.hpp"
 #include "iocp/thread_pool.hpp"
+#include "support/coroutines.hpp"
 #include "support/platform.hpp"
 #include "support/waiting.hpp"
 
@@ -443,17 +444,6 @@ TEST(coro_pool_test, stop_abandons_queued_schedules_and_resumes_each_once) {
 // runnext, Asio's private queue for continuations): it runs when the current item returns.
 // These tests prove it is never stuck there, never starves the queue, and is counted.
 
-// Starts at once, inside whatever calls it (a work item), and frees itself at the end.
-struct eager_coroutine {
-    struct promise_type {
-        eager_coroutine get_return_object() noexcept { return {}; }
-        std::suspend_never initial_suspend() noexcept { return {}; }
-        std::suspend_never final_suspend() noexcept { return {}; }
-        void return_void() noexcept {}
-        void unhandled_exception() noexcept { std::terminate(); }
-    };
-};
-
 TEST(coro_pool_test, a_continuation_is_taken_by_an_idle_worker_while_its_worker_is_busy) {
     // The item that resumed the coroutine goes on running after the coroutine suspended, and
     // waits for the continuation: the continuation must not wait for that item (it would wait
@@ -463,7 +453,7 @@ TEST(coro_pool_test, a_continuation_is_taken_by_an_idle_worker_while_its_worker_
     for (int round = 0; round < 20; ++round) {
         std::atomic<bool> resumed{false};
         std::promise<void> item_done;
-        auto hop = [&]() -> eager_coroutine {
+        auto hop = [&]() -> iocp_test::eager_coroutine {
             co_await pool.schedule();
             resumed.store(true);
         };
@@ -570,21 +560,6 @@ TEST(coro_pool_test, a_continuation_posted_by_a_completion_runs_on_a_single_work
     }
 }
 
-// Counts frames: one lives in each coroutine's frame (a parameter), so the count drops exactly
-// when the frame is destroyed, whether the coroutine ran or not.
-struct frame_guard {
-    std::atomic<int>* destroyed;
-    explicit frame_guard(std::atomic<int>& d) noexcept : destroyed(&d) {}
-    frame_guard(frame_guard&& o) noexcept : destroyed(std::exchange(o.destroyed, nullptr)) {}
-    frame_guard(const frame_guard&) = delete;
-    frame_guard& operator=(const frame_guard&) = delete;
-    frame_guard& operator=(frame_guard&&) = delete;
-    ~frame_guard() {
-        if (destroyed != nullptr)
-            destroyed->fetch_add(1);
-    }
-};
-
 TEST(coro_pool_test, shutdown_while_coroutines_hop_resumes_each_once) {
     // stop() racing many coroutines that hop between workers without end, and join() racing
     // ones that hop a while: every frame is destroyed exactly once; under stop() each
@@ -600,7 +575,7 @@ TEST(coro_pool_test, shutdown_while_coroutines_hop_resumes_each_once) {
         {
             std::optional<iocp::thread_pool> pool;
             // The lambda outlives the pool: its frames refer to it until they end.
-            auto body = [&](frame_guard) -> iocp::task<> {
+            auto body = [&](iocp_test::frame_guard) -> iocp::task<> {
                 started.fetch_add(1);
                 try {
                     for (int i = 0; stopping || i < join_hops; ++i)
@@ -614,7 +589,7 @@ TEST(coro_pool_test, shutdown_while_coroutines_hop_resumes_each_once) {
             pool.emplace(round % 4 < 2 ? 2 : 3);
             std::mt19937 rng(static_cast<unsigned>(round));
             for (int c = 0; c < n; ++c)
-                iocp::spawn(*pool, body(frame_guard(destroyed)));
+                iocp::spawn(*pool, body(iocp_test::frame_guard(destroyed)));
             std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
             if (stopping)
                 pool->stop();

@@ -37,6 +37,7 @@
 #include "iocp/coro/when_all.hpp"
 #include "iocp/error.hpp"
 #include "iocp/thread_pool.hpp"
+#include "support/coroutines.hpp"
 #include "support/waiting.hpp"
 
 #if IOCP_HAS_IO
@@ -48,33 +49,6 @@
 
 namespace {
 
-// A coroutine that starts at once, on the calling thread, and frees its own frame at the end:
-// what a user writes to start a hop from a callback that cannot co_await.
-struct eager_coroutine {
-    struct promise_type {
-        eager_coroutine get_return_object() noexcept { return {}; }
-        std::suspend_never initial_suspend() noexcept { return {}; }
-        std::suspend_never final_suspend() noexcept { return {}; }
-        void return_void() noexcept {}
-        void unhandled_exception() noexcept { std::terminate(); }
-    };
-};
-
-// Passed by value into a coroutine: its copy lives in the frame and counts the frame's
-// destruction, whether the body ended or the frame was destroyed unstarted.
-struct frame_guard {
-    std::atomic<int>* destroyed;
-    explicit frame_guard(std::atomic<int>& d) noexcept : destroyed(&d) {}
-    frame_guard(frame_guard&& o) noexcept : destroyed(std::exchange(o.destroyed, nullptr)) {}
-    frame_guard(const frame_guard&) = delete;
-    frame_guard& operator=(const frame_guard&) = delete;
-    frame_guard& operator=(frame_guard&&) = delete;
-    ~frame_guard() {
-        if (destroyed != nullptr)
-            destroyed->fetch_add(1);
-    }
-};
-
 // What a hopping coroutine did.
 struct hop_counts {
     std::atomic<int> hops{0};      // hops that resumed
@@ -84,7 +58,8 @@ struct hop_counts {
 };
 
 // Hops `n` times (n < 0: until the pool refuses), counting each hop; an errc::closed ends it.
-eager_coroutine eager_hopper(iocp::thread_pool& pool, int n, hop_counts& c, frame_guard) {
+iocp_test::eager_coroutine eager_hopper(iocp::thread_pool& pool, int n, hop_counts& c,
+                                        iocp_test::frame_guard) {
     try {
         for (int i = 0; n < 0 || i < n; ++i) {
             co_await pool.schedule();
@@ -97,7 +72,7 @@ eager_coroutine eager_hopper(iocp::thread_pool& pool, int n, hop_counts& c, fram
     c.ended.fetch_add(1);
 }
 
-iocp::task<> hopper(iocp::thread_pool& pool, int n, hop_counts& c, frame_guard) {
+iocp::task<> hopper(iocp::thread_pool& pool, int n, hop_counts& c, iocp_test::frame_guard) {
     try {
         for (int i = 0; n < 0 || i < n; ++i) {
             co_await pool.schedule();
@@ -134,7 +109,7 @@ TEST(user_trial_test, hops_started_in_on_thread_start_run_once_or_end_closed) {
             std::atomic<iocp::thread_pool*> self{nullptr};
             o.on_thread_start = [&](std::size_t) {
                 iocp_test::wait_until([&] { return self.load() != nullptr; }, "the pool");
-                eager_hopper(*self.load(), hops, c, frame_guard(c.destroyed));
+                eager_hopper(*self.load(), hops, c, iocp_test::frame_guard(c.destroyed));
             };
             iocp::thread_pool pool(std::move(o));
             self.store(&pool);
@@ -174,7 +149,7 @@ TEST(user_trial_test, hops_started_by_the_exception_handler_are_counted_by_wait)
     iocp::thread_pool_options o = options_with(2);
     o.exception_handler = [&](const std::exception_ptr&) {
         handled.fetch_add(1);
-        eager_hopper(*self, hops, c, frame_guard(c.destroyed));
+        eager_hopper(*self, hops, c, iocp_test::frame_guard(c.destroyed));
     };
     iocp::thread_pool pool(std::move(o));
     self = &pool; // before the first item that can throw
@@ -213,7 +188,7 @@ TEST(user_trial_test, hops_started_inside_long_items_all_run_and_wait_counts_the
         for (int i = 0; i < items; ++i) {
             const auto busy = std::chrono::microseconds(rng() % 400);
             pool.post([&pool, &c, busy] {
-                eager_hopper(pool, hops, c, frame_guard(c.destroyed));
+                eager_hopper(pool, hops, c, iocp_test::frame_guard(c.destroyed));
                 const auto until = std::chrono::steady_clock::now() + busy;
                 while (std::chrono::steady_clock::now() < until) {
                 }
@@ -245,7 +220,7 @@ TEST(user_trial_test, waiters_on_many_threads_see_every_hop_of_what_they_started
                 hop_counts c;
                 std::atomic<int> ran{0};
                 for (int k = 0; k < coroutines; ++k)
-                    iocp::spawn(pool, hopper(pool, hops, c, frame_guard(c.destroyed)));
+                    iocp::spawn(pool, hopper(pool, hops, c, iocp_test::frame_guard(c.destroyed)));
                 for (int i = 0; i < items; ++i)
                     pool.post([&ran] { ran.fetch_add(1); });
                 pool.wait();
@@ -282,7 +257,7 @@ TEST(user_trial_test, stop_join_or_destructor_while_coroutines_hop_and_sleep) {
         std::atomic<int> reported{0}; // exceptions the pool's handler received
         {
             std::optional<iocp::thread_pool> pool;
-            auto body = [&](frame_guard, int id) -> iocp::task<> {
+            auto body = [&](iocp_test::frame_guard, int id) -> iocp::task<> {
                 started.fetch_add(1);
                 try {
                     for (int i = 0; mode == 0 || i < 60; ++i) {
@@ -305,12 +280,12 @@ TEST(user_trial_test, stop_join_or_destructor_while_coroutines_hop_and_sleep) {
             pool.emplace(std::move(o));
             std::mt19937 rng(static_cast<unsigned>(round));
             for (int c = 0; c < n / 2; ++c)
-                iocp::spawn(*pool, body(frame_guard(destroyed), c));
+                iocp::spawn(*pool, body(iocp_test::frame_guard(destroyed), c));
             // Spawned from a worker (their first hop goes into a slot); an item stop() abandons
             // destroys the unstarted task it owns, and a spawn stop() refuses (errc::closed,
             // reported to the exception handler) destroys it too.
             for (int c = n / 2; c < n; ++c) {
-                pool->post([&pool, t = body(frame_guard(destroyed), c)]() mutable {
+                pool->post([&pool, t = body(iocp_test::frame_guard(destroyed), c)]() mutable {
                     iocp::spawn(*pool, std::move(t));
                 });
             }
@@ -446,7 +421,7 @@ TEST(user_trial_test, stop_or_join_while_coroutines_hop_and_wait_on_sockets) {
             std::vector<socket_pair> sockets;
             for (int i = 0; i < pairs; ++i)
                 sockets.push_back(make_pair(pool));
-            auto receiver = [&](frame_guard, socket_pair& sp) -> iocp::task<> {
+            auto receiver = [&](iocp_test::frame_guard, socket_pair& sp) -> iocp::task<> {
                 started.fetch_add(1);
                 std::array<char, 64> buf{};
                 try {
@@ -463,7 +438,7 @@ TEST(user_trial_test, stop_or_join_while_coroutines_hop_and_wait_on_sockets) {
                 }
                 ended.fetch_add(1);
             };
-            auto sender = [&](frame_guard, socket_pair& sp) -> iocp::task<> {
+            auto sender = [&](iocp_test::frame_guard, socket_pair& sp) -> iocp::task<> {
                 started.fetch_add(1);
                 const char msg[16] = "0123456789abcde";
                 try {
@@ -477,7 +452,7 @@ TEST(user_trial_test, stop_or_join_while_coroutines_hop_and_wait_on_sockets) {
                 }
                 ended.fetch_add(1);
             };
-            auto hop = [&](frame_guard) -> iocp::task<> {
+            auto hop = [&](iocp_test::frame_guard) -> iocp::task<> {
                 started.fetch_add(1);
                 try {
                     for (int i = 0; stopping || i < 500; ++i)
@@ -487,11 +462,11 @@ TEST(user_trial_test, stop_or_join_while_coroutines_hop_and_wait_on_sockets) {
                 ended.fetch_add(1);
             };
             for (auto& sp : sockets) {
-                iocp::spawn(pool, receiver(frame_guard(destroyed), sp));
-                iocp::spawn(pool, sender(frame_guard(destroyed), sp));
+                iocp::spawn(pool, receiver(iocp_test::frame_guard(destroyed), sp));
+                iocp::spawn(pool, sender(iocp_test::frame_guard(destroyed), sp));
             }
             for (int h = 0; h < hoppers; ++h)
-                iocp::spawn(pool, hop(frame_guard(destroyed)));
+                iocp::spawn(pool, hop(iocp_test::frame_guard(destroyed)));
             std::mt19937 rng(static_cast<unsigned>(round) + 100);
             std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
             if (stopping)
