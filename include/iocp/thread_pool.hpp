@@ -251,16 +251,9 @@ public:
             ec = std::make_error_code(std::errc::invalid_argument);
             return;
         }
-        detail::work_item* item = nullptr;
-        try {
-            item = detail::make_work_item(std::forward<F>(f));
-        } catch (const std::bad_alloc&) {
-            ec = std::make_error_code(std::errc::not_enough_memory);
+        detail::work_item* item = make_item(std::forward<F>(f), ec);
+        if (item == nullptr)
             return;
-        } catch (...) {
-            ec = std::make_error_code(std::errc::invalid_argument); // F's copy threw
-            return;
-        }
         ec = enqueue(item, false);
         if (ec)
             abandon(item);
@@ -428,16 +421,9 @@ public:
             ec = make_error_code(errc::closed);
             return {};
         }
-        detail::work_item* item = nullptr;
-        try {
-            item = detail::make_work_item(std::forward<F>(f));
-        } catch (const std::bad_alloc&) {
-            ec = std::make_error_code(std::errc::not_enough_memory);
+        detail::work_item* item = make_item(std::forward<F>(f), ec);
+        if (item == nullptr)
             return {};
-        } catch (...) {
-            ec = std::make_error_code(std::errc::invalid_argument); // F's copy threw
-            return {};
-        }
         timer_id id;
         try {
             // The queue owns the item from here on, whatever happens.
@@ -752,29 +738,20 @@ private:
     // Asio's private queue for continuations. Idle workers take a waiting `next` like a held
     // item, so a worker busy with a long item never sits on it. Bounded: after
     // `continuation_streak` continuations in a row, the next goes through the queue, behind
-    // the work and the I/O completions already waiting (fairness). Anywhere else (another
-    // thread, the slot taken, shutdown under way) it is an ordinary post.
+    // the work already waiting (and run_loop counts continuations toward its look at the
+    // port). Anywhere else (another thread, the slot taken, shutdown under way) it is an
+    // ordinary post.
     template <class F>
     void post_continuation(F&& f, std::error_code& ec) noexcept {
         const worker_identity& me = current();
-        if (me.pool != this || phase_.current() != phase::running) {
+        if (me.pool != this || phase_.current() != phase::running ||
+            !held_.next_available(me.index)) {
             post(std::forward<F>(f), ec);
             return;
         }
-        if (!held_.next_available(me.index)) {
-            post(std::forward<F>(f), ec);
+        detail::work_item* item = make_item(std::forward<F>(f), ec);
+        if (item == nullptr)
             return;
-        }
-        detail::work_item* item = nullptr;
-        try {
-            item = detail::make_work_item(std::forward<F>(f));
-        } catch (const std::bad_alloc&) {
-            ec = std::make_error_code(std::errc::not_enough_memory);
-            return;
-        } catch (...) {
-            ec = std::make_error_code(std::errc::invalid_argument); // F's move threw
-            return;
-        }
         // TRICKY: shutdown may have begun since the phase was read. The item is counted as
         // accepted all the same (put_next) while whatever posts it is still counted (a work
         // item, an I/O operation's handler) or while shutdown waits for the on_thread_start
@@ -783,6 +760,19 @@ private:
         held_.put_next(me.index, item);
         ec.clear();
         wake_one_if_needed(); // after put_next's seq_cst store: the wake protocol's first half
+    }
+
+    // A work item holding `f`, or nullptr with `ec` set (no memory, or F's copy or move threw).
+    template <class F>
+    static detail::work_item* make_item(F&& f, std::error_code& ec) noexcept {
+        try {
+            return detail::make_work_item(std::forward<F>(f));
+        } catch (const std::bad_alloc&) {
+            ec = std::make_error_code(std::errc::not_enough_memory);
+        } catch (...) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+        }
+        return nullptr;
     }
 
     // Takes ownership of `item` on success only.
@@ -1266,8 +1256,9 @@ private:
         while (completions_posting_.load(std::memory_order_seq_cst) != 0)
             std::this_thread::yield();
         drain_port();
-        // A continuation left in a worker's `next` slot (none, unless a worker posted one
-        // outside any counted item or operation): abandoned like a queued item.
+        // A continuation left in a worker's `next` slot: none is expected (every context a
+        // worker posts from is a counted item or operation, or a hook shutdown waited for),
+        // but a slot must never keep an item, so it is abandoned like a queued one.
         for (std::size_t i = 0; i < options_.threads; ++i) {
             if (detail::work_item* item = held_.release_next(i)) {
                 abandon(item);
