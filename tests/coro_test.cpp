@@ -286,6 +286,31 @@ TEST(coro_pool_test, schedule_resumes_on_a_worker) {
     EXPECT_TRUE(iocp::sync_wait(body()));
 }
 
+// TRICKY: a worker may run the resumption before await_suspend has returned on the awaiting
+// thread (the work item is queued first). The coroutine must still go on on that worker, never
+// on the thread that awaited: thousands of rounds from a thread that is not a worker, with
+// sleeps that are due at once (their timer fires while the co_await is still arming).
+TEST(coro_pool_test, schedule_and_sleep_from_another_thread_always_resume_on_a_worker) {
+    iocp::thread_pool pool(2);
+    const int rounds = iocp_test::scaled(20000, 2000);
+    auto hop = [&]() -> iocp::task<bool> {
+        co_await pool.schedule();
+        co_return pool.is_worker();
+    };
+    auto sleep = [&]() -> iocp::task<bool> {
+        const std::error_code ec = co_await pool.sleep_until(std::chrono::steady_clock::now());
+        co_return !ec && pool.is_worker();
+    };
+    int hops_elsewhere = 0;
+    int sleeps_elsewhere = 0;
+    for (int i = 0; i < rounds; ++i) { // each round awaits from this thread, not a worker
+        hops_elsewhere += iocp::sync_wait(hop()) ? 0 : 1;
+        sleeps_elsewhere += iocp::sync_wait(sleep()) ? 0 : 1;
+    }
+    EXPECT_EQ(hops_elsewhere, 0);
+    EXPECT_EQ(sleeps_elsewhere, 0);
+}
+
 TEST(coro_pool_test, schedule_on_a_joined_pool_throws_closed) {
     iocp::thread_pool pool(1);
     pool.join();

@@ -6,16 +6,19 @@
 // members are instantiated where they are used, once `thread_pool` is complete.
 //
 // Exactly-once resumption. A suspended coroutine is resumed exactly once on every path:
-// - schedule(): by the work item, on a worker. A post the pool refuses (`errc::closed`: shutdown
-//   began, or `join()` is under way and the caller is not a worker) resumes at once, in the
-//   co_await, and throws. A work item `stop()` abandons is posted back as a completion (through
+// - schedule(): by the work item, on a worker (also when the worker runs it before
+//   await_suspend has returned on the awaiting thread). A post the pool refuses (`errc::closed`:
+//   shutdown began, or `join()` is under way and the caller is not a worker) resumes at once, in
+//   the co_await, and throws. A work item `stop()` abandons is posted back as a completion (through
 //   the port, counted as in-flight so that shutdown waits for it): the coroutine resumes on a
 //   worker and throws `errc::closed`.
 // - sleep: by the timer's work item on a worker; a stop request cancels the timer and posts the
 //   completion (`errc::operation_aborted`); a timer shutdown abandons is posted the same way
-//   (`errc::closed`). Never inside `request_stop()` or inside `join()`/`stop()`, unless the pool
-//   has no worker left to take the completion (then on the thread that abandons it, as the last
-//   resort: the frame is still resumed once).
+//   (`errc::closed`). A timer that fires before await_suspend has returned leaves the
+//   resumption to the awaiting thread: a worker goes on at once, any other thread posts it
+//   through the port. Never inside `request_stop()` or inside `join()`/`stop()`, unless the
+//   pool has no worker left to take the completion (then on the thread that abandons it, as
+//   the last resort: the frame is still resumed once).
 
 #include <atomic>
 #include <chrono>
@@ -97,15 +100,31 @@ protected:
             Access::operation_finished(*pool);
     }
 
-    // await_suspend's end: true to stay suspended; false to resume now (the completion came
-    // first, or nothing was started), ending the count if there is one.
+    // await_suspend's end (sleep): true to stay suspended; false to go on now, ending the count.
+    // TRICKY: the completion may have come first: the timer fired and a worker ran its work
+    // item while await_suspend was still arming the stop callback, so the gate left the
+    // resumption to this thread. On one of the pool's workers the coroutine goes on here; on
+    // any other thread (sync_wait in `main`) that would break the promise to resume on a
+    // worker, so the completion is posted again through the port (it is still counted in
+    // flight, so shutdown waits for it) and a worker resumes it. The gate has both bits set
+    // now: finish() resumes at once. Only with no worker left does it go on here.
     bool suspend_or_resume() noexcept {
         if (gate_.suspend())
             return true;
+        if (counted_ && !pool_->is_worker()) {
+            std::error_code post_error;
+            pool_->post_completion(this, completion{ec_, 0, nullptr}, post_error);
+            if (!post_error)
+                return true; // `this` may be gone already: touch nothing
+        }
         if (counted_)
             Access::operation_finished(*pool_);
         return false;
     }
+
+    // await_suspend's start when nothing is left to do after the post (schedule): the work
+    // item resumes the coroutine wherever it runs, even before await_suspend has returned.
+    void suspend_before_post() noexcept { (void)gate_.suspend(); }
 
     // The work item was destroyed unrun (shutdown, or a cancelled timer): deliver the error
     // through the port, so that the coroutine resumes on a worker and not in here.
@@ -162,16 +181,22 @@ public:
 
     bool await_suspend(std::coroutine_handle<> h) noexcept {
         this->handle_ = h;
+        // TRICKY: suspended before the post, so the worker that runs the work item resumes
+        // the coroutine there, even if it runs before this call returns (a gate deciding at
+        // the end would leave that resumption to this thread, which need not be a worker).
+        // After a post that succeeded nothing here touches the awaitable. A refused post
+        // destroyed the resumer inside the call, unrun (see post_resumer): nothing else
+        // resumes, and the coroutine goes on here with the error.
+        this->suspend_before_post();
         std::error_code ec = this->post_resumer([this](typename base::resumer r) {
             std::error_code e;
             Access::post_continuation(*this->pool_, std::move(r), e);
             return e;
         });
-        if (ec) {
-            this->ec_ = ec;
-            return false;
-        }
-        return this->suspend_or_resume();
+        if (!ec)
+            return true;
+        this->ec_ = ec;
+        return false;
     }
 
     /// @throws std::system_error with `errc::closed` if the pool refused or abandoned the work.
