@@ -2,11 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <thread>
 #include <vector>
 
 // Counts every allocation of this program (a separate test program for that reason), so that
@@ -64,42 +66,68 @@ TEST(thread_pool_alloc_test, large_callables_are_boxed_and_still_run) {
 }
 
 // The depot alone: batches handed over by one thread and taken by another, past the number of
-// lock-free slots (the overflow list takes the rest), none lost, none taken twice.
+// lock-free slots (the overflow list takes the rest), none lost, none taken twice, of every
+// size a batch can have (a batch's blocks hold its descriptors: one in ten is one).
 TEST(thread_pool_alloc_test, block_depot_hands_every_batch_over_once_slots_and_overflow) {
     using namespace iocp::detail;
     block_depot& depot = block_depot::instance();
+    constexpr std::size_t max = block_depot::max_batch;
     // Empty the depot first (other tests' threads left batches there); they go back at the end.
-    std::vector<block_batch> parked;
-    for (block_batch b = depot.take(); b.head != nullptr; b = depot.take())
-        parked.push_back(b);
-    constexpr std::size_t batches = block_depot_slots + 5;
-    constexpr std::size_t per_batch = 3;
-    alignas(std::max_align_t) static unsigned char storage[batches][per_batch][work_item_block];
-    const std::uint64_t locked_before = depot.locked_calls();
-    for (std::size_t b = 0; b < batches; ++b) {
-        block_batch batch;
-        for (std::size_t i = 0; i < per_batch; ++i) {
-            batch.head = ::new (storage[b][i]) free_block{batch.head};
-        }
-        batch.count = per_batch;
-        depot.give(batch);
+    std::vector<std::vector<void*>> parked;
+    for (;;) {
+        std::vector<void*> b(max);
+        b.resize(depot.take(b.data()));
+        if (b.empty())
+            break;
+        parked.push_back(std::move(b));
     }
+    constexpr std::size_t batches = block_depot_slots + 5;
+    // Sizes 1, 2, ..., and the largest: groups end at every position of a descriptor.
+    auto size_of = [](std::size_t b) { return b + 1 == batches ? max : b % max + 1; };
+    std::size_t total = 0;
+    for (std::size_t b = 0; b < batches; ++b)
+        total += size_of(b);
+    struct alignas(std::max_align_t) block {
+        unsigned char bytes[work_item_block];
+    };
+    std::vector<block> storage(total);
+    std::vector<int> seen(total, 0);
+    const std::uint64_t locked_before = depot.locked_calls();
+    std::thread giver([&] {
+        std::size_t next = 0;
+        for (std::size_t b = 0; b < batches; ++b) {
+            std::vector<void*> blocks;
+            for (std::size_t i = 0; i < size_of(b); ++i)
+                blocks.push_back(&storage[next++]);
+            depot.give(blocks.data(), blocks.size());
+        }
+    });
+    giver.join();
     EXPECT_EQ(depot.locked_calls() - locked_before, 5u) << "only the batches past the slots lock";
     std::size_t taken = 0;
-    std::size_t blocks_seen = 0;
-    while (true) {
-        block_batch batch = depot.take();
-        if (batch.head == nullptr)
+    std::vector<std::size_t> sizes;
+    for (;;) {
+        std::vector<void*> b(max);
+        const std::size_t n = depot.take(b.data());
+        if (n == 0)
             break;
         ++taken;
-        std::size_t n = 0;
-        for (free_block* f = batch.head; f != nullptr; f = f->next)
-            ++n;
-        EXPECT_EQ(n, batch.count);
-        blocks_seen += n;
+        sizes.push_back(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            const auto index = static_cast<std::size_t>(static_cast<block*>(b[i]) - storage.data());
+            ASSERT_LT(index, total);
+            ++seen[index];
+        }
     }
     EXPECT_EQ(taken, batches);
-    EXPECT_EQ(blocks_seen, batches * per_batch);
-    for (const block_batch& b : parked)
-        depot.give(b);
+    for (std::size_t i = 0; i < total; ++i)
+        EXPECT_EQ(seen[i], 1) << "block " << i;
+    std::sort(sizes.begin(), sizes.end());
+    std::vector<std::size_t> expected;
+    for (std::size_t b = 0; b < batches; ++b)
+        expected.push_back(size_of(b));
+    std::sort(expected.begin(), expected.end());
+    EXPECT_EQ(sizes, expected);
+    for (const auto& b : parked)
+        depot.give(b.data(), b.size());
 }
