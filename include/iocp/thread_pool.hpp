@@ -88,9 +88,10 @@ struct thread_pool_options {
     static constexpr std::size_t max_threads = 4096;
     /// The largest dequeue batch (GetQueuedCompletionStatusEx takes at most 64 per call).
     static constexpr std::size_t max_batch = detail::pool_max_batch;
-    /// Ring sizes: `queue_capacity` is clamped to [min, max], then rounded up to a power of two.
+    /// Queue sizes: `queue_capacity` is clamped to [min, max], then rounded up to a power of
+    /// two.
     static constexpr std::size_t min_queue_capacity = detail::work_queue::min_capacity;
-    /// See `min_queue_capacity` (2^20 slots, 16 MiB).
+    /// See `min_queue_capacity` (2^24 slots: 256 MiB if a backlog that large builds up).
     static constexpr std::size_t max_queue_capacity = detail::work_queue::max_capacity;
     /// The longest spin (`spin` is clamped to [0, max_spin]).
     static constexpr std::chrono::microseconds max_spin = std::chrono::seconds(1);
@@ -104,10 +105,12 @@ struct thread_pool_options {
     /// [1, max_batch]. Larger batches cost fewer shared-counter updates under load; they never
     /// hold back work, since idle workers take the claimed items not started yet.
     std::size_t batch = 16;
-    /// Slots of the lock-free work ring (16 bytes each), clamped to
-    /// [min_queue_capacity, max_queue_capacity] and rounded up to a power of two. When it is
-    /// full, posts go to a slower locked overflow list: nothing is refused for lack of room.
-    std::size_t queue_capacity = 16384;
+    /// The most work items the lock-free queue holds (16 bytes each), clamped to
+    /// [min_queue_capacity, max_queue_capacity] and rounded up to a power of two. Its memory
+    /// follows the backlog: segments of 1,024 slots (16 KiB) are added as posts outrun the
+    /// workers, and reused once emptied (kept until the pool is destroyed). When it is full,
+    /// posts go to a slower locked overflow list: nothing is refused for lack of room.
+    std::size_t queue_capacity = std::size_t{1} << 22;
     /// How long an idle worker keeps looking for work before it sleeps on the port, clamped to
     /// [0, max_spin] (0 or negative: no spin). Bounded on purpose: on a machine with few cores
     /// a spinning worker competes with the producer. It is the longest spin: a spinner whose
