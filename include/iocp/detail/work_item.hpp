@@ -54,19 +54,30 @@ inline void* work_item_storage(work_item* item) noexcept {
 // an address from an array reads nothing of the block; the post then only writes it, and the
 // processor overlaps those misses.
 //
-// In the depot a batch describes itself: its blocks are grouped by `batch_descriptor`, the
-// first block of each group holding the addresses of the others (a taker reads one block in
-// ten). The depot is an array of slots, each empty or holding one batch: `give` puts a batch into
-// an empty slot with a CAS from null, `take` empties a full slot with an exchange. No lock on
-// either side, and no ABA: a slot's CAS compares against null only, and an exchange takes
-// whatever is there (nothing reads a batch before owning it). Only when every slot is full (more
-// than block_depot_slots batches parked, after a burst) does a batch go to a locked overflow
-// list; posting in steady state never takes a lock.
+// In the depot a batch describes itself: its blocks are in groups, the first block of each
+// group listing the addresses of the others (a taker reads one block in ten, and fetches the next
+// group's block while it uses up this one). The depot is an array of slots, each empty or
+// holding one batch: `give` puts a batch into an empty slot with a CAS from null, `take` empties
+// a full slot with an exchange. No lock on either side, and no ABA: a slot's CAS compares against
+// null only, and an exchange takes whatever is there (nothing reads a batch before owning it).
+// Only when every slot is full (more than block_depot_slots batches parked, after a burst) does a
+// batch go to a locked overflow list; posting in steady state never takes a lock.
 
 class block_depot {
 public:
     // The most blocks one batch holds (a thread's whole cache: see block_cache).
     static constexpr std::size_t max_batch = 2 * block_depot_batch;
+
+    // One group of a batch, in its first block: the addresses of the group's other blocks.
+    struct group {
+        static constexpr std::size_t capacity =
+            (work_item_block - 3 * sizeof(void*)) / sizeof(void*);
+        group* next_batch = nullptr; // the overflow list's link (a batch's first group only)
+        group* next_group = nullptr;
+        std::size_t count = 0;
+        void* blocks[capacity];
+    };
+    static_assert(sizeof(group) <= work_item_block);
 
     static block_depot& instance() noexcept {
         // Never destroyed: threads may hand their caches back at any point of process exit,
@@ -77,21 +88,26 @@ public:
     }
 
     // Parks the free blocks `blocks[0..n)` as one batch; 1 <= n <= max_batch. Their contents
-    // are overwritten (the batch's descriptors live in them).
+    // are overwritten (the batch's groups live in them).
     void give(void* const* blocks, std::size_t n) noexcept {
-        // Groups of one descriptor plus the blocks it lists, linked in order.
-        batch_descriptor* first = nullptr;
-        batch_descriptor** link = &first;
+        group* first = nullptr;
+        group** link = &first;
         for (std::size_t i = 0; i < n;) {
-            auto* d = ::new (blocks[i++]) batch_descriptor;
-            while (d->count < descriptor_capacity && i < n)
-                d->blocks[d->count++] = blocks[i++];
-            *link = d;
-            link = &d->next_group;
+            auto* g = ::new (blocks[i++]) group;
+            while (g->count < group::capacity && i < n)
+                g->blocks[g->count++] = blocks[i++];
+            *link = g;
+            link = &g->next_group;
         }
+        give_groups(first);
+    }
+
+    // Parks a chain of groups (from give, or the rest of a taken batch) as one batch.
+    void give_groups(group* first) noexcept {
+        first->next_batch = nullptr;
         for (auto& slot : slots_) {
-            batch_descriptor* expected = nullptr;
-            // Release: the descriptors are written before a taker can own them.
+            group* expected = nullptr;
+            // Release: the groups are written before a taker can own them.
             if (slot.load(std::memory_order_relaxed) == nullptr &&
                 slot.compare_exchange_strong(expected, first, std::memory_order_release,
                                              std::memory_order_relaxed))
@@ -104,34 +120,52 @@ public:
         locked_calls_.fetch_add(1, std::memory_order_relaxed);
     }
 
-    // Takes one parked batch: writes its blocks' addresses to `out` (room for max_batch) and
-    // returns how many; 0 when the depot is empty.
-    std::size_t take(void** out) noexcept {
-        batch_descriptor* d = nullptr;
+    // Takes one parked batch as its chain of groups (nullptr when the depot is empty), for the
+    // taker to unpack a group at a time.
+    group* take_groups() noexcept {
+        group* g = nullptr;
         for (auto& slot : slots_) {
-            // Acquire: pairs with give's release (the descriptors).
+            // Acquire: pairs with give_groups' release (the groups' contents).
             if (slot.load(std::memory_order_relaxed) != nullptr &&
-                (d = slot.exchange(nullptr, std::memory_order_acquire)) != nullptr)
-                break;
+                (g = slot.exchange(nullptr, std::memory_order_acquire)) != nullptr)
+                return g;
         }
-        if (d == nullptr && overflow_size_.load(std::memory_order_relaxed) != 0) {
+        if (overflow_size_.load(std::memory_order_relaxed) != 0) {
             std::lock_guard lock(overflow_mutex_);
-            d = overflow_;
-            if (d != nullptr) {
-                overflow_ = d->next_batch;
+            g = overflow_;
+            if (g != nullptr) {
+                overflow_ = g->next_batch;
                 overflow_size_.fetch_sub(1, std::memory_order_relaxed);
                 locked_calls_.fetch_add(1, std::memory_order_relaxed);
             }
         }
+        return g;
+    }
+
+    // Writes the addresses of the blocks of the first group of `chain` (the listed ones and
+    // the group's own) to `out` (room for group::capacity + 1), and advances `chain` to the
+    // next group, which it starts fetching: that block is a cache miss (another thread wrote
+    // it), overlapped this way with the posts that use up this group.
+    static std::size_t unpack(group*& chain, void** out) noexcept {
+        group* g = chain;
+        chain = g->next_group;
+        if (chain != nullptr)
+            prefetch(chain);
         std::size_t n = 0;
-        while (d != nullptr) {
-            batch_descriptor* next = d->next_group;
-            for (std::size_t i = 0; i < d->count; ++i)
-                out[n++] = d->blocks[i];
-            d->~batch_descriptor();
-            out[n++] = d; // the descriptor is a free block too
-            d = next;
-        }
+        for (std::size_t i = 0; i < g->count; ++i)
+            out[n++] = g->blocks[i];
+        g->~group();
+        out[n++] = g;
+        return n;
+    }
+
+    // Takes one parked batch whole: writes its blocks' addresses to `out` (room for max_batch)
+    // and returns how many; 0 when the depot is empty.
+    std::size_t take(void** out) noexcept {
+        group* chain = take_groups();
+        std::size_t n = 0;
+        while (chain != nullptr)
+            n += unpack(chain, out + n);
         return n;
     }
 
@@ -142,29 +176,27 @@ public:
     }
 
 private:
-    static constexpr std::size_t descriptor_capacity =
-        (work_item_block - 3 * sizeof(void*)) / sizeof(void*);
-    struct batch_descriptor {
-        batch_descriptor* next_batch = nullptr; // the overflow list's link (first group only)
-        batch_descriptor* next_group = nullptr;
-        std::size_t count = 0;
-        void* blocks[descriptor_capacity];
-    };
-    static_assert(sizeof(batch_descriptor) <= work_item_block);
+    static void prefetch(const void* p) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+        __builtin_prefetch(p);
+#else
+        (void)p;
+#endif
+    }
 
-    std::atomic<batch_descriptor*> slots_[block_depot_slots] = {};
+    std::atomic<group*> slots_[block_depot_slots] = {};
     [[maybe_unused]] cache_line_pad pad_{};
     std::atomic<std::size_t> overflow_size_{0};
     std::atomic<std::uint64_t> locked_calls_{0};
     std::mutex overflow_mutex_;
-    batch_descriptor* overflow_ = nullptr;
+    group* overflow_ = nullptr;
 };
 
 class block_cache {
 public:
     // block_depot_batch blocks move between a thread and the depot at a time: one depot call
     // per batch of work items, and at most two batches of idle blocks (12 KiB) parked per
-    // thread.
+    // thread, plus the rest of the batch it is using up.
     static constexpr std::size_t batch = block_depot_batch;
     static constexpr std::size_t capacity = block_depot::max_batch;
     static_assert(capacity >= 2 * batch);
@@ -177,9 +209,11 @@ public:
 
     void* allocate() {
         if (count_ == 0) {
-            count_ = block_depot::instance().take(free_);
-            if (count_ == 0)
+            if (taken_ == nullptr)
+                taken_ = block_depot::instance().take_groups();
+            if (taken_ == nullptr)
                 return ::operator new(work_item_block);
+            count_ = block_depot::unpack(taken_, free_); // one group: at most 10 blocks
         }
         return free_[--count_];
     }
@@ -195,11 +229,14 @@ public:
     ~block_cache() {
         if (count_ > 0)
             block_depot::instance().give(free_, count_);
+        if (taken_ != nullptr)
+            block_depot::instance().give_groups(taken_);
     }
 
 private:
     std::size_t count_ = 0;
-    void* free_[capacity]; // free blocks' addresses; [0, count_) are valid
+    void* free_[capacity];                // free blocks' addresses; [0, count_) are valid
+    block_depot::group* taken_ = nullptr; // the groups of a taken batch not unpacked yet
 };
 
 // --- making and disposing of work items ----------------------------------------------------
