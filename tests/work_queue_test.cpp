@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 // The pool's FIFO alone: order through many pages and the overflow list, memory that follows the
@@ -45,9 +46,12 @@ void pop_all(work_queue& q, items& it, std::size_t max, std::vector<std::size_t>
 } // namespace
 
 TEST(work_queue_test, keeps_fifo_order_through_pages_and_the_overflow) {
-    for (const std::size_t capacity :
-         {std::size_t{2}, std::size_t{4}, std::size_t{64}, std::size_t{1024}, std::size_t{4096}}) {
-        work_queue q(capacity);
+    // (capacity, slots per segment): one entry, several small ones, the default's shape.
+    const std::pair<std::size_t, std::size_t> shapes[] = {{2, 2},  {4, 4},       {8, 2},
+                                                          {64, 8}, {1024, 1024}, {4096, 1024}};
+    for (const auto& shape : shapes) {
+        const std::size_t capacity = shape.first;
+        work_queue q(capacity, shape.second);
         const std::size_t n = 3 * capacity + 7; // more than fits: the rest overflows
         items it(n);
         for (std::size_t i = 0; i < n; ++i)
@@ -128,8 +132,12 @@ TEST(work_queue_test, many_producers_and_consumers_hand_over_each_item_once) {
     constexpr int producers = 3;
     constexpr int consumers = 3;
     constexpr std::size_t per_producer = 40000;
-    for (const std::size_t capacity : {std::size_t{8}, std::size_t{256}, std::size_t{4096}}) {
-        work_queue q(capacity);
+    // (capacity, slots per segment): one entry, several small ones, the default's shape.
+    const std::pair<std::size_t, std::size_t> shapes[] = {
+        {2, 2}, {4, 2}, {8, 2}, {64, 4}, {4096, 1024}};
+    for (const auto& shape : shapes) {
+        const std::size_t capacity = shape.first;
+        work_queue q(capacity, shape.second);
         items it(producers * per_producer);
         std::vector<std::atomic<int>> taken(producers * per_producer);
         std::vector<std::atomic<bool>> accepted(producers * per_producer);
@@ -191,4 +199,50 @@ TEST(work_queue_test, many_producers_and_consumers_hand_over_each_item_once) {
         EXPECT_EQ(disorder.load(), 0) << "capacity " << capacity;
         EXPECT_TRUE(close_now.load());
     }
+}
+
+// Producers that fall behind (preempted between reading the producers' position and installing
+// its page) must never bring back a page that was consumed meanwhile: that would block its
+// directory entry for good, and every later push would take the overflow. After a stress on tiny
+// pages (2 entries of 2 slots), a quiet round that fits in the queue must not overflow.
+TEST(work_queue_test, no_page_is_left_blocking_its_entry_after_a_stress) {
+    constexpr std::size_t capacity = 4;
+    constexpr int producers = 4;
+    constexpr std::size_t per_producer = 30000;
+    work_queue q(capacity, 2); // two entries of two slots
+    items it(producers * per_producer);
+    std::atomic<int> producers_done{0};
+    std::atomic<std::size_t> popped{0};
+    std::vector<std::thread> threads;
+    for (int p = 0; p < producers; ++p)
+        threads.emplace_back([&, p] {
+            std::mt19937 rng(static_cast<unsigned>(p) + 7U);
+            for (std::size_t i = 0; i < per_producer; ++i) {
+                ASSERT_TRUE(q.push(it.at(static_cast<std::size_t>(p) * per_producer + i), false));
+                if (rng() % 64 == 0)
+                    std::this_thread::yield();
+            }
+            producers_done.fetch_add(1);
+        });
+    for (int c = 0; c < 2; ++c)
+        threads.emplace_back([&] {
+            while (producers_done.load() != producers || !q.drained())
+                popped.fetch_add(q.pop(3).count);
+        });
+    for (auto& t : threads)
+        t.join();
+    ASSERT_EQ(popped.load(), producers * per_producer);
+    // A page is reused only once it is empty, so the queue surely holds capacity - S + 1 items
+    // (S = 2 here); rounds of that many, from every start within a page, touch both entries.
+    const std::uint64_t overflowed = q.overflowed();
+    constexpr std::size_t fits = capacity - 2 + 1;
+    items quiet(fits);
+    for (int round = 0; round < 4; ++round) {
+        for (std::size_t i = 0; i < fits; ++i)
+            ASSERT_TRUE(q.push(quiet.at(i), false));
+        std::vector<std::size_t> seen;
+        pop_all(q, quiet, 16, seen);
+        EXPECT_EQ(seen.size(), fits);
+    }
+    EXPECT_EQ(q.overflowed(), overflowed) << "a page blocks its entry: the queue overflows early";
 }

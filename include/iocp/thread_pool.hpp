@@ -105,10 +105,11 @@ struct thread_pool_options {
     /// [1, max_batch]. Larger batches cost fewer shared-counter updates under load; they never
     /// hold back work, since idle workers take the claimed items not started yet.
     std::size_t batch = 16;
-    /// The most work items the lock-free queue holds (16 bytes each), clamped to
+    /// Work items the lock-free queue holds (16 bytes each), clamped to
     /// [min_queue_capacity, max_queue_capacity] and rounded up to a power of two. Its memory
     /// follows the backlog: segments of 1,024 slots (16 KiB) are added as posts outrun the
-    /// workers, and reused once emptied (kept until the pool is destroyed). When it is full,
+    /// workers, and reused once emptied (kept until the pool is destroyed); since a segment is
+    /// reused only whole, it surely holds `queue_capacity` - 1,023 items. When it is full,
     /// posts go to a slower locked overflow list: nothing is refused for lack of room.
     std::size_t queue_capacity = std::size_t{1} << 22;
     /// How long an idle worker keeps looking for work before it sleeps on the port, clamped to

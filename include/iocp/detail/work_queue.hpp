@@ -11,9 +11,10 @@
 // and one store into the slot.
 //
 // Segments. A directory of D entries holds page k's segment in entry k % D: the first producer
-// that reaches the page installs it (a segment recycled from a retired page, or a new one), and
-// the consumer that releases the page's last slot retires it. So memory follows the backlog,
-// up to `capacity` = S * D slots, not the number of posts ever made. Why not one ring of
+// that reaches the page installs it (a segment recycled from a retired page, or a new one)
+// before any position of it is claimed, and the consumer that releases the page's last slot
+// retires it. So memory follows the backlog, up to `capacity` = S * D slots, not the number of
+// posts ever made. Why not one ring of
 // `capacity` slots: a ring's every slot is touched once per lap, so its memory is the capacity
 // from the first lap on, and a ring small enough to be cheap fills in a burst (posts outrunning
 // the workers), after which every post took the locked overflow: measured in a two-producer
@@ -54,17 +55,19 @@ public:
     // Slots per segment (16 KiB), or the capacity if smaller.
     static constexpr std::size_t max_segment_slots = 1024;
 
-    // Allocates the directory and the first page's segment (throws std::bad_alloc).
-    explicit work_queue(std::size_t capacity)
-        : slots_per_segment_((std::min)(round_up(capacity), max_segment_slots)),
+    // Allocates the directory and the first page's segment (throws std::bad_alloc). Segments
+    // hold `segment_slots` (rounded up to a power of two, at most the capacity; tests make them
+    // small to turn pages over often).
+    explicit work_queue(std::size_t capacity, std::size_t segment_slots = max_segment_slots)
+        : slots_per_segment_((std::min)(round_up(capacity), round_up(segment_slots))),
           page_shift_(log2(slots_per_segment_)),
           directory_mask_(round_up(capacity) / slots_per_segment_ - 1),
-          directory_(std::make_unique<std::atomic<segment*>[]>(directory_mask_ + 1)) {
+          directory_(std::make_unique<directory_entry[]>(directory_mask_ + 1)) {
         segment* first = new_segment();
         if (first == nullptr)
             throw std::bad_alloc();
         start_page(*first, 0);
-        directory_[0].store(first, std::memory_order_relaxed);
+        directory_[0].current.store(first, std::memory_order_relaxed);
     }
 
     ~work_queue() {
@@ -153,7 +156,7 @@ public:
     bool maybe_nonempty() const noexcept {
         const std::uint64_t pos = dequeue_pos_.load(std::memory_order_seq_cst);
         const segment* s =
-            directory_[page_of(pos) & directory_mask_].load(std::memory_order_seq_cst);
+            directory_[page_of(pos) & directory_mask_].current.load(std::memory_order_seq_cst);
         if (s != nullptr && s->base.load(std::memory_order_seq_cst) == page_base(pos) &&
             s->slots[index_of(pos)].seq.load(std::memory_order_seq_cst) == pos + 1)
             return true;
@@ -164,6 +167,11 @@ public:
     std::uint64_t pushed() const noexcept {
         return (enqueue_pos_.load(std::memory_order_acquire) & position_mask) +
                overflow_pushed_.load(std::memory_order_acquire);
+    }
+
+    // Items that went to the overflow list so far (tests).
+    std::uint64_t overflowed() const noexcept {
+        return overflow_pushed_.load(std::memory_order_relaxed);
     }
 
     // Segments allocated so far (tests: memory follows the backlog).
@@ -189,6 +197,12 @@ private:
         std::atomic<std::size_t> released{0};
     };
 
+    // Page k's place: entry k % D holds pages k % D, k % D + D, ... one after the other.
+    struct directory_entry {
+        std::atomic<segment*> current{nullptr}; // the page installed here, if any
+        std::atomic<std::uint64_t> retired{0};  // pages of this entry retired so far
+    };
+
     // Flag bits in enqueue_pos_ above any position a program reaches (2^61 posts).
     static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63;
     static constexpr std::uint64_t privileged_only_bit = std::uint64_t{1} << 62;
@@ -202,6 +216,10 @@ private:
     std::uint64_t page_of(std::uint64_t pos) const noexcept { return pos >> page_shift_; }
     std::uint64_t page_base(std::uint64_t pos) const noexcept {
         return page_of(pos) << page_shift_;
+    }
+    // Which of its entry's pages `page` is (0 for the first).
+    std::uint64_t round_of(std::uint64_t page) const noexcept {
+        return page / (directory_mask_ + 1);
     }
     std::size_t index_of(std::uint64_t pos) const noexcept {
         return static_cast<std::size_t>(pos & (slots_per_segment_ - 1));
@@ -248,31 +266,31 @@ private:
             if (refused(pos, privileged))
                 return push_result::refused;
             const std::uint64_t position = pos & position_mask;
-            std::atomic<segment*>& entry = directory_[page_of(position) & directory_mask_];
-            segment* s = entry.load(std::memory_order_acquire);
-            if (s != nullptr) {
-                const std::uint64_t base = s->base.load(std::memory_order_acquire);
-                if (base < page_base(position))
-                    return push_result::full; // the entry's older page is not consumed yet
-                if (base > page_base(position) ||
-                    s->slots[index_of(position)].seq.load(std::memory_order_acquire) != position) {
-                    pos = enqueue_pos_.load(std::memory_order_acquire); // overtaken
-                    continue;
-                }
-            } else if (fresh == nullptr && (fresh = take_spare()) == nullptr) {
-                return push_result::full; // no memory for the page: the overflow takes it
+            directory_entry& entry = directory_[page_of(position) & directory_mask_];
+            segment* s = entry.current.load(std::memory_order_acquire);
+            if (s == nullptr) {
+                // The page is not installed yet (its first push, or a race for it).
+                if (fresh == nullptr && (fresh = take_spare()) == nullptr)
+                    return push_result::full; // no memory for the page: the overflow takes it
+                if (!install(entry, position, fresh))
+                    pos = enqueue_pos_.load(std::memory_order_acquire);
+                continue;
+            }
+            const std::uint64_t base = s->base.load(std::memory_order_acquire);
+            if (base < page_base(position))
+                return push_result::full; // the entry's older page is not consumed yet
+            if (base > page_base(position) ||
+                s->slots[index_of(position)].seq.load(std::memory_order_acquire) != position) {
+                pos = enqueue_pos_.load(std::memory_order_acquire); // overtaken
+                continue;
             }
             // TRICKY: the CAS fails if restrict() set a flag since the load above, so the
             // access check and the claim are one atomic step. If it succeeds, `position` was
             // current: its page cannot be retired before this item is taken, so `s` still holds
-            // it; and a page is installed only by a producer that claimed one of its positions,
-            // never for a page that `pos` had stopped being (an overtaken producer would bring
-            // back a page already consumed, and block its entry for good).
+            // it (see the file's comment).
             if (!enqueue_pos_.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
                                                     std::memory_order_acquire))
                 continue;
-            if (s == nullptr)
-                s = install(entry, page_base(position), fresh);
             slot& sl = s->slots[index_of(position)];
             sl.item = item;
             // seq_cst, not just release: this store is the producer's half of the pool's
@@ -282,26 +300,38 @@ private:
         }
     }
 
-    // Puts `fresh` (started for the page at `base`) in the page's empty directory entry,
-    // unless another producer of the page did first; returns the page's segment.
-    // (The entry's previous page was retired: the entry was seen empty before the claim, and
-    // after a page's retirement only producers of the next page install.)
-    segment* install(std::atomic<segment*>& entry, std::uint64_t base, segment*& fresh) noexcept {
-        start_page(*fresh, base);
+    // Installs `fresh` for the page of `position` in its empty entry. True if it did (then
+    // `fresh` is the entry's); false if another producer installed first, or if the page turned
+    // out to be consumed already (then `fresh` stays in hand). Either way the caller looks again.
+    // TRICKY: `position` may have been overtaken while this producer was away, even past the
+    // page's end and its retirement; installing the page again would block its entry for good
+    // (no position of it is left to fill and release it). Retirement counts the page before it
+    // empties the entry, so an install that found the entry empty sees that count if it came
+    // from this page's retirement, and takes its segment back (nobody can have used it: the
+    // page's positions are all taken, and the entry's next page sees an older one there).
+    bool install(directory_entry& entry, std::uint64_t position, segment*& fresh) noexcept {
+        start_page(*fresh, page_base(position));
         segment* current = nullptr;
-        // seq_cst: part of the wake-up protocol (see maybe_nonempty); release for the
-        // segment's new base and sequences.
-        if (entry.compare_exchange_strong(current, fresh, std::memory_order_seq_cst,
-                                          std::memory_order_acquire))
-            return std::exchange(fresh, nullptr);
-        return current;
+        // seq_cst: part of the wake-up protocol (see maybe_nonempty) and of the count's check
+        // below; release for the segment's new base and sequences.
+        if (!entry.current.compare_exchange_strong(current, fresh, std::memory_order_seq_cst,
+                                                   std::memory_order_acquire))
+            return false;
+        if (entry.retired.load(std::memory_order_seq_cst) <= round_of(page_of(position))) {
+            fresh = nullptr;
+            return true;
+        }
+        segment* mine = fresh;
+        if (!entry.current.compare_exchange_strong(mine, nullptr, std::memory_order_seq_cst))
+            fresh = nullptr; // cannot happen (see above); if it did, the entry owns it now
+        return false;
     }
 
     std::size_t pop_slots(std::size_t max, work_item**& link, bool& more) noexcept {
         std::uint64_t pos = dequeue_pos_.load(std::memory_order_relaxed);
         for (;;) {
             const segment* found =
-                directory_[page_of(pos) & directory_mask_].load(std::memory_order_acquire);
+                directory_[page_of(pos) & directory_mask_].current.load(std::memory_order_acquire);
             if (found == nullptr)
                 return 0; // the page is not installed: nothing was pushed there yet
             const std::uint64_t base = found->base.load(std::memory_order_acquire);
@@ -350,7 +380,11 @@ private:
         // acq_rel: every consumer's reads of the page come before its retirement.
         if (s.released.fetch_add(n, std::memory_order_acq_rel) + n != slots_per_segment_)
             return;
-        directory_[page & directory_mask_].store(nullptr, std::memory_order_seq_cst);
+        directory_entry& entry = directory_[page & directory_mask_];
+        // Counted before the entry empties: an install that finds it empty then sees the count
+        // (see install).
+        entry.retired.store(round_of(page) + 1, std::memory_order_seq_cst);
+        entry.current.store(nullptr, std::memory_order_seq_cst);
         put_spare(&s);
     }
 
@@ -436,7 +470,7 @@ private:
     const std::size_t slots_per_segment_;
     const unsigned page_shift_;
     const std::size_t directory_mask_;
-    const std::unique_ptr<std::atomic<segment*>[]> directory_;
+    const std::unique_ptr<directory_entry[]> directory_;
 
     // Producers' and consumers' counters on separate cache lines: each side writes only its
     // own, and the slots carry the hand-off.
