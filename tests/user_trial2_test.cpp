@@ -1,0 +1,1150 @@
+// More programs a user might write from the README and the public headers, aimed at promises
+// about threads, counts and error codes under timings a careful author may not have tried:
+// stop requests from a thread outside the pool at random moments against every awaitable,
+// the timeout pattern (a sleep that stops an I/O, the I/O that stops the sleep), bytes reported
+// by cancelled sends against the bytes the peer really got, accepts cancelled while clients
+// connect, shutdown while threads outside the pool wait in sync_wait, bad input, and when_all /
+// sync_wait nesting with exceptions. Each counts what it started and checks every resumption
+// happened exactly once, on a thread the documentation allows.
+
+#include "iocp/coroutine.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "iocp/config.hpp"
+#include "iocp/coro/spawn.hpp"
+#include "iocp/coro/sync_wait.hpp"
+#include "iocp/coro/task.hpp"
+#include "iocp/coro/when_all.hpp"
+#include "iocp/error.hpp"
+#include "iocp/thread_pool.hpp"
+#include "support/coroutines.hpp"
+#include "support/waiting.hpp"
+
+#if IOCP_HAS_IO
+#include "iocp/acceptor.hpp"
+#include "iocp/buffer.hpp"
+#include "iocp/coro/io.hpp"
+#include "iocp/endpoint.hpp"
+#include "iocp/file.hpp"
+#include "iocp/socket.hpp"
+#endif
+
+namespace {
+
+// A thread outside the pool that requests a stop when asked, after a random busy wait: the
+// stop lands at any moment of the awaiting coroutine's co_await (before it, inside
+// await_suspend, while the operation is pending, as it completes, after it).
+class stopper {
+public:
+    explicit stopper(unsigned seed) : rng_(seed), thread_([this] { run(); }) {}
+    stopper(const stopper&) = delete;
+    stopper& operator=(const stopper&) = delete;
+    ~stopper() {
+        {
+            std::lock_guard lock(mutex_);
+            quit_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+    }
+
+    // The thread requests a stop of `source` after a random wait of up to `max_wait`.
+    void arm(std::stop_source source, std::chrono::microseconds max_wait) {
+        std::lock_guard lock(mutex_);
+        source_ = std::move(source);
+        max_wait_ = max_wait;
+        armed_ = true;
+        done_ = false;
+        cv_.notify_all();
+    }
+
+    // Returns once the armed request has returned.
+    void wait_done() {
+        std::unique_lock lock(mutex_);
+        cv_.wait(lock, [&] { return done_; });
+    }
+
+    std::thread::id id() const noexcept { return thread_.get_id(); }
+
+private:
+    void run() {
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            cv_.wait(lock, [&] { return armed_ || quit_; });
+            if (quit_)
+                return;
+            armed_ = false;
+            std::stop_source source = std::move(source_);
+            const auto wait = std::chrono::microseconds(
+                rng_() % static_cast<unsigned>(std::max<long long>(1, max_wait_.count())));
+            lock.unlock();
+            const auto until = std::chrono::steady_clock::now() + wait;
+            while (std::chrono::steady_clock::now() < until)
+                std::this_thread::yield();
+            source.request_stop();
+            source = {};
+            lock.lock();
+            done_ = true;
+            cv_.notify_all();
+        }
+    }
+
+    std::mt19937 rng_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::stop_source source_{std::nostopstate};
+    std::chrono::microseconds max_wait_{1};
+    bool armed_ = false;
+    bool done_ = true;
+    bool quit_ = false;
+    std::thread thread_; // last: starts after the members it uses
+};
+
+iocp::thread_pool_options options_with(std::size_t threads) {
+    iocp::thread_pool_options o;
+    o.threads = threads;
+    return o;
+}
+
+// --- sleep -----------------------------------------------------------------------------------
+
+TEST(user_trial2_test, sleep_stopped_from_outside_resumes_once_on_a_worker_unless_aborted_early) {
+    // sync_wait in main awaits a short sleep while a thread outside the pool requests a stop
+    // at a random moment. The sleep resumes exactly once, never on the stopping thread (never
+    // inside request_stop()), with its time or errc::operation_aborted; it resumes on a worker
+    // unless the stop came before the co_await (then at once, aborted, on main).
+    iocp::thread_pool pool(2);
+    stopper stop(1);
+    std::mt19937 rng(2);
+    constexpr int rounds = 1500;
+    int elapsed = 0;
+    int aborted = 0;
+    int resumed = 0;
+    for (int r = 0; r < rounds; ++r) {
+        std::stop_source source;
+        stop.arm(source, std::chrono::microseconds(300));
+        const auto d = std::chrono::microseconds(rng() % 200);
+        bool on_worker = false;
+        bool on_stopper = false;
+        auto body = [&]() -> iocp::task<std::error_code> {
+            std::error_code ec = co_await pool.sleep_for(d, source.get_token());
+            ++resumed;
+            on_worker = pool.is_worker();
+            on_stopper = std::this_thread::get_id() == stop.id();
+            co_return ec;
+        };
+        const std::error_code ec = iocp::sync_wait(body());
+        stop.wait_done();
+        ASSERT_FALSE(on_stopper) << "round " << r;
+        if (!ec) {
+            ++elapsed;
+            ASSERT_TRUE(on_worker) << "a sleep that elapsed resumed off the pool, round " << r;
+        } else {
+            ASSERT_EQ(ec, iocp::errc::operation_aborted) << ec.message() << ", round " << r;
+            ++aborted;
+        }
+    }
+    EXPECT_EQ(resumed, rounds);
+    EXPECT_EQ(elapsed + aborted, rounds);
+    std::printf("[ trial    ] %d sleeps elapsed, %d aborted\n", elapsed, aborted);
+}
+
+TEST(user_trial2_test, sleeps_stopped_on_workers_from_outside_resume_once) {
+    // Many sleeps spawned on a pool at once, all sharing stop sources that a thread outside the
+    // pool stops at random moments: each resumes exactly once, on a worker, and wait() sees all.
+    iocp::thread_pool pool(2);
+    std::mt19937 rng(3);
+    constexpr int rounds = 60;
+    constexpr int per_round = 40;
+    std::atomic<int> resumed{0};
+    std::atomic<int> off_worker{0};
+    std::atomic<int> bad_code{0};
+    std::atomic<int> destroyed{0};
+    for (int r = 0; r < rounds; ++r) {
+        std::stop_source source;
+        auto body = [&](iocp_test::frame_guard, std::chrono::microseconds d) -> iocp::task<> {
+            co_await pool.schedule();
+            std::error_code ec = co_await pool.sleep_for(d, source.get_token());
+            if (!pool.is_worker())
+                off_worker.fetch_add(1);
+            if (ec && ec != iocp::errc::operation_aborted)
+                bad_code.fetch_add(1);
+            resumed.fetch_add(1);
+        };
+        for (int i = 0; i < per_round; ++i)
+            iocp::spawn(pool, body(iocp_test::frame_guard(destroyed),
+                                   std::chrono::microseconds(rng() % 500)));
+        std::thread t([&, wait = rng() % 400] {
+            std::this_thread::sleep_for(std::chrono::microseconds(wait));
+            source.request_stop();
+        });
+        t.join();
+        // wait() does not wait for timers: wait for the frames (the lambda must outlive them).
+        iocp_test::wait_until([&] { return destroyed.load() == (r + 1) * per_round; },
+                              "the round's frames");
+        EXPECT_EQ(resumed.load(), (r + 1) * per_round);
+    }
+    EXPECT_EQ(resumed.load(), rounds * per_round);
+    EXPECT_EQ(destroyed.load(), rounds * per_round);
+    EXPECT_EQ(off_worker.load(), 0);
+    EXPECT_EQ(bad_code.load(), 0);
+}
+
+// --- when_all, sync_wait, spawn ------------------------------------------------------------
+
+struct trial_error : std::runtime_error {
+    int index;
+    explicit trial_error(int i) : std::runtime_error("trial error"), index(i) {}
+};
+
+TEST(user_trial2_test, when_all_rethrows_the_first_in_argument_order_after_every_task_ended) {
+    // Tasks hop a random number of times on two workers, some throw; whatever the order they
+    // end in, when_all resumes once every one has ended and rethrows the first thrower in
+    // argument order (vector and tuple forms), and every frame is freed once.
+    iocp::thread_pool pool(2);
+    std::mt19937 rng(4);
+    for (int round = 0; round < 200; ++round) {
+        constexpr int n = 6;
+        std::atomic<int> ended{0};
+        std::atomic<int> destroyed{0};
+        std::array<bool, n> throws{};
+        std::array<int, n> hops{};
+        for (int i = 0; i < n; ++i) {
+            throws[i] = rng() % 3 == 0;
+            hops[i] = static_cast<int>(rng() % 6);
+        }
+        auto job = [&](iocp_test::frame_guard, int i) -> iocp::task<int> {
+            for (int h = 0; h < hops[i]; ++h)
+                co_await pool.schedule();
+            ended.fetch_add(1);
+            if (throws[i])
+                throw trial_error(i);
+            co_return i * 10;
+        };
+        int first = -1;
+        for (int i = 0; i < n && first < 0; ++i)
+            if (throws[i])
+                first = i;
+        if (round % 2 == 0) {
+            std::vector<iocp::task<int>> tasks;
+            for (int i = 0; i < n; ++i)
+                tasks.push_back(job(iocp_test::frame_guard(destroyed), i));
+            try {
+                std::vector<int> v = iocp::sync_wait(iocp::when_all(std::move(tasks)));
+                ASSERT_EQ(first, -1);
+                ASSERT_EQ(v.size(), std::size_t{n});
+                for (int i = 0; i < n; ++i)
+                    EXPECT_EQ(v[static_cast<std::size_t>(i)], i * 10);
+            } catch (const trial_error& e) {
+                EXPECT_EQ(e.index, first) << "round " << round;
+            }
+        } else {
+            auto all = [&]() -> iocp::task<int> {
+                auto [a, b, c] = co_await iocp::when_all(job(iocp_test::frame_guard(destroyed), 0),
+                                                         job(iocp_test::frame_guard(destroyed), 1),
+                                                         job(iocp_test::frame_guard(destroyed), 2));
+                co_return a + b + c;
+            };
+            int first3 = -1;
+            for (int i = 0; i < 3 && first3 < 0; ++i)
+                if (throws[i])
+                    first3 = i;
+            try {
+                EXPECT_EQ(iocp::sync_wait(all()), 30);
+                EXPECT_EQ(first3, -1);
+            } catch (const trial_error& e) {
+                EXPECT_EQ(e.index, first3) << "round " << round;
+            }
+        }
+        const int expected = round % 2 == 0 ? n : 3;
+        EXPECT_EQ(ended.load(), expected) << "round " << round;
+        EXPECT_EQ(destroyed.load(), expected) << "round " << round;
+    }
+}
+
+TEST(user_trial2_test, nested_sync_wait_and_when_all_from_many_threads) {
+    // Threads outside the pool each sync_wait a task that awaits a when_all of tasks, one of
+    // which blocks in a nested sync_wait of its own on the starting thread (allowed: it is not
+    // a worker) before the others have ended. Every result arrives exactly once.
+    iocp::thread_pool pool(2);
+    constexpr int threads = 3;
+    constexpr int rounds = 150;
+    std::atomic<int> wrong{0};
+    auto leaf = [&](int v) -> iocp::task<int> {
+        co_await pool.schedule();
+        co_return v;
+    };
+    auto inner_blocking = [&](int v) -> iocp::task<int> {
+        // Starts on the thread that awaits when_all (not a worker): a sync_wait here blocks it.
+        const bool start_on_worker = pool.is_worker();
+        int got = start_on_worker ? v : iocp::sync_wait(leaf(v));
+        co_await pool.schedule();
+        co_return got;
+    };
+    auto outer = [&](int base) -> iocp::task<int> {
+        auto [a, b, c] =
+            co_await iocp::when_all(inner_blocking(base), leaf(base + 1), inner_blocking(base + 2));
+        co_return a + b + c;
+    };
+    std::vector<std::thread> ts;
+    for (int t = 0; t < threads; ++t) {
+        ts.emplace_back([&, t] {
+            for (int r = 0; r < rounds; ++r) {
+                const int base = t * 1000 + r;
+                if (iocp::sync_wait(outer(base)) != 3 * base + 3)
+                    wrong.fetch_add(1);
+            }
+        });
+    }
+    for (auto& t : ts)
+        t.join();
+    EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST(user_trial2_test, an_exception_from_a_spawned_task_reaches_the_handler_once_from_any_point) {
+    // Spawned tasks throw at a random point: before their first co_await, after hops, after a
+    // sleep. Each exception reaches the pool's exception handler exactly once; wait() returns
+    // after every one of them, and every frame is freed.
+    std::atomic<int> handled{0};
+    std::atomic<int> destroyed{0};
+    iocp::thread_pool_options o = options_with(2);
+    o.exception_handler = [&](const std::exception_ptr& e) {
+        try {
+            std::rethrow_exception(e);
+        } catch (const trial_error&) {
+            handled.fetch_add(1);
+        } catch (...) {
+        }
+    };
+    iocp::thread_pool pool(std::move(o));
+    constexpr int n = 600;
+    auto body = [&](iocp_test::frame_guard, int i) -> iocp::task<> {
+        if (i % 3 == 0)
+            throw trial_error(i);
+        for (int h = 0; h < i % 5; ++h)
+            co_await pool.schedule();
+        if (i % 3 == 1)
+            throw trial_error(i);
+        (void)co_await pool.sleep_for(std::chrono::microseconds(i % 50));
+        throw trial_error(i);
+    };
+    for (int i = 0; i < n; ++i)
+        iocp::spawn(pool, body(iocp_test::frame_guard(destroyed), i));
+    // A sleep is a timer, which wait() counts as in flight only once it is posted back:
+    // wait for the handler's count itself.
+    iocp_test::wait_until([&] { return handled.load() == n; }, "every exception");
+    pool.wait();
+    EXPECT_EQ(handled.load(), n);
+    iocp_test::wait_until([&] { return destroyed.load() == n; }, "every frame");
+}
+
+#if IOCP_HAS_IO
+
+// --- sockets -------------------------------------------------------------------------------
+
+struct socket_pair {
+    iocp::socket client;
+    iocp::socket server;
+};
+
+socket_pair make_pair(iocp::thread_pool& pool) {
+    iocp::acceptor listener(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0));
+    auto run = [&]() -> iocp::task<socket_pair> {
+        socket_pair p{iocp::socket(pool), iocp::socket()};
+        auto accept = [&]() -> iocp::task<iocp::socket> {
+            co_return (co_await iocp::async_accept(listener).or_throw()).first;
+        };
+        auto connect = [&]() -> iocp::task<> {
+            co_await iocp::async_connect(p.client, listener.local_endpoint()).or_throw();
+        };
+        auto [server, unused] = co_await iocp::when_all(accept(), connect());
+        p.server = std::move(server);
+        co_return p;
+    };
+    return iocp::sync_wait(run());
+}
+
+unsigned char byte_at(std::size_t i) {
+    return static_cast<unsigned char>((i * 7 + i / 251) & 0xFF);
+}
+
+TEST(user_trial2_test, recv_stopped_from_outside_while_bytes_arrive_loses_and_repeats_nothing) {
+    // sync_wait in main awaits receives with a token a thread outside the pool stops at random
+    // moments, while another thread sends bytes at random moments. Each receive resumes once,
+    // never on the stopping thread, aborted (0 bytes) or with bytes; the bytes arrive in order.
+    iocp::thread_pool pool(2);
+    socket_pair p = make_pair(pool);
+    constexpr std::size_t total = 6000;
+    std::atomic<bool> send_failed{false};
+    std::thread sender([&] {
+        std::mt19937 rng(5);
+        std::array<unsigned char, 16> buf{};
+        std::size_t sent = 0;
+        while (sent < total) {
+            const std::size_t n = std::min<std::size_t>(1 + rng() % buf.size(), total - sent);
+            for (std::size_t i = 0; i < n; ++i)
+                buf[i] = byte_at(sent + i);
+            auto send = [&]() -> iocp::task<iocp::io_result> {
+                co_return co_await iocp::async_send_all(p.client, iocp::buffer(buf.data(), n));
+            };
+            const iocp::io_result r = iocp::sync_wait(send());
+            if (r.ec || r.bytes != n) {
+                send_failed.store(true);
+                return;
+            }
+            sent += n;
+            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 100));
+        }
+    });
+    stopper stop(6);
+    std::size_t received = 0;
+    bool in_order = true;
+    int aborted = 0;
+    int completed = 0;
+    int on_stopper = 0;
+    int rounds = 0;
+    while (received < total && !send_failed.load()) {
+        const bool stopping = rounds++ % 8 != 7 && rounds < 20000;
+        std::stop_source source;
+        if (stopping)
+            stop.arm(source, std::chrono::microseconds(200));
+        std::array<unsigned char, 16> buf{};
+        auto body = [&]() -> iocp::task<iocp::io_result> {
+            iocp::io_result r =
+                co_await iocp::async_recv(p.server, iocp::buffer(buf), source.get_token());
+            if (std::this_thread::get_id() == stop.id())
+                ++on_stopper;
+            co_return r;
+        };
+        const iocp::io_result r = iocp::sync_wait(body());
+        if (stopping)
+            stop.wait_done();
+        if (r.ec == iocp::errc::operation_aborted) {
+            EXPECT_EQ(r.bytes, 0U);
+            ++aborted;
+            continue;
+        }
+        ASSERT_FALSE(r.ec) << r.ec.message();
+        ++completed;
+        for (std::size_t i = 0; i < r.bytes; ++i)
+            in_order = in_order && buf[i] == byte_at(received + i);
+        received += r.bytes;
+    }
+    sender.join();
+    EXPECT_FALSE(send_failed.load());
+    EXPECT_EQ(on_stopper, 0);
+    EXPECT_TRUE(in_order);
+    EXPECT_EQ(received, total);
+    std::printf("[ trial    ] %d receives aborted, %d completed\n", aborted, completed);
+}
+
+// Sends the byte pattern from `start` with send_all (or one send) and a token, returns what the
+// awaitable reported.
+iocp::task<iocp::io_result> send_pattern(iocp::socket& s, std::vector<unsigned char>& buf,
+                                         std::size_t start, std::size_t n, bool all,
+                                         std::stop_token token) {
+    buf.resize(n);
+    for (std::size_t i = 0; i < n; ++i)
+        buf[i] = byte_at(start + i);
+    if (all)
+        co_return co_await iocp::async_send_all(s, iocp::buffer(buf.data(), n), std::move(token));
+    co_return co_await iocp::async_send(s, iocp::buffer(buf.data(), n), std::move(token));
+}
+
+TEST(user_trial2_test, cancelled_sends_report_exactly_the_bytes_the_peer_receives) {
+    // send and send_all with a small send buffer and a slow reader, each stopped at a random
+    // moment from a thread outside the pool. The documented count (send: what the send took;
+    // send_all: the total sent, also on error) is what the next send continues from, so the
+    // peer must see one unbroken pattern of exactly the bytes reported: a cancelled send that
+    // took bytes but reported fewer (or the other way) shows up as a break in the pattern.
+    for (const bool all : {true, false}) {
+        iocp::thread_pool pool(2);
+        socket_pair p = make_pair(pool);
+        // A small send buffer makes sends wait and split. (Not a small receive buffer: set
+        // after the handshake, it makes the kernel drop segments it already advertised room
+        // for, and the connection then stalls on retransmission timeouts.)
+        p.client.set_send_buffer_size(4096);
+        std::atomic<std::size_t> received{0};
+        std::atomic<bool> broken{false};
+        std::atomic<bool> reader_done{false};
+        std::thread reader([&] {
+            std::mt19937 rng(7);
+            std::vector<unsigned char> buf(3000);
+            std::size_t got = 0;
+            for (;;) {
+                auto recv = [&]() -> iocp::task<iocp::io_result> {
+                    co_return co_await iocp::async_recv(
+                        p.server, iocp::buffer(buf.data(), 1 + rng() % buf.size()));
+                };
+                const iocp::io_result r = iocp::sync_wait(recv());
+                if (r.ec)
+                    break; // eof at the end
+                for (std::size_t i = 0; i < r.bytes; ++i)
+                    if (buf[i] != byte_at(got + i))
+                        broken.store(true);
+                got += r.bytes;
+                received.store(got);
+                if (rng() % 4 == 0)
+                    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 300));
+            }
+            reader_done.store(true);
+        });
+        stopper stop(8);
+        std::mt19937 rng(9);
+        std::vector<unsigned char> buf;
+        std::size_t sent = 0;
+        int aborted_with_bytes = 0;
+        int aborted = 0;
+        for (int r = 0; r < 200; ++r) {
+            std::stop_source source;
+            stop.arm(source, std::chrono::microseconds(1 + rng() % 3000));
+            const std::size_t n = 1 + rng() % 200000;
+            const iocp::io_result res =
+                iocp::sync_wait(send_pattern(p.client, buf, sent, n, all, source.get_token()));
+            stop.wait_done();
+            ASSERT_TRUE(!res.ec || res.ec == iocp::errc::operation_aborted) << res.ec.message();
+            ASSERT_LE(res.bytes, n);
+            if (res.ec) {
+                ++aborted;
+                if (res.bytes > 0)
+                    ++aborted_with_bytes;
+            } else if (all) {
+                ASSERT_EQ(res.bytes, n);
+            }
+            sent += res.bytes;
+        }
+        p.client.shutdown(iocp::shutdown_type::send);
+        iocp_test::wait_until([&] { return reader_done.load(); }, "the reader's eof");
+        reader.join();
+        EXPECT_FALSE(broken.load()) << (all ? "send_all" : "send");
+        EXPECT_EQ(received.load(), sent) << (all ? "send_all" : "send");
+        std::printf("[ trial    ] %s: %zu bytes, %d aborted (%d with bytes)\n",
+                    all ? "send_all" : "send", sent, aborted, aborted_with_bytes);
+    }
+}
+
+TEST(user_trial2_test, accepts_stopped_while_clients_connect_lose_no_client) {
+    // Clients connect one after another while the server awaits accepts with tokens that a
+    // thread outside the pool stops at random moments. Each accept resumes once, aborted or
+    // with a connection. A client the server accepted gets its one byte back; a connection a
+    // cancelled accept had already taken must be closed (the client sees eof or a reset), never
+    // left open and unserved; once the stops end, every client still queued is accepted.
+    iocp::thread_pool pool(2);
+    iocp::acceptor listener(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0));
+    constexpr int clients = 150;
+    std::atomic<int> served{0};     // clients that got their byte back
+    std::atomic<int> dropped{0};    // clients whose connection the server closed unserved
+    std::atomic<int> unexpected{0}; // anything else
+    std::atomic<int> done{0};
+    std::vector<std::thread> client_threads;
+    std::thread client_driver([&] {
+        for (int c = 0; c < clients; ++c) {
+            auto client = [&]() -> iocp::task<> {
+                iocp::socket s(pool);
+                if (co_await iocp::async_connect(s, listener.local_endpoint())) {
+                    unexpected.fetch_add(1);
+                    co_return;
+                }
+                unsigned char b = static_cast<unsigned char>(c);
+                auto [sec, sn] = co_await iocp::async_send_all(s, iocp::buffer(&b, 1));
+                unsigned char back = 0;
+                auto [ec, n] = co_await iocp::async_recv(s, iocp::buffer(&back, 1));
+                if (!ec && n == 1 && back == static_cast<unsigned char>(c + 1))
+                    served.fetch_add(1);
+                else if (ec == iocp::errc::eof || ec == iocp::errc::connection_reset ||
+                         (sec && sec == iocp::errc::connection_reset))
+                    dropped.fetch_add(1);
+                else
+                    unexpected.fetch_add(1);
+            };
+            iocp::sync_wait(client());
+            done.fetch_add(1);
+        }
+    });
+    stopper stop(10);
+    int accepted = 0;
+    int aborted = 0;
+    while (done.load() < clients) {
+        std::stop_source source;
+        // Most stops land at random moments; every fourth accept waits longer (and ends the
+        // last one, when no client is left to connect).
+        const bool late = (accepted + aborted) % 4 == 3;
+        stop.arm(source, std::chrono::microseconds(late ? 20000 : 300));
+        auto body = [&]() -> iocp::task<iocp::accept_result> {
+            co_return co_await iocp::async_accept(listener, source.get_token());
+        };
+        iocp::accept_result r = iocp::sync_wait(body());
+        stop.wait_done();
+        if (r.ec == iocp::errc::operation_aborted) {
+            ++aborted;
+            continue;
+        }
+        ASSERT_FALSE(r.ec) << r.ec.message();
+        ++accepted;
+        auto serve = [&](iocp::socket conn) -> iocp::task<> {
+            unsigned char b = 0;
+            auto [ec, n] = co_await iocp::async_recv(conn, iocp::buffer(&b, 1));
+            if (ec || n != 1)
+                co_return;
+            b = static_cast<unsigned char>(b + 1);
+            (void)co_await iocp::async_send_all(conn, iocp::buffer(&b, 1));
+        };
+        iocp::sync_wait(serve(std::move(r.conn)));
+    }
+    client_driver.join();
+    EXPECT_EQ(unexpected.load(), 0);
+    EXPECT_EQ(served.load() + dropped.load(), clients);
+    EXPECT_EQ(served.load(), accepted);
+    std::printf("[ trial    ] %d accepted, %d accepts aborted, %d clients dropped\n", accepted,
+                aborted, dropped.load());
+}
+
+TEST(user_trial2_test, connects_stopped_from_outside_resume_once_and_the_socket_reconnects) {
+    // Connects stopped at random moments: each resumes once, connected or aborted; after an
+    // aborted connect the socket is closed and connected again (the documented recovery). The
+    // listener accepts every connection that succeeded (and perhaps some a cancel came too late
+    // for: the kernel may finish the handshake of a connect reported aborted).
+    iocp::thread_pool pool(2);
+    iocp::acceptor listener(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0));
+    std::atomic<int> accepted{0};
+    std::atomic<bool> loop_ended{false};
+    std::stop_source end_accepting;
+    auto accept_loop = [&]() -> iocp::task<> {
+        std::vector<iocp::socket> keep;
+        for (;;) {
+            auto [ec, conn, peer] =
+                co_await iocp::async_accept(listener, end_accepting.get_token());
+            if (ec)
+                break;
+            accepted.fetch_add(1);
+            keep.push_back(std::move(conn));
+        }
+        loop_ended.store(true);
+    };
+    iocp::spawn(pool, accept_loop());
+    stopper stop(11);
+    int connected = 0;
+    int aborted = 0;
+    for (int r = 0; r < 150; ++r) {
+        iocp::socket s(pool);
+        std::stop_source source;
+        stop.arm(source, std::chrono::microseconds(200));
+        auto body = [&]() -> iocp::task<std::error_code> {
+            co_return co_await iocp::async_connect(s, listener.local_endpoint(),
+                                                   source.get_token());
+        };
+        std::error_code ec = iocp::sync_wait(body());
+        stop.wait_done();
+        if (ec) {
+            ASSERT_EQ(ec, iocp::errc::operation_aborted) << ec.message();
+            ++aborted;
+            s.close();
+            ec = iocp::sync_wait(body()); // the token is stopped now: aborted at once
+            ASSERT_EQ(ec, iocp::errc::operation_aborted);
+            auto again = [&]() -> iocp::task<std::error_code> {
+                co_return co_await iocp::async_connect(s, listener.local_endpoint());
+            };
+            ec = iocp::sync_wait(again());
+            ASSERT_FALSE(ec) << ec.message();
+        }
+        ++connected;
+    }
+    iocp_test::wait_until([&] { return accepted.load() >= connected; }, "every accept");
+    end_accepting.request_stop();
+    iocp_test::wait_until([&] { return loop_ended.load(); }, "the accept loop's end");
+    EXPECT_GE(accepted.load(), connected);
+    EXPECT_LE(accepted.load(), connected + aborted);
+    std::printf("[ trial    ] %d connects aborted first\n", aborted);
+}
+
+TEST(user_trial2_test, the_timeout_pattern_resumes_each_side_once) {
+    // The documented timeout: a sleep in another task stops the receive's token; the receive,
+    // when it completes, stops the sleep's. Data arrives at random moments around the timeout.
+    // Both sides resume exactly once; a timed-out receive is aborted with 0 bytes, and the
+    // bytes that did arrive are complete and in order.
+    iocp::thread_pool pool(2);
+    socket_pair p = make_pair(pool);
+    std::mt19937 rng(12);
+    std::size_t sent = 0;
+    std::size_t received = 0;
+    bool in_order = true;
+    int timeouts = 0;
+    int arrivals = 0;
+    for (int r = 0; r < 400; ++r) {
+        std::stop_source recv_stop;
+        std::stop_source sleep_stop;
+        const auto timeout = std::chrono::microseconds(50 + rng() % 300);
+        const auto send_after = std::chrono::microseconds(rng() % 400);
+        std::array<unsigned char, 8> in{};
+        auto receive = [&]() -> iocp::task<iocp::io_result> {
+            iocp::io_result res =
+                co_await iocp::async_recv(p.server, iocp::buffer(in), recv_stop.get_token());
+            sleep_stop.request_stop();
+            co_return res;
+        };
+        auto timer = [&]() -> iocp::task<std::error_code> {
+            std::error_code ec = co_await pool.sleep_for(timeout, sleep_stop.get_token());
+            recv_stop.request_stop();
+            co_return ec;
+        };
+        auto sender = [&]() -> iocp::task<> {
+            (void)co_await pool.sleep_for(send_after);
+            std::array<unsigned char, 8> out{};
+            for (std::size_t i = 0; i < out.size(); ++i)
+                out[i] = byte_at(sent + i);
+            auto [ec, n] = co_await iocp::async_send_all(p.client, iocp::buffer(out));
+            if (ec)
+                throw std::system_error(ec, "send_all");
+            sent += n;
+        };
+        const bool with_data = r % 3 != 2;
+        iocp::io_result res{};
+        std::error_code timer_ec;
+        if (with_data) {
+            auto [a, b, unused] = iocp::sync_wait(iocp::when_all(receive(), timer(), sender()));
+            res = a;
+            timer_ec = b;
+        } else {
+            auto [a, b] = iocp::sync_wait(iocp::when_all(receive(), timer()));
+            res = a;
+            timer_ec = b;
+        }
+        ASSERT_TRUE(!timer_ec || timer_ec == iocp::errc::operation_aborted) << timer_ec.message();
+        if (res.ec) {
+            ASSERT_EQ(res.ec, iocp::errc::operation_aborted) << res.ec.message();
+            ASSERT_EQ(res.bytes, 0U);
+            ++timeouts;
+        } else {
+            ++arrivals;
+        }
+        for (std::size_t i = 0; i < res.bytes; ++i)
+            in_order = in_order && in[i] == byte_at(received + i);
+        received += res.bytes;
+        // Drain what a timed-out round left, so that the next round starts clean.
+        while (received < sent) {
+            auto drain = [&]() -> iocp::task<iocp::io_result> {
+                co_return co_await iocp::async_recv(
+                    p.server, iocp::buffer(in.data(), std::min(in.size(), sent - received)));
+            };
+            const iocp::io_result d = iocp::sync_wait(drain());
+            ASSERT_FALSE(d.ec) << d.ec.message();
+            for (std::size_t i = 0; i < d.bytes; ++i)
+                in_order = in_order && in[i] == byte_at(received + i);
+            received += d.bytes;
+        }
+    }
+    EXPECT_TRUE(in_order);
+    EXPECT_EQ(received, sent);
+    std::printf("[ trial    ] %d receives timed out, %d got data\n", timeouts, arrivals);
+}
+
+// --- files -----------------------------------------------------------------------------------
+
+struct temp_path {
+    std::string path;
+    explicit temp_path(const char* name)
+        : path(std::string(::testing::TempDir()) + name + "-" +
+               std::to_string(static_cast<unsigned long long>(
+                   std::chrono::steady_clock::now().time_since_epoch().count()))) {}
+    temp_path(const temp_path&) = delete;
+    temp_path& operator=(const temp_path&) = delete;
+    ~temp_path() { (void)std::remove(path.c_str()); }
+};
+
+TEST(user_trial2_test, file_reads_and_writes_stopped_from_outside_resume_once_with_real_data) {
+    // read_at and write_at awaited from main with tokens stopped at random moments: each resumes
+    // once, aborted with 0 bytes or done; a done read holds exactly the file's bytes.
+    iocp::thread_pool pool(2);
+    temp_path tmp("user_trial2_file");
+    constexpr std::size_t size = 256 * 1024;
+    std::vector<unsigned char> content(size);
+    for (std::size_t i = 0; i < size; ++i)
+        content[i] = byte_at(i);
+    {
+        iocp::file f(pool, tmp.path,
+                     iocp::file_mode::read_write | iocp::file_mode::create |
+                         iocp::file_mode::truncate);
+        auto fill = [&]() -> iocp::task<std::size_t> {
+            co_return co_await iocp::async_write_at(f, 0, iocp::buffer(content)).or_throw();
+        };
+        ASSERT_EQ(iocp::sync_wait(fill()), size);
+    }
+    iocp::file f(pool, tmp.path, iocp::file_mode::read_write);
+    stopper stop(13);
+    std::mt19937 rng(14);
+    int aborted = 0;
+    int done = 0;
+    std::vector<unsigned char> buf(64 * 1024);
+    for (int r = 0; r < 800; ++r) {
+        std::stop_source source;
+        stop.arm(source, std::chrono::microseconds(100));
+        const std::size_t off = rng() % size;
+        const std::size_t len = 1 + rng() % buf.size();
+        const bool write = r % 4 == 3;
+        auto body = [&]() -> iocp::task<iocp::io_result> {
+            if (write) // the same bytes again: the content stays the pattern
+                co_return co_await iocp::async_write_at(
+                    f, off, iocp::buffer(content.data() + off, std::min(len, size - off)),
+                    source.get_token());
+            co_return co_await iocp::async_read_at(f, off, iocp::buffer(buf.data(), len),
+                                                   source.get_token());
+        };
+        std::fill(buf.begin(), buf.end(), 0);
+        const iocp::io_result res = iocp::sync_wait(body());
+        stop.wait_done();
+        if (res.ec) {
+            ASSERT_EQ(res.ec, iocp::errc::operation_aborted) << res.ec.message();
+            ASSERT_EQ(res.bytes, 0U);
+            ++aborted;
+            continue;
+        }
+        ++done;
+        ASSERT_EQ(res.bytes, std::min(len, size - off)) << "round " << r;
+        if (!write) {
+            ASSERT_TRUE(std::equal(buf.begin(),
+                                   buf.begin() + static_cast<std::ptrdiff_t>(res.bytes),
+                                   content.begin() + static_cast<std::ptrdiff_t>(off)))
+                << "round " << r;
+        }
+    }
+    std::printf("[ trial    ] file: %d aborted, %d done\n", aborted, done);
+}
+
+// --- a receive into 0 bytes -----------------------------------------------------------------
+
+TEST(user_trial2_test, a_receive_into_0_bytes_completes_at_once_on_a_quiet_connection) {
+    // socket::recv's promise: "a receive into 0 bytes completes at once with 0 bytes (it waits
+    // for nothing; it is not eof)". On a connection where nothing is sent, handler-based and
+    // awaited, one empty buffer and several: each completes once with 0 bytes and no error,
+    // never inside the call, and leaves data that does arrive for the next receive. (It waited
+    // for data for ever on io_uring and epoll, as a 0-byte WSARecv does on Windows.)
+    iocp::thread_pool pool(2);
+    socket_pair p = make_pair(pool);
+    unsigned char byte = 0;
+    for (int round = 0; round < 20; ++round) {
+        // Handler-based; shared state, so that a receive still pending when the check gives up
+        // completes (aborted, as the sockets close) into something alive.
+        auto done = std::make_shared<std::promise<iocp::io_result>>();
+        auto calls = std::make_shared<std::atomic<int>>(0);
+        auto inside = std::make_shared<std::atomic<bool>>(true);
+        auto in_call = std::make_shared<std::atomic<bool>>(false);
+        std::array<iocp::mutable_buffer, 3> empties{iocp::buffer(&byte, 0), iocp::buffer(&byte, 0),
+                                                    iocp::buffer(&byte, 0)};
+        const std::thread::id caller = std::this_thread::get_id();
+        auto handler = [done, calls, inside, in_call, caller](std::error_code ec, std::size_t n) {
+            if (inside->load() && std::this_thread::get_id() == caller)
+                in_call->store(true); // inside the recv call itself
+            if (calls->fetch_add(1) == 0)
+                done->set_value({ec, n});
+        };
+        if (round % 2 == 0)
+            p.server.recv(iocp::buffer(&byte, 0), handler);
+        else
+            p.server.recv(empties, handler);
+        inside->store(false);
+        std::future<iocp::io_result> f = done->get_future();
+        ASSERT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready)
+            << "a receive into 0 bytes still waits for data, round " << round;
+        const iocp::io_result r = f.get();
+        EXPECT_FALSE(r.ec) << r.ec.message();
+        EXPECT_EQ(r.bytes, 0U);
+        EXPECT_FALSE(in_call->load());
+        pool.wait();
+        EXPECT_EQ(calls->load(), 1);
+    }
+    // Awaited, from main and from a worker.
+    for (const bool on_worker : {false, true}) {
+        auto body = [&]() -> iocp::task<iocp::io_result> {
+            if (on_worker)
+                co_await pool.schedule();
+            co_return co_await iocp::async_recv(p.server, iocp::buffer(&byte, 0));
+        };
+        std::future<iocp::io_result> f =
+            std::async(std::launch::async, [&] { return iocp::sync_wait(body()); });
+        if (f.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+            ADD_FAILURE() << "an awaited receive into 0 bytes still waits for data";
+            p.server.close(); // aborts it: the future becomes ready
+            f.wait();
+            return;
+        }
+        const iocp::io_result r = f.get();
+        EXPECT_FALSE(r.ec) << r.ec.message();
+        EXPECT_EQ(r.bytes, 0U);
+    }
+    // Data that arrives is left for the next receive, which takes all of it.
+    const unsigned char out[3] = {1, 2, 3};
+    auto send = [&]() -> iocp::task<std::size_t> {
+        co_return co_await iocp::async_send_all(p.client, iocp::buffer(out)).or_throw();
+    };
+    ASSERT_EQ(iocp::sync_wait(send()), 3U);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5)); // let it reach the server
+    auto empty_then_full = [&]() -> iocp::task<std::pair<iocp::io_result, std::size_t>> {
+        iocp::io_result first = co_await iocp::async_recv(p.server, iocp::buffer(&byte, 0));
+        std::array<unsigned char, 3> in{};
+        std::size_t got = 0;
+        while (got < in.size()) {
+            auto [ec, n] =
+                co_await iocp::async_recv(p.server, iocp::buffer(in.data() + got, in.size() - got));
+            if (ec)
+                break;
+            got += n;
+        }
+        co_return std::pair{first, got == 3 && in[0] == 1 && in[1] == 2 && in[2] == 3 ? got : 0};
+    };
+    const auto [first, got] = iocp::sync_wait(empty_then_full());
+    EXPECT_FALSE(first.ec) << first.ec.message();
+    EXPECT_EQ(first.bytes, 0U);
+    EXPECT_EQ(got, 3U);
+}
+
+// --- bad input -------------------------------------------------------------------------------
+
+TEST(user_trial2_test, awaitables_report_bad_input_with_the_documented_codes) {
+    iocp::thread_pool pool(2);
+    socket_pair p = make_pair(pool);
+    unsigned char byte = 0;
+    auto run = [&](auto make) { return iocp::sync_wait(make()); };
+
+    // More than max_buffers: refused before anything starts, at once, on the awaiting thread.
+    std::array<iocp::mutable_buffer, iocp::max_buffers + 1> nine{};
+    for (auto& b : nine)
+        b = iocp::buffer(&byte, 1);
+    const auto nine_recv = run([&]() -> iocp::task<std::pair<iocp::io_result, bool>> {
+        iocp::io_result r = co_await iocp::async_recv(p.server, nine);
+        co_return std::pair{r, pool.is_worker()};
+    });
+    EXPECT_EQ(nine_recv.first.ec, std::errc::invalid_argument);
+    EXPECT_FALSE(nine_recv.second);
+    std::array<iocp::const_buffer, iocp::max_buffers + 1> nine_out{};
+    for (auto& b : nine_out)
+        b = iocp::buffer(&byte, 1);
+    EXPECT_EQ(run([&]() -> iocp::task<iocp::io_result> {
+                  co_return co_await iocp::async_send(p.client, nine_out);
+              }).ec,
+              std::errc::invalid_argument);
+    EXPECT_EQ(run([&]() -> iocp::task<iocp::io_result> {
+                  co_return co_await iocp::async_send_all(p.client, nine_out);
+              }).ec,
+              std::errc::invalid_argument);
+    // An empty span.
+    EXPECT_EQ(run([&]() -> iocp::task<iocp::io_result> {
+                  co_return co_await iocp::async_recv(p.server,
+                                                      std::span<const iocp::mutable_buffer>());
+              }).ec,
+              std::errc::invalid_argument);
+    // The throwing form throws the same code.
+    try {
+        run([&]() -> iocp::task<std::size_t> {
+            co_return co_await iocp::async_recv(p.server, nine).or_throw();
+        });
+        ADD_FAILURE() << "no exception";
+    } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), std::errc::invalid_argument);
+    }
+
+    // A receive into 0 bytes completes at once with 0 bytes: not eof, and it waits for nothing.
+    const iocp::io_result zero = run([&]() -> iocp::task<iocp::io_result> {
+        co_return co_await iocp::async_recv(p.server, iocp::buffer(&byte, 0));
+    });
+    EXPECT_FALSE(zero.ec) << zero.ec.message();
+    EXPECT_EQ(zero.bytes, 0U);
+    // send_all of nothing: done, 0 bytes.
+    const iocp::io_result nothing = run([&]() -> iocp::task<iocp::io_result> {
+        co_return co_await iocp::async_send_all(p.client, iocp::buffer(&byte, 0));
+    });
+    EXPECT_FALSE(nothing.ec) << nothing.ec.message();
+    EXPECT_EQ(nothing.bytes, 0U);
+
+    // A socket of the pool that was never opened: invalid_handle, in the completion.
+    iocp::socket never(pool);
+    EXPECT_EQ(run([&]() -> iocp::task<iocp::io_result> {
+                  co_return co_await iocp::async_recv(never, iocp::buffer(&byte, 1));
+              }).ec,
+              iocp::errc::invalid_handle);
+    EXPECT_EQ(run([&]() -> iocp::task<iocp::io_result> {
+                  co_return co_await iocp::async_send_all(never, iocp::buffer(&byte, 1));
+              }).ec,
+              iocp::errc::invalid_handle);
+    // Closed twice, then used: nothing happens, then invalid_handle.
+    p.client.close();
+    p.client.close();
+    EXPECT_EQ(run([&]() -> iocp::task<iocp::io_result> {
+                  co_return co_await iocp::async_send(p.client, iocp::buffer(&byte, 1));
+              }).ec,
+              iocp::errc::invalid_handle);
+    // The peer of a closed socket reads eof.
+    EXPECT_EQ(run([&]() -> iocp::task<iocp::io_result> {
+                  co_return co_await iocp::async_recv(p.server, iocp::buffer(&byte, 1));
+              }).ec,
+              iocp::errc::eof);
+    // A socket without a pool: invalid_argument, nothing started.
+    iocp::socket orphan;
+    EXPECT_EQ(run([&]() -> iocp::task<iocp::io_result> {
+                  co_return co_await iocp::async_recv(orphan, iocp::buffer(&byte, 1));
+              }).ec,
+              std::errc::invalid_argument);
+    // An acceptor that is not open.
+    iocp::acceptor shut(pool);
+    EXPECT_EQ(run([&]() -> iocp::task<std::error_code> {
+                  auto r = co_await iocp::async_accept(shut);
+                  co_return r.ec;
+              }),
+              iocp::errc::invalid_handle);
+    // Nobody listens: connection_refused (bind a port, then free it).
+    iocp::endpoint vacant;
+    {
+        iocp::acceptor a(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0));
+        vacant = a.local_endpoint();
+    }
+    iocp::socket s(pool);
+    EXPECT_EQ(run([&]() -> iocp::task<std::error_code> {
+                  co_return co_await iocp::async_connect(s, vacant);
+              }),
+              iocp::errc::connection_refused);
+}
+
+TEST(user_trial2_test, file_awaitables_report_bad_input_with_the_documented_codes) {
+    iocp::thread_pool pool(2);
+    temp_path tmp("user_trial2_bad_file");
+    iocp::file f(pool, tmp.path,
+                 iocp::file_mode::read_write | iocp::file_mode::create | iocp::file_mode::truncate);
+    unsigned char byte = 1;
+    auto run = [&](auto make) { return iocp::sync_wait(make()); };
+    // Past INT64_MAX: refused before anything starts.
+    constexpr std::uint64_t past = std::uint64_t{1} << 63;
+    EXPECT_EQ(run([&]() -> iocp::task<iocp::io_result> {
+                  co_return co_await iocp::async_read_at(f, past, iocp::buffer(&byte, 1));
+              }).ec,
+              std::errc::invalid_argument);
+    EXPECT_EQ(run([&]() -> iocp::task<iocp::io_result> {
+                  co_return co_await iocp::async_write_at(f, past - 1, iocp::buffer(&byte, 1));
+              }).ec,
+              std::errc::invalid_argument);
+    // At the end: eof; 0 bytes at the end: 0 bytes, not eof.
+    EXPECT_EQ(run([&]() -> iocp::task<iocp::io_result> {
+                  co_return co_await iocp::async_read_at(f, 0, iocp::buffer(&byte, 1));
+              }).ec,
+              iocp::errc::eof);
+    const iocp::io_result zero = run([&]() -> iocp::task<iocp::io_result> {
+        co_return co_await iocp::async_read_at(f, 0, iocp::buffer(&byte, 0));
+    });
+    EXPECT_FALSE(zero.ec) << zero.ec.message();
+    EXPECT_EQ(zero.bytes, 0U);
+    // A file written past its end reads back; the gap reads zeros.
+    EXPECT_EQ(run([&]() -> iocp::task<std::size_t> {
+                  co_return co_await iocp::async_write_at(f, 9, iocp::buffer(&byte, 1)).or_throw();
+              }),
+              1U);
+    std::array<unsigned char, 16> back{};
+    back.fill(7);
+    const iocp::io_result r = run([&]() -> iocp::task<iocp::io_result> {
+        co_return co_await iocp::async_read_at(f, 0, iocp::buffer(back));
+    });
+    EXPECT_FALSE(r.ec);
+    EXPECT_EQ(r.bytes, 10U);
+    EXPECT_EQ(back[0], 0);
+    EXPECT_EQ(back[9], 1);
+    // Closed: invalid_handle in the completion; closing twice does nothing.
+    f.close();
+    f.close();
+    EXPECT_EQ(run([&]() -> iocp::task<iocp::io_result> {
+                  co_return co_await iocp::async_read_at(f, 0, iocp::buffer(&byte, 1));
+              }).ec,
+              iocp::errc::invalid_handle);
+}
+
+// --- shutdown while threads outside the pool wait --------------------------------------------
+
+TEST(user_trial2_test, shutdown_while_threads_outside_the_pool_sync_wait_on_io_and_sleeps) {
+    // Threads outside the pool sync_wait tasks that receive (nothing ever comes), sleep long,
+    // or hop; then join(), stop() or both at once from two threads, at a random moment. Every
+    // sync_wait returns (nothing hangs): the receive aborted or refused (errc::closed), the
+    // sleep abandoned (errc::closed), a hop refused or abandoned (it throws errc::closed), or
+    // under join() the hopper ends its bounded loop; nothing else.
+    for (int round = 0; round < 24; ++round) {
+        const int mode = round % 3; // 0: join, 1: stop, 2: join and stop racing
+        std::atomic<int> returned{0};
+        std::atomic<int> wrong{0};
+        std::atomic<int> started{0};
+        constexpr int waiters = 5;
+        {
+            iocp::thread_pool pool(2);
+            std::optional<socket_pair> p;
+            p.emplace(make_pair(pool));
+            std::vector<std::thread> ts;
+            for (int t = 0; t < waiters; ++t) {
+                ts.emplace_back([&, t] {
+                    auto body = [&]() -> iocp::task<std::error_code> {
+                        started.fetch_add(1);
+                        if (t % 3 == 0) {
+                            unsigned char b = 0;
+                            auto [ec, n] =
+                                co_await iocp::async_recv(p->server, iocp::buffer(&b, 1));
+                            co_return ec;
+                        }
+                        if (t % 3 == 1)
+                            co_return co_await pool.sleep_for(std::chrono::seconds(30));
+                        try {
+                            // Bounded: join() runs what workers post, a hop loop included.
+                            for (int i = 0; i < 20000; ++i)
+                                co_await pool.schedule();
+                        } catch (const std::system_error& e) {
+                            co_return e.code();
+                        }
+                        co_return std::error_code();
+                    };
+                    const std::error_code ec = iocp::sync_wait(body());
+                    const bool hopper_done = t % 3 == 2 && !ec;
+                    if (ec != iocp::errc::operation_aborted && ec != iocp::errc::closed &&
+                        !hopper_done)
+                        wrong.fetch_add(1);
+                    returned.fetch_add(1);
+                });
+            }
+            iocp_test::wait_until([&] { return started.load() == waiters; }, "every waiter");
+            std::this_thread::sleep_for(std::chrono::microseconds(round * 97 % 2000));
+            if (mode == 0) {
+                pool.join();
+            } else if (mode == 1) {
+                pool.stop();
+            } else {
+                std::thread other([&] { pool.stop(); });
+                pool.join();
+                other.join();
+            }
+            for (auto& t : ts)
+                t.join();
+            p.reset(); // the sockets go before the pool
+        }
+        EXPECT_EQ(returned.load(), waiters) << "round " << round;
+        EXPECT_EQ(wrong.load(), 0) << "round " << round;
+    }
+}
+
+#endif // IOCP_HAS_IO
+
+} // namespace
