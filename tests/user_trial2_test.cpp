@@ -214,6 +214,131 @@ TEST(user_trial2_test, sleeps_stopped_on_workers_from_outside_resume_once) {
     EXPECT_EQ(bad_code.load(), 0);
 }
 
+// --- timers: cancel and stop racing the firing ----------------------------------------------
+
+TEST(user_trial2_test, cancel_racing_the_timer_true_means_never_ran_false_means_ran_once) {
+    // Timers due at random moments from now are cancelled from two threads outside the pool
+    // at random moments. `cancel` is true exactly when the callable never runs (it is destroyed
+    // then), false when it ran, is running or another cancel won: so, per timer, runs +
+    // successful cancels == 1, and each callable is destroyed exactly once.
+    iocp::thread_pool pool(2);
+    constexpr int n = 3000;
+    struct counted {
+        std::atomic<int>* runs;
+        std::atomic<int>* destroyed;
+        counted(std::atomic<int>& r, std::atomic<int>& d) noexcept : runs(&r), destroyed(&d) {}
+        counted(counted&& o) noexcept
+            : runs(std::exchange(o.runs, nullptr)), destroyed(std::exchange(o.destroyed, nullptr)) {
+        }
+        counted(const counted&) = delete;
+        counted& operator=(const counted&) = delete;
+        counted& operator=(counted&&) = delete;
+        ~counted() {
+            if (destroyed != nullptr)
+                destroyed->fetch_add(1);
+        }
+        void operator()() const { runs->fetch_add(1); }
+    };
+    std::vector<std::atomic<int>> runs(n);
+    std::vector<std::atomic<int>> destroyed(n);
+    std::vector<iocp::timer_id> ids(n);
+    std::mt19937 rng(15);
+    for (int i = 0; i < n; ++i)
+        ids[static_cast<std::size_t>(i)] = pool.post_after(
+            std::chrono::microseconds(rng() % 20000),
+            counted(runs[static_cast<std::size_t>(i)], destroyed[static_cast<std::size_t>(i)]));
+    std::vector<std::atomic<int>> cancelled(n);
+    std::vector<std::thread> cancellers;
+    for (int t = 0; t < 2; ++t) {
+        cancellers.emplace_back([&, t] {
+            std::mt19937 r(static_cast<unsigned>(16 + t));
+            for (int i = 0; i < n; ++i) {
+                if (r() % 2 == 0)
+                    continue;
+                if (r() % 16 == 0) // spread over the timers' 20 ms
+                    std::this_thread::sleep_for(std::chrono::microseconds(r() % 400));
+                if (pool.cancel(ids[static_cast<std::size_t>(i)]))
+                    cancelled[static_cast<std::size_t>(i)].fetch_add(1);
+            }
+        });
+    }
+    for (auto& t : cancellers)
+        t.join();
+    iocp_test::wait_until(
+        [&] {
+            for (int i = 0; i < n; ++i) {
+                if (runs[static_cast<std::size_t>(i)].load() +
+                        cancelled[static_cast<std::size_t>(i)].load() ==
+                    0)
+                    return false;
+            }
+            return true;
+        },
+        "every timer to run or be cancelled");
+    pool.wait();
+    int total_runs = 0;
+    int total_cancelled = 0;
+    for (int i = 0; i < n; ++i) {
+        const auto k = static_cast<std::size_t>(i);
+        EXPECT_EQ(runs[k].load() + cancelled[k].load(), 1) << "timer " << i;
+        total_runs += runs[k].load();
+        total_cancelled += cancelled[k].load();
+    }
+    pool.join();
+    for (int i = 0; i < n; ++i)
+        EXPECT_EQ(destroyed[static_cast<std::size_t>(i)].load(), 1) << "timer " << i;
+    std::printf("[ trial    ] %d timers ran, %d cancelled\n", total_runs, total_cancelled);
+}
+
+TEST(user_trial2_test, stop_racing_timers_and_posts_counts_each_callable_once) {
+    // Timers due around the moment stop() comes, plus posts from a thread outside the pool,
+    // some of them cancelled: stop() returns how many it abandoned, so that what ran, what was
+    // cancelled, what stop() abandoned and what was refused add up to what was started.
+    for (int round = 0; round < 30; ++round) {
+        std::atomic<int> ran{0};
+        std::atomic<int> refused{0};
+        std::atomic<int> cancelled{0};
+        std::size_t abandoned = 0;
+        constexpr int timers = 200;
+        constexpr int posts = 200;
+        {
+            iocp::thread_pool pool(2);
+            std::mt19937 rng(static_cast<unsigned>(round) + 17);
+            std::vector<iocp::timer_id> ids;
+            for (int i = 0; i < timers; ++i) {
+                ids.push_back(pool.post_after(std::chrono::microseconds(rng() % 2000), [&ran] {
+                    ran.fetch_add(1);
+                    std::this_thread::sleep_for(std::chrono::microseconds(5));
+                }));
+            }
+            std::thread poster([&] {
+                for (int i = 0; i < posts; ++i) {
+                    std::error_code ec;
+                    pool.post([&ran] { ran.fetch_add(1); }, ec);
+                    if (ec) {
+                        EXPECT_EQ(ec, iocp::errc::closed);
+                        refused.fetch_add(1);
+                    }
+                }
+            });
+            std::thread canceller([&] {
+                for (int i = 0; i < timers; i += 3)
+                    if (pool.cancel(ids[static_cast<std::size_t>(i)]))
+                        cancelled.fetch_add(1);
+            });
+            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 1500));
+            abandoned = pool.stop();
+            poster.join();
+            canceller.join();
+        }
+        EXPECT_EQ(static_cast<std::size_t>(ran.load() + refused.load() + cancelled.load()) +
+                      abandoned,
+                  std::size_t{timers + posts})
+            << "round " << round << ": ran " << ran.load() << ", refused " << refused.load()
+            << ", cancelled " << cancelled.load() << ", abandoned " << abandoned;
+    }
+}
+
 // --- when_all, sync_wait, spawn ------------------------------------------------------------
 
 struct trial_error : std::runtime_error {
@@ -555,14 +680,18 @@ TEST(user_trial2_test, accepts_stopped_while_clients_connect_lose_no_client) {
     // left open and unserved; once the stops end, every client still queued is accepted.
     iocp::thread_pool pool(2);
     iocp::acceptor listener(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0));
-    constexpr int clients = 150;
+    constexpr int clients = 100;
     std::atomic<int> served{0};     // clients that got their byte back
     std::atomic<int> dropped{0};    // clients whose connection the server closed unserved
     std::atomic<int> unexpected{0}; // anything else
     std::atomic<int> done{0};
     std::vector<std::thread> client_threads;
     std::thread client_driver([&] {
+        std::mt19937 rng(18);
         for (int c = 0; c < clients; ++c) {
+            // Around the moment the server's stop comes: some connections find the accept
+            // pending, some find it cancelled, some arrive as it is being cancelled.
+            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 400));
             auto client = [&]() -> iocp::task<> {
                 iocp::socket s(pool);
                 if (co_await iocp::async_connect(s, listener.local_endpoint())) {
@@ -652,7 +781,7 @@ TEST(user_trial2_test, connects_stopped_from_outside_resume_once_and_the_socket_
     for (int r = 0; r < 150; ++r) {
         iocp::socket s(pool);
         std::stop_source source;
-        stop.arm(source, std::chrono::microseconds(200));
+        stop.arm(source, std::chrono::microseconds(60));
         auto body = [&]() -> iocp::task<std::error_code> {
             co_return co_await iocp::async_connect(s, listener.local_endpoint(),
                                                    source.get_token());
@@ -681,6 +810,60 @@ TEST(user_trial2_test, connects_stopped_from_outside_resume_once_and_the_socket_
     std::printf("[ trial    ] %d connects aborted first\n", aborted);
 }
 
+TEST(user_trial2_test, pending_connects_to_a_full_listener_stopped_from_outside_resume_once) {
+    // A listener with a backlog of 1 that never accepts: once its queue is full, Linux drops
+    // further SYNs and those connects stay pending (Windows refuses them). Each is stopped from
+    // a thread outside the pool at a random moment: it resumes exactly once, never on the
+    // stopping thread, with errc::operation_aborted (or connected / refused if the stop came
+    // late), and the socket, closed, is ready for the next round.
+    iocp::thread_pool pool(2);
+    iocp::acceptor full(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0), 1);
+    stopper stop(19);
+    // Fill the queue: connects that complete (queued) until one stays pending or is refused.
+    std::vector<iocp::socket> queued;
+    for (int i = 0; i < 8; ++i) {
+        iocp::socket s(pool);
+        std::stop_source source;
+        stop.arm(source, std::chrono::milliseconds(20));
+        auto body = [&]() -> iocp::task<std::error_code> {
+            co_return co_await iocp::async_connect(s, full.local_endpoint(), source.get_token());
+        };
+        const std::error_code ec = iocp::sync_wait(body());
+        stop.wait_done();
+        if (ec)
+            break;
+        queued.push_back(std::move(s));
+    }
+    int aborted = 0;
+    int other = 0;
+    int on_stopper = 0;
+    for (int r = 0; r < 60; ++r) {
+        iocp::socket s(pool);
+        std::stop_source source;
+        stop.arm(source, std::chrono::microseconds(300));
+        auto body = [&]() -> iocp::task<std::error_code> {
+            std::error_code ec =
+                co_await iocp::async_connect(s, full.local_endpoint(), source.get_token());
+            if (std::this_thread::get_id() == stop.id())
+                ++on_stopper;
+            co_return ec;
+        };
+        const std::error_code ec = iocp::sync_wait(body());
+        stop.wait_done();
+        if (ec == iocp::errc::operation_aborted) {
+            ++aborted;
+        } else {
+            ASSERT_TRUE(!ec || ec == iocp::errc::connection_refused) << ec.message();
+            ++other;
+        }
+        s.close();
+    }
+    EXPECT_EQ(on_stopper, 0);
+    EXPECT_EQ(aborted + other, 60);
+    std::printf("[ trial    ] %zu queued, %d pending connects aborted, %d ended otherwise\n",
+                queued.size(), aborted, other);
+}
+
 TEST(user_trial2_test, the_timeout_pattern_resumes_each_side_once) {
     // The documented timeout: a sleep in another task stops the receive's token; the receive,
     // when it completes, stops the sleep's. Data arrives at random moments around the timeout.
@@ -697,7 +880,7 @@ TEST(user_trial2_test, the_timeout_pattern_resumes_each_side_once) {
     for (int r = 0; r < 400; ++r) {
         std::stop_source recv_stop;
         std::stop_source sleep_stop;
-        const auto timeout = std::chrono::microseconds(50 + rng() % 300);
+        const auto timeout = std::chrono::microseconds(50 + rng() % 1500);
         const auto send_after = std::chrono::microseconds(rng() % 400);
         std::array<unsigned char, 8> in{};
         auto receive = [&]() -> iocp::task<iocp::io_result> {
@@ -1142,6 +1325,64 @@ TEST(user_trial2_test, shutdown_while_threads_outside_the_pool_sync_wait_on_io_a
         }
         EXPECT_EQ(returned.load(), waiters) << "round " << round;
         EXPECT_EQ(wrong.load(), 0) << "round " << round;
+    }
+}
+
+TEST(user_trial2_test, io_and_sleeps_suspended_at_shutdown_resume_on_a_worker_with_their_code) {
+    // Threads outside the pool sync_wait a when_all of a waiter and a signal: when_all starts
+    // the signal after the waiter's co_await has suspended, so once every signal is up, each
+    // receive and sleep is surely pending. Then join() or stop(): "pending I/O completes with
+    // errc::operation_aborted, pending sleeps with errc::closed, each on a worker before the
+    // workers stop" — never on the thread that awaited, never inside join()/stop().
+    for (int round = 0; round < 16; ++round) {
+        constexpr int waiters = 4;
+        std::atomic<int> signalled{0};
+        std::atomic<int> wrong_code{0};
+        std::atomic<int> off_worker{0};
+        std::atomic<int> returned{0};
+        {
+            iocp::thread_pool pool(2);
+            std::optional<socket_pair> p;
+            p.emplace(make_pair(pool));
+            std::vector<std::thread> ts;
+            for (int t = 0; t < waiters; ++t) {
+                ts.emplace_back([&, t] {
+                    auto waiter = [&]() -> iocp::task<> {
+                        std::error_code ec;
+                        if (t % 2 == 0) {
+                            unsigned char b = 0;
+                            auto [rec, n] =
+                                co_await iocp::async_recv(p->server, iocp::buffer(&b, 1));
+                            if (rec != iocp::errc::operation_aborted)
+                                wrong_code.fetch_add(1);
+                        } else {
+                            ec = co_await pool.sleep_for(std::chrono::seconds(30));
+                            if (ec != iocp::errc::closed)
+                                wrong_code.fetch_add(1);
+                        }
+                        if (!pool.is_worker())
+                            off_worker.fetch_add(1);
+                    };
+                    auto signal = [&]() -> iocp::task<> {
+                        signalled.fetch_add(1);
+                        co_return;
+                    };
+                    iocp::sync_wait(iocp::when_all(waiter(), signal()));
+                    returned.fetch_add(1);
+                });
+            }
+            iocp_test::wait_until([&] { return signalled.load() == waiters; }, "every waiter");
+            if (round % 2 == 0)
+                pool.join();
+            else
+                pool.stop();
+            for (auto& t : ts)
+                t.join();
+            p.reset();
+        }
+        EXPECT_EQ(returned.load(), waiters) << "round " << round;
+        EXPECT_EQ(wrong_code.load(), 0) << "round " << round;
+        EXPECT_EQ(off_worker.load(), 0) << "round " << round;
     }
 }
 
