@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -1383,6 +1384,112 @@ TEST(user_trial2_test, io_and_sleeps_suspended_at_shutdown_resume_on_a_worker_wi
         EXPECT_EQ(returned.load(), waiters) << "round " << round;
         EXPECT_EQ(wrong_code.load(), 0) << "round " << round;
         EXPECT_EQ(off_worker.load(), 0) << "round " << round;
+    }
+}
+
+// --- two pools ---------------------------------------------------------------------------------
+
+TEST(user_trial2_test, io_started_from_another_pools_workers_completes_on_its_own_pool) {
+    // The I/O backend is one per process, and a worker that causes or reaps a completion may
+    // take it itself: that must be a worker of the operation's pool. Sends, receives and file
+    // reads on pool B's objects, started by handlers on pool A's workers (and from main): each
+    // handler runs once, on a worker of B, never of A.
+    iocp::thread_pool a(2);
+    iocp::thread_pool b(2);
+    socket_pair p = make_pair(b);
+    temp_path tmp("user_trial2_two_pools");
+    {
+        iocp::file w(b, tmp.path,
+                     iocp::file_mode::read_write | iocp::file_mode::create |
+                         iocp::file_mode::truncate);
+        const unsigned char data[64] = {1};
+        auto fill = [&]() -> iocp::task<std::size_t> {
+            co_return co_await iocp::async_write_at(w, 0, iocp::buffer(data)).or_throw();
+        };
+        ASSERT_EQ(iocp::sync_wait(fill()), 64U);
+    }
+    iocp::file f(b, tmp.path, iocp::file_mode::read);
+    constexpr int n = 300;
+    std::atomic<int> handlers{0};
+    std::atomic<int> wrong_thread{0};
+    std::atomic<int> errors{0};
+    std::vector<std::array<unsigned char, 4>> in(n);
+    std::vector<std::array<unsigned char, 64>> file_in(n);
+    const unsigned char out[4] = {9, 8, 7, 6};
+    auto check = [&](std::error_code ec, std::size_t) {
+        if (!b.is_worker() || a.is_worker())
+            wrong_thread.fetch_add(1);
+        if (ec)
+            errors.fetch_add(1);
+        handlers.fetch_add(1);
+    };
+    std::atomic<int> started{0};
+    for (int i = 0; i < n; ++i) {
+        auto start = [&, i] {
+            const auto k = static_cast<std::size_t>(i);
+            // One send of 4 and one receive of up to 4 per round: the receives may take the
+            // bytes in other splits, so they ask for 1 byte each (n sends, 4n bytes, 4n recvs
+            // would be needed); a receive of 1 byte always finds one eventually.
+            p.client.send(iocp::buffer(out), check);
+            f.read_at(static_cast<std::uint64_t>(i % 64), iocp::buffer(file_in[k]), check);
+            started.fetch_add(1);
+        };
+        if (i % 4 == 0)
+            start(); // from main
+        else
+            a.post(start);
+    }
+    iocp_test::wait_until([&] { return started.load() == n; }, "every start");
+    // 4n bytes were sent: receive them all, from A's workers, 4 bytes at most each.
+    std::atomic<std::size_t> received{0};
+    std::function<void()> next_recv = [&] {
+        const auto k = static_cast<std::size_t>(received.load() / 4 % n);
+        p.server.recv(iocp::buffer(in[k]), [&](std::error_code ec, std::size_t bytes) {
+            check(ec, bytes);
+            received.fetch_add(bytes);
+            if (!ec && received.load() < std::size_t{4} * n)
+                a.post(next_recv);
+        });
+    };
+    a.post(next_recv);
+    iocp_test::wait_until([&] { return received.load() == std::size_t{4} * n; }, "the bytes");
+    iocp_test::wait_until([&] { return handlers.load() >= 2 * n; }, "every handler");
+    a.wait();
+    b.wait();
+    EXPECT_EQ(wrong_thread.load(), 0);
+    EXPECT_EQ(errors.load(), 0);
+}
+
+TEST(user_trial2_test, a_pool_that_stops_leaves_the_other_pools_io_completing) {
+    // Two pools share the process's I/O backend; the workers of either may be the ones waiting
+    // in it. A pool that joins or is destroyed must not take the reaping with it: a receive
+    // pending on the other pool completes when its bytes come.
+    for (int round = 0; round < 20; ++round) {
+        std::optional<iocp::thread_pool> a;
+        a.emplace(1 + round % 2);
+        iocp::thread_pool b(1 + (round / 2) % 2);
+        socket_pair p = make_pair(b);
+        // Let A's idle workers be the ones waiting in the backend.
+        a->post([] {});
+        a->wait();
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        std::promise<iocp::io_result> got;
+        unsigned char byte = 0;
+        p.server.recv(iocp::buffer(&byte, 1), [&](std::error_code ec, std::size_t n) {
+            got.set_value({ec, n});
+        });
+        if (round % 3 == 0)
+            a->join();
+        else if (round % 3 == 1)
+            a->stop();
+        a.reset();
+        const unsigned char one = 42;
+        p.client.send(iocp::buffer(&one, 1), [](std::error_code, std::size_t) {});
+        const iocp::io_result r = iocp_test::await(got.get_future(), "the receive", round);
+        EXPECT_FALSE(r.ec) << r.ec.message();
+        EXPECT_EQ(r.bytes, 1U);
+        EXPECT_EQ(byte, 42);
+        b.wait();
     }
 }
 
