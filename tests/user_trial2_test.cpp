@@ -49,6 +49,7 @@
 #include "iocp/acceptor.hpp"
 #include "iocp/buffer.hpp"
 #include "iocp/coro/io.hpp"
+#include "iocp/datagram_socket.hpp"
 #include "iocp/endpoint.hpp"
 #include "iocp/file.hpp"
 #include "iocp/socket.hpp"
@@ -1491,6 +1492,110 @@ TEST(user_trial2_test, a_pool_that_stops_leaves_the_other_pools_io_completing) {
         EXPECT_EQ(byte, 42);
         b.wait();
     }
+}
+
+// --- datagrams --------------------------------------------------------------------------------
+
+TEST(user_trial2_test, datagram_receives_cancelled_at_random_moments_lose_and_repeat_nothing) {
+    // A server keeps 3 receives pending and restarts each from its handler; a thread outside
+    // the pool cancels them all at random moments while a sender sends numbered datagrams (at
+    // most 8 unreceived at a time, so no buffer overflows). "A datagram that arrives after the
+    // cancel waits for the next receive": every datagram arrives exactly once, whole; every
+    // receive started completes exactly once (aborted ones with 0 bytes).
+    iocp::thread_pool pool(2);
+    iocp::datagram_socket server(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0));
+    iocp::datagram_socket client(pool, iocp::address_family::ipv4);
+    const iocp::endpoint to = server.local_endpoint();
+    constexpr int n = 1500;
+    constexpr int pending = 3;
+    std::vector<std::atomic<int>> seen(n);
+    std::atomic<int> received{0};
+    std::atomic<int> corrupt{0};
+    std::atomic<int> aborted{0};
+    std::atomic<int> other_error{0};
+    std::atomic<int> started{0};
+    std::atomic<int> completed{0};
+    std::atomic<bool> stopping{false};
+    struct slot {
+        std::array<unsigned char, 64> buf{};
+    };
+    std::vector<slot> slots(pending);
+    std::function<void(std::size_t)> receive = [&](std::size_t k) {
+        started.fetch_add(1);
+        server.recv_from(iocp::buffer(slots[k].buf), [&, k](std::error_code ec, std::size_t bytes,
+                                                            const iocp::endpoint&) {
+            const unsigned char* d = slots[k].buf.data();
+            if (!ec) {
+                const int seq = d[0] | (d[1] << 8);
+                bool ok = seq < n && bytes == static_cast<std::size_t>(4 + seq % 50);
+                for (std::size_t i = 2; ok && i < bytes; ++i)
+                    ok = d[i] == static_cast<unsigned char>(seq + i);
+                if (!ok)
+                    corrupt.fetch_add(1);
+                else
+                    seen[static_cast<std::size_t>(seq)].fetch_add(1);
+                received.fetch_add(1);
+            } else if (ec == iocp::errc::operation_aborted) {
+                if (bytes != 0)
+                    corrupt.fetch_add(1);
+                aborted.fetch_add(1);
+            } else {
+                other_error.fetch_add(1);
+            }
+            // Restarted before this one counts as completed: once stopping is set, started ==
+            // completed means no receive is pending and none is being started.
+            if (!stopping.load())
+                receive(k);
+            completed.fetch_add(1);
+        });
+    };
+    for (std::size_t k = 0; k < pending; ++k)
+        receive(k);
+    std::atomic<bool> sending_done{false};
+    std::thread canceller([&] {
+        std::mt19937 rng(20);
+        while (!sending_done.load()) {
+            std::this_thread::sleep_for(std::chrono::microseconds(rng() % 300));
+            server.cancel();
+        }
+    });
+    std::array<unsigned char, 64> out{};
+    for (int seq = 0; seq < n; ++seq) {
+        iocp_test::wait_until([&] { return seq - received.load() < 8 || corrupt.load() > 0; },
+                              "room for a datagram");
+        const std::size_t len = static_cast<std::size_t>(4 + seq % 50);
+        out[0] = static_cast<unsigned char>(seq & 0xFF);
+        out[1] = static_cast<unsigned char>(seq >> 8);
+        for (std::size_t i = 2; i < len; ++i)
+            out[i] = static_cast<unsigned char>(seq + static_cast<int>(i));
+        std::promise<std::error_code> sent;
+        client.send_to(iocp::buffer(out.data(), len), to,
+                       [&](std::error_code ec, std::size_t) { sent.set_value(ec); });
+        ASSERT_FALSE(iocp_test::await(sent.get_future(), "a send_to", seq));
+    }
+    iocp_test::wait_until([&] { return received.load() >= n || corrupt.load() > 0; },
+                          "every datagram");
+    sending_done.store(true);
+    canceller.join();
+    stopping.store(true);
+    // End the receives still pending (their handlers do not restart now), then close.
+    iocp_test::wait_until(
+        [&] {
+            server.cancel();
+            return completed.load() == started.load();
+        },
+        "the pending receives to end");
+    server.close();
+    EXPECT_EQ(corrupt.load(), 0);
+    EXPECT_EQ(other_error.load(), 0);
+    EXPECT_EQ(received.load(), n);
+    int once = 0;
+    for (auto& c : seen)
+        once += c.load() == 1 ? 1 : 0;
+    EXPECT_EQ(once, n);
+    EXPECT_EQ(completed.load(), started.load());
+    std::printf("[ trial    ] %d datagrams, %d receives aborted\n", received.load(),
+                aborted.load());
 }
 
 #endif // IOCP_HAS_IO
