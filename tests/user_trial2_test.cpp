@@ -15,6 +15,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -339,6 +340,59 @@ TEST(user_trial2_test, stop_racing_timers_and_posts_counts_each_callable_once) {
             << "round " << round << ": ran " << ran.load() << ", refused " << refused.load()
             << ", cancelled " << cancelled.load() << ", abandoned " << abandoned;
     }
+}
+
+TEST(user_trial2_test, sleeps_of_extreme_durations_saturate_and_stop) {
+    // "The delay saturates": a sleep that can never end waits until its stop, then resumes
+    // aborted, on a worker; zero, negative and NaN delays, and time points long past, resume as
+    // soon as a worker is free, with no error.
+    iocp::thread_pool pool(2);
+    std::stop_source forever;
+    auto never = [&](std::chrono::nanoseconds d, bool use_until) -> iocp::task<bool> {
+        std::error_code ec;
+        if (use_until)
+            ec = co_await pool.sleep_until(std::chrono::steady_clock::time_point::max(),
+                                           forever.get_token());
+        else
+            ec = co_await pool.sleep_for(d, forever.get_token());
+        co_return ec == iocp::errc::operation_aborted&& pool.is_worker();
+    };
+    auto stopper_task = [&]() -> iocp::task<> {
+        (void)co_await pool.sleep_for(std::chrono::milliseconds(2));
+        forever.request_stop();
+    };
+    auto [a, b, c, unused] = iocp::sync_wait(
+        iocp::when_all(never(std::chrono::nanoseconds::max(), false),
+                       never(std::chrono::nanoseconds::max() / 2, false),
+                       never(std::chrono::nanoseconds::zero(), true), stopper_task()));
+    EXPECT_TRUE(a);
+    EXPECT_TRUE(b);
+    EXPECT_TRUE(c);
+    // A huge floating-point delay never ends either.
+    std::stop_source huge;
+    auto huge_sleep = [&]() -> iocp::task<std::error_code> {
+        co_return co_await pool.sleep_for(std::chrono::duration<double>(1e300), huge.get_token());
+    };
+    auto stop_huge = [&]() -> iocp::task<> {
+        (void)co_await pool.sleep_for(std::chrono::milliseconds(1));
+        huge.request_stop();
+    };
+    auto [h, unused2] = iocp::sync_wait(iocp::when_all(huge_sleep(), stop_huge()));
+    EXPECT_EQ(h, iocp::errc::operation_aborted);
+    // Now-ish delays.
+    auto soon = [&](int which) -> iocp::task<bool> {
+        std::error_code ec;
+        switch (which) {
+        case 0: ec = co_await pool.sleep_for(std::chrono::seconds(-5)); break;
+        case 1: ec = co_await pool.sleep_for(std::chrono::duration<double>(std::nan(""))); break;
+        case 2: ec = co_await pool.sleep_until(std::chrono::steady_clock::time_point::min()); break;
+        case 3: ec = co_await pool.sleep_for(std::chrono::hours::min()); break;
+        default: ec = co_await pool.sleep_for(std::chrono::duration<double>(-1e300)); break;
+        }
+        co_return !ec && pool.is_worker();
+    };
+    for (int which = 0; which < 5; ++which)
+        EXPECT_TRUE(iocp::sync_wait(soon(which))) << "case " << which;
 }
 
 // --- when_all, sync_wait, spawn ------------------------------------------------------------
@@ -945,6 +999,50 @@ TEST(user_trial2_test, the_timeout_pattern_resumes_each_side_once) {
     EXPECT_TRUE(in_order);
     EXPECT_EQ(received, sent);
     std::printf("[ trial    ] %d receives timed out, %d got data\n", timeouts, arrivals);
+}
+
+TEST(user_trial2_test, a_stop_request_racing_close_resumes_the_receive_once) {
+    // The owner closes the socket (which cancels) while another thread requests the stop of the
+    // receive pending on it: the receive resumes exactly once, aborted, and nothing touches the
+    // closed socket's state after it is gone (ASan, TSan).
+    iocp::thread_pool pool(2);
+    std::mt19937 rng(21);
+    stopper stop(22);
+    int aborted = 0;
+    for (int round = 0; round < 150; ++round) {
+        socket_pair p = make_pair(pool);
+        std::stop_source source;
+        std::atomic<int> resumed{0};
+        std::atomic<bool> waiting{false};
+        unsigned char byte = 0;
+        auto body = [&]() -> iocp::task<std::error_code> {
+            auto [ec, n] =
+                co_await iocp::async_recv(p.server, iocp::buffer(&byte, 1), source.get_token());
+            resumed.fetch_add(1);
+            co_return ec;
+        };
+        // Started by when_all after the receive's co_await has returned from its start: the
+        // close (which must not overlap the start call) comes after that.
+        auto signal = [&]() -> iocp::task<> {
+            waiting.store(true);
+            co_return;
+        };
+        std::thread closer([&, wait = rng() % 200] {
+            iocp_test::wait_until([&] { return waiting.load(); }, "the receive");
+            const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(wait);
+            while (std::chrono::steady_clock::now() < until)
+                std::this_thread::yield();
+            p.server.close();
+        });
+        stop.arm(source, std::chrono::microseconds(250));
+        auto [ec, unused] = iocp::sync_wait(iocp::when_all(body(), signal()));
+        closer.join();
+        stop.wait_done();
+        EXPECT_EQ(resumed.load(), 1);
+        EXPECT_EQ(ec, iocp::errc::operation_aborted) << ec.message() << ", round " << round;
+        aborted += ec == iocp::errc::operation_aborted ? 1 : 0;
+    }
+    EXPECT_EQ(aborted, 150);
 }
 
 // --- files -----------------------------------------------------------------------------------
