@@ -395,6 +395,37 @@ TEST(user_trial2_test, sleeps_of_extreme_durations_saturate_and_stop) {
         EXPECT_TRUE(iocp::sync_wait(soon(which))) << "case " << which;
 }
 
+TEST(user_trial2_test, hops_between_two_pools_resume_on_the_pool_awaited) {
+    // A coroutine hops back and forth between two pools: "co_await pool.schedule() resumes on a
+    // worker" of that pool, also when the hop starts on a worker of the other one (whose own
+    // continuation slot must not take it), and so does a sleep on either pool.
+    iocp::thread_pool a(2);
+    iocp::thread_pool b(1);
+    std::atomic<int> wrong{0};
+    std::atomic<int> hops{0};
+    auto hopper = [&](iocp_test::frame_guard, int n) -> iocp::task<> {
+        for (int i = 0; i < n; ++i) {
+            iocp::thread_pool& to = (i % 2 == 0) ? a : b;
+            iocp::thread_pool& other = (i % 2 == 0) ? b : a;
+            if (i % 7 == 3)
+                (void)co_await to.sleep_for(std::chrono::microseconds(i % 50));
+            else
+                co_await to.schedule();
+            if (!to.is_worker() || other.is_worker())
+                wrong.fetch_add(1);
+            hops.fetch_add(1);
+        }
+    };
+    std::atomic<int> destroyed{0};
+    constexpr int coroutines = 8;
+    constexpr int n = 300;
+    for (int c = 0; c < coroutines; ++c)
+        iocp::spawn(c % 2 == 0 ? a : b, hopper(iocp_test::frame_guard(destroyed), n));
+    iocp_test::wait_until([&] { return destroyed.load() == coroutines; }, "every hopper");
+    EXPECT_EQ(wrong.load(), 0);
+    EXPECT_EQ(hops.load(), coroutines * n);
+}
+
 // --- when_all, sync_wait, spawn ------------------------------------------------------------
 
 struct trial_error : std::runtime_error {
@@ -1117,6 +1148,89 @@ TEST(user_trial2_test, file_reads_and_writes_stopped_from_outside_resume_once_wi
     std::printf("[ trial    ] file: %d aborted, %d done\n", aborted, done);
 }
 
+TEST(user_trial2_test, eight_buffers_with_empty_ones_gather_and_scatter_in_order) {
+    // Up to max_buffers buffers "gathered / filled in order", empty ones among them (first,
+    // last, several in a row): what arrives is the concatenation of the non-empty ones, in
+    // order, with send, send_all and recv alike.
+    iocp::thread_pool pool(2);
+    socket_pair p = make_pair(pool);
+    std::mt19937 rng(23);
+    std::size_t sent = 0;
+    std::size_t received = 0;
+    bool in_order = true;
+    for (int round = 0; round < 200; ++round) {
+        std::array<std::vector<unsigned char>, iocp::max_buffers> out_parts;
+        std::array<iocp::const_buffer, iocp::max_buffers> out{};
+        const std::size_t count = 1 + rng() % iocp::max_buffers;
+        std::size_t total = 0;
+        for (std::size_t i = 0; i < count; ++i) {
+            const std::size_t len = rng() % 3 == 0 ? 0 : 1 + rng() % 100;
+            out_parts[i].resize(len);
+            for (std::size_t j = 0; j < len; ++j)
+                out_parts[i][j] = byte_at(sent + total + j);
+            out[i] = iocp::buffer(out_parts[i].data(), len);
+            total += len;
+        }
+        if (total == 0)
+            continue;
+        const bool all = round % 2 == 0;
+        auto send = [&]() -> iocp::task<std::size_t> {
+            const std::span<const iocp::const_buffer> bufs(out.data(), count);
+            std::size_t n = 0;
+            if (all) {
+                n = co_await iocp::async_send_all(p.client, bufs).or_throw();
+            } else {
+                // One send may take fewer bytes: send the rest as one buffer of the same bytes.
+                n = co_await iocp::async_send(p.client, bufs).or_throw();
+                std::vector<unsigned char> rest;
+                for (std::size_t i = 0, skip = n; i < count; ++i) {
+                    const auto* d = static_cast<const unsigned char*>(out[i].data);
+                    const std::size_t drop = std::min(skip, out[i].size);
+                    rest.insert(rest.end(), d + drop, d + out[i].size);
+                    skip -= drop;
+                }
+                if (!rest.empty())
+                    n += co_await iocp::async_send_all(p.client, iocp::buffer(rest)).or_throw();
+            }
+            co_return n;
+        };
+        ASSERT_EQ(iocp::sync_wait(send()), total);
+        sent += total;
+        // Receive them into a random scatter list with empty buffers too.
+        while (received < sent) {
+            std::array<std::vector<unsigned char>, iocp::max_buffers> in_parts;
+            std::array<iocp::mutable_buffer, iocp::max_buffers> in{};
+            const std::size_t in_count = 1 + rng() % iocp::max_buffers;
+            std::size_t room = 0;
+            for (std::size_t i = 0; i < in_count; ++i) {
+                const std::size_t len = rng() % 3 == 0 ? 0 : 1 + rng() % 60;
+                in_parts[i].assign(len, 0);
+                in[i] = iocp::buffer(in_parts[i].data(), len);
+                room += len;
+            }
+            if (room == 0)
+                continue;
+            auto recv = [&]() -> iocp::task<std::size_t> {
+                co_return co_await iocp::async_recv(
+                    p.server, std::span<const iocp::mutable_buffer>(in.data(), in_count))
+                    .or_throw();
+            };
+            std::size_t n = iocp::sync_wait(recv());
+            ASSERT_GT(n, 0U);
+            ASSERT_LE(n, room);
+            for (std::size_t i = 0; i < in_count && n > 0; ++i) {
+                const std::size_t take = std::min(n, in_parts[i].size());
+                for (std::size_t j = 0; j < take; ++j)
+                    in_order = in_order && in_parts[i][j] == byte_at(received + j);
+                received += take;
+                n -= take;
+            }
+        }
+    }
+    EXPECT_TRUE(in_order);
+    EXPECT_EQ(received, sent);
+}
+
 // --- a receive into 0 bytes -----------------------------------------------------------------
 
 TEST(user_trial2_test, a_receive_into_0_bytes_completes_at_once_on_a_quiet_connection) {
@@ -1177,6 +1291,29 @@ TEST(user_trial2_test, a_receive_into_0_bytes_completes_at_once_on_a_quiet_conne
         const iocp::io_result r = f.get();
         EXPECT_FALSE(r.ec) << r.ec.message();
         EXPECT_EQ(r.bytes, 0U);
+    }
+    // A send of 0 bytes: done at once too (the send of nothing that a gather list of empty
+    // buffers makes).
+    {
+        std::array<iocp::const_buffer, 2> none{iocp::buffer(&byte, 0), iocp::buffer(&byte, 0)};
+        auto body = [&]() -> iocp::task<std::pair<iocp::io_result, iocp::io_result>> {
+            iocp::io_result one = co_await iocp::async_send(p.client, iocp::buffer(&byte, 0));
+            iocp::io_result two = co_await iocp::async_send(p.client, none);
+            co_return std::pair{one, two};
+        };
+        std::future<std::pair<iocp::io_result, iocp::io_result>> f =
+            std::async(std::launch::async, [&] { return iocp::sync_wait(body()); });
+        if (f.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+            ADD_FAILURE() << "a send of 0 bytes waits";
+            p.client.close();
+            f.wait();
+            return;
+        }
+        const auto [one, two] = f.get();
+        EXPECT_FALSE(one.ec) << one.ec.message();
+        EXPECT_EQ(one.bytes, 0U);
+        EXPECT_FALSE(two.ec) << two.ec.message();
+        EXPECT_EQ(two.bytes, 0U);
     }
     // Data that arrives is left for the next receive, which takes all of it.
     const unsigned char out[3] = {1, 2, 3};
@@ -1337,6 +1474,13 @@ TEST(user_trial2_test, file_awaitables_report_bad_input_with_the_documented_code
     });
     EXPECT_FALSE(zero.ec) << zero.ec.message();
     EXPECT_EQ(zero.bytes, 0U);
+    // A write of 0 bytes: done, 0 bytes, the file unchanged.
+    const iocp::io_result none = run([&]() -> iocp::task<iocp::io_result> {
+        co_return co_await iocp::async_write_at(f, 5, iocp::buffer(&byte, 0));
+    });
+    EXPECT_FALSE(none.ec) << none.ec.message();
+    EXPECT_EQ(none.bytes, 0U);
+    EXPECT_EQ(f.size(), 0U);
     // A file written past its end reads back; the gap reads zeros.
     EXPECT_EQ(run([&]() -> iocp::task<std::size_t> {
                   co_return co_await iocp::async_write_at(f, 9, iocp::buffer(&byte, 1)).or_throw();
