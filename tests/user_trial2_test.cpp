@@ -785,7 +785,7 @@ TEST(user_trial2_test, accepts_stopped_while_clients_connect_lose_no_client) {
                     unexpected.fetch_add(1);
                     co_return;
                 }
-                unsigned char b = static_cast<unsigned char>(c);
+                auto b = static_cast<unsigned char>(c);
                 auto [sec, sn] = co_await iocp::async_send_all(s, iocp::buffer(&b, 1));
                 unsigned char back = 0;
                 auto [ec, n] = co_await iocp::async_recv(s, iocp::buffer(&back, 1));
@@ -1170,7 +1170,7 @@ TEST(user_trial2_test, file_reads_and_writes_stopped_from_outside_resume_once_wi
     // once, aborted with 0 bytes or done; a done read holds exactly the file's bytes.
     iocp::thread_pool pool(2);
     temp_path tmp("user_trial2_file");
-    constexpr std::size_t size = 256 * 1024;
+    constexpr std::size_t size = std::size_t{256} * 1024;
     std::vector<unsigned char> content(size);
     for (std::size_t i = 0; i < size; ++i)
         content[i] = byte_at(i);
@@ -1188,7 +1188,7 @@ TEST(user_trial2_test, file_reads_and_writes_stopped_from_outside_resume_once_wi
     std::mt19937 rng(14);
     int aborted = 0;
     int done = 0;
-    std::vector<unsigned char> buf(64 * 1024);
+    std::vector<unsigned char> buf(std::size_t{64} * 1024);
     for (int r = 0; r < 800; ++r) {
         std::stop_source source;
         stop.arm(source, std::chrono::microseconds(100));
@@ -1881,7 +1881,7 @@ TEST(user_trial2_test, datagram_receives_cancelled_at_random_moments_lose_and_re
     for (int seq = 0; seq < n; ++seq) {
         iocp_test::wait_until([&] { return seq - received.load() < 8 || corrupt.load() > 0; },
                               "room for a datagram");
-        const std::size_t len = static_cast<std::size_t>(4 + seq % 50);
+        const auto len = static_cast<std::size_t>(4 + seq % 50);
         out[0] = static_cast<unsigned char>(seq & 0xFF);
         out[1] = static_cast<unsigned char>(seq >> 8);
         for (std::size_t i = 2; i < len; ++i)
