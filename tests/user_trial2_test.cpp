@@ -1152,6 +1152,53 @@ TEST(user_trial2_test, a_stop_request_racing_close_resumes_the_receive_once) {
     EXPECT_EQ(aborted, 150);
 }
 
+TEST(user_trial2_test, move_assigning_a_socket_with_receives_pending_keeps_each_once) {
+    // `a = std::move(b)` with a receive pending on each: a's own receive completes once,
+    // aborted (the assignment closed it); b's goes on in `a` and gets the bytes b's peer sends.
+    iocp::thread_pool pool(2);
+    for (int round = 0; round < 40; ++round) {
+        socket_pair one = make_pair(pool);
+        socket_pair two = make_pair(pool);
+        std::promise<iocp::io_result> first;
+        std::promise<iocp::io_result> second;
+        std::atomic<int> calls{0};
+        unsigned char b1 = 0;
+        unsigned char b2 = 0;
+        one.server.recv(iocp::buffer(&b1, 1), [&](std::error_code ec, std::size_t n) {
+            calls.fetch_add(1);
+            first.set_value({ec, n});
+        });
+        two.server.recv(iocp::buffer(&b2, 1), [&](std::error_code ec, std::size_t n) {
+            calls.fetch_add(1);
+            second.set_value({ec, n});
+        });
+        one.server = std::move(two.server);
+        const iocp::io_result r1 = iocp_test::await(first.get_future(), "the first receive");
+        EXPECT_EQ(r1.ec, iocp::errc::operation_aborted) << r1.ec.message();
+        const unsigned char x = 77;
+        auto send = [&]() -> iocp::task<std::size_t> {
+            co_return co_await iocp::async_send_all(two.client, iocp::buffer(&x, 1)).or_throw();
+        };
+        ASSERT_EQ(iocp::sync_wait(send()), 1U);
+        const iocp::io_result r2 = iocp_test::await(second.get_future(), "the second receive");
+        EXPECT_FALSE(r2.ec) << r2.ec.message();
+        EXPECT_EQ(r2.bytes, 1U);
+        EXPECT_EQ(b2, 77);
+        pool.wait();
+        EXPECT_EQ(calls.load(), 2);
+        // The moved-to socket works; the moved-from one is closed.
+        EXPECT_FALSE(two.server.is_open());
+        const unsigned char y = 78;
+        auto roundtrip = [&]() -> iocp::task<unsigned char> {
+            (void)co_await iocp::async_send_all(one.server, iocp::buffer(&y, 1)).or_throw();
+            unsigned char back = 0;
+            (void)co_await iocp::async_recv(two.client, iocp::buffer(&back, 1)).or_throw();
+            co_return back;
+        };
+        EXPECT_EQ(iocp::sync_wait(roundtrip()), 78);
+    }
+}
+
 // --- files -----------------------------------------------------------------------------------
 
 struct temp_path {
