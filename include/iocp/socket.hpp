@@ -556,6 +556,13 @@ private:
         return detail::io::io_access::start(*pool_, state_, op, finish, requested, req);
     }
 
+    // A receive into 0 bytes (see recv): completes at once, through the port, with 0 bytes.
+    std::error_code start_done_at_once(io_operation& op, detail::io::finish_fn finish) noexcept {
+        if (pool_ == nullptr)
+            return std::make_error_code(std::errc::invalid_argument);
+        return detail::io::io_access::start_done_at_once(*pool_, state_, op, finish);
+    }
+
     static bool finish_recv(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
         if (!ec && bytes == 0 && detail::io::io_access::requested(*op) > 0) {
             // The peer closed its sending side, unless our own close or shutdown ended it
@@ -614,6 +621,8 @@ inline std::error_code start_recv(socket& s, io_operation& op,
     std::size_t total = 0;
     if (!socket::to_request(buffers, detail::io::request::kind::recv, req, total))
         return std::make_error_code(std::errc::invalid_argument);
+    if (total == 0) // asks for nothing: done at once (the kernel would wait for data)
+        return s.start_done_at_once(op, &socket::finish_recv);
     return s.start(op, &socket::finish_recv, total, req);
 }
 

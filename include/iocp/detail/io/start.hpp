@@ -39,6 +39,22 @@ struct io_access {
                           });
     }
 
+    // Starts `op` as an operation with nothing to wait for (a receive into 0 bytes): no call
+    // is made; it completes with no error and 0 bytes through the port, as a failure at once
+    // does (never inside this call). A closed object or a pool shutting down still report
+    // errc::invalid_handle / errc::closed, as for any start.
+    // Why not hand it to the kernel: a 0-byte WSARecv pends until data arrives (the IOCP
+    // servers' zero-byte read), and so do io_uring's and epoll's receives here, which wait for
+    // readiness first; a receive that asks for nothing would then wait for ever on a quiet
+    // connection.
+    static std::error_code start_done_at_once(thread_pool& pool, io_state* st, io_operation& op,
+                                              finish_fn finish) noexcept {
+        return start_with(pool, st, op, finish, 0, [](op_core& c, io_state&, auto, completion&) {
+            c.ph.store(phase::failed_sync, std::memory_order_relaxed); // no packet will come
+            return false;
+        });
+    }
+
 #if IOCP_HAS_IOCP
     // Any overlapped call (iocp::overlapped_handle; tests of the start guard): `call(handle,
     // overlapped)` makes it and returns a win32::call_status, or 0 (pending or done) or the
