@@ -1587,17 +1587,21 @@ TEST(user_trial2_test, awaitables_report_bad_input_with_the_documented_codes) {
                   co_return r.ec;
               }),
               iocp::errc::invalid_handle);
-    // Nobody listens: connection_refused (bind a port, then free it).
-    iocp::endpoint vacant;
-    {
-        iocp::acceptor a(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0));
-        vacant = a.local_endpoint();
+    // Nobody listens: connection_refused (bind a port, then free it). A test running beside
+    // this one may take the freed port in between: a few tries, each on a new port.
+    std::error_code refused;
+    for (int attempt = 0; attempt < 3 && refused != iocp::errc::connection_refused; ++attempt) {
+        iocp::endpoint vacant;
+        {
+            iocp::acceptor a(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0));
+            vacant = a.local_endpoint();
+        }
+        iocp::socket s(pool);
+        refused = run([&]() -> iocp::task<std::error_code> {
+            co_return co_await iocp::async_connect(s, vacant);
+        });
     }
-    iocp::socket s(pool);
-    EXPECT_EQ(run([&]() -> iocp::task<std::error_code> {
-                  co_return co_await iocp::async_connect(s, vacant);
-              }),
-              iocp::errc::connection_refused);
+    EXPECT_EQ(refused, iocp::errc::connection_refused) << refused.message();
 }
 
 TEST(user_trial2_test, file_awaitables_report_bad_input_with_the_documented_codes) {
