@@ -1044,4 +1044,99 @@ TEST_F(uring_backend_test, stress_closes_and_reuses_numbers_waiting_for_readines
     close_reuse_stress(*backend_);
 }
 
+// The kernel ties a request to the task that entered it (io_uring_enter) and cancels what is
+// pending when that task exits. Threads that issue and exit at once race long-lived threads whose
+// recvs stay pending: no thread may enter another's SQE, or those recvs would complete with
+// -ECANCELED when the short-lived thread that entered them exits. Each long-lived thread stays
+// alive until its own recvs completed (its own exit would cancel them, rightly).
+TEST_F(uring_backend_test, pending_ops_survive_the_exit_of_other_issuing_threads) {
+    constexpr int long_lived = 2;
+    constexpr int pending_each = 160;
+    constexpr int spawners = 2;
+    constexpr int short_lived_each = 40;
+    constexpr int quick_each = 16;
+    std::atomic<int> ready{0};
+    std::atomic<int> spawners_done{0};
+    std::atomic<std::size_t> survived{0};
+    auto wait_for_all = [&] {
+        ready.fetch_add(1);
+        while (ready.load() < long_lived + spawners)
+            std::this_thread::yield();
+    };
+    auto keeper = [&] {
+        completion_counter done;
+        std::vector<std::array<int, 2>> pairs;
+        std::vector<std::unique_ptr<fd_closer>> closers;
+        for (int i = 0; i < pending_each; ++i) {
+            pairs.push_back(make_socketpair());
+            closers.push_back(std::make_unique<fd_closer>(pairs.back()[0]));
+            closers.push_back(std::make_unique<fd_closer>(pairs.back()[1]));
+            ASSERT_FALSE(backend_->attach(pairs.back()[0]));
+        }
+        std::vector<std::unique_ptr<test_op>> ops;
+        std::vector<std::array<char, 2>> buffers(pending_each);
+        wait_for_all();
+        for (std::size_t i = 0; i < pairs.size(); ++i) {
+            auto op = std::make_unique<test_op>(done);
+            op->what = linux_op::kind::recv;
+            op->fd = pairs[i][0];
+            op->iov[0] = {buffers[i].data(), 2};
+            op->iov_count = 1;
+            op->issued_by = std::this_thread::get_id();
+            backend_->issue(*op);
+            ops.push_back(std::move(op));
+            std::this_thread::yield();
+        }
+        while (spawners_done.load() < spawners)
+            std::this_thread::yield();
+        for (const auto& pair : pairs)
+            ASSERT_EQ(::send(pair[1], "w", 1, MSG_NOSIGNAL), 1);
+        done.wait_for(pairs.size());
+        for (std::size_t i = 0; i < pairs.size(); ++i) {
+            EXPECT_EQ(ops[i]->calls.load(), 1);
+            EXPECT_EQ(ops[i]->result.load(), 1) << "recv " << i << " ended by another's exit";
+            if (ops[i]->result.load() == 1 && buffers[i][0] == 'w')
+                survived.fetch_add(1);
+            backend_->detach(pairs[i][0]);
+        }
+    };
+    auto spawner = [&] {
+        wait_for_all();
+        for (int t = 0; t < short_lived_each; ++t) {
+            // Its recvs find their byte at once (each completes while it is entered, never
+            // left pending), then the thread exits.
+            std::thread([&] {
+                const auto pair = make_socketpair();
+                fd_closer a(pair[0]);
+                fd_closer b(pair[1]);
+                ASSERT_FALSE(backend_->attach(a.fd));
+                completion_counter quick;
+                for (int q = 0; q < quick_each; ++q) {
+                    ASSERT_EQ(::send(b.fd, "q", 1, MSG_NOSIGNAL), 1);
+                    std::array<char, 2> buffer{};
+                    test_op op(quick);
+                    op.what = linux_op::kind::recv;
+                    op.fd = a.fd;
+                    op.iov[0] = {buffer.data(), buffer.size()};
+                    op.iov_count = 1;
+                    op.issued_by = std::this_thread::get_id();
+                    backend_->issue(op);
+                    quick.wait_for(static_cast<std::size_t>(q) + 1);
+                    EXPECT_EQ(op.result.load(), 1);
+                }
+                backend_->detach(a.fd);
+            }).join();
+        }
+        spawners_done.fetch_add(1);
+    };
+    std::vector<std::thread> threads;
+    for (int k = 0; k < long_lived; ++k)
+        threads.emplace_back(keeper);
+    for (int k = 0; k < spawners; ++k)
+        threads.emplace_back(spawner);
+    for (auto& t : threads)
+        t.join();
+    EXPECT_EQ(survived.load(), static_cast<std::size_t>(long_lived * pending_each));
+}
+
 } // namespace
