@@ -811,11 +811,12 @@ private:
                 res = -ECANCELED; // as below: resumed unless we asked for a cancel
             }
         }
-        if (res == -ECANCELED || (res == -EFAULT && !has_flag(op, fault_resumed))) {
-            // TRICKY: -ECANCELED we did not ask for is the kernel ending a request whose
-            // issuing thread exited without running it (see resume_locked): issue it again. One
-            // we asked for (the op's mark, its fd's epoch) or a backend being destroyed is the
-            // cancel it reads as.
+        if (res == -ECANCELED || res == -EINTR ||
+            (res == -EFAULT && !has_flag(op, fault_resumed))) {
+            // TRICKY: -ECANCELED (or -EINTR) we did not ask for is the kernel ending a request
+            // whose issuing thread exited without running it, or interrupting it in that
+            // thread's io-wq (see resume_locked): issue it again. One we asked for (the op's
+            // mark, its fd's epoch) or a backend being destroyed is the cancel it reads as.
             if (cancelled || has_flag(op, cancel_requested) || reaping_.stopping()) {
                 out.res = -ECANCELED;
             } else {
@@ -899,17 +900,22 @@ private:
     // (PF_EXITING / PF_KTHREAD, io_uring/io_uring.h) and posts -ECANCELED before the call
     // (io_poll_check_events); a request queued for a retry there gets -EFAULT
     // (io_req_task_submit). Exec cancels a task's requests the same way (io_uring_task_cancel).
-    // So recv, send, recvmsg, sendmsg, accept, read and write moved nothing (no byte, no
-    // connection taken) and can be issued again. Other sources of -ECANCELED: our own
-    // ASYNC_CANCEL (the op's mark, its fd's epoch: checked by the caller under the mutex, so a
-    // cancel or detach either comes before, and we complete the op as cancelled, or after, and
-    // finds the new SQE in the kernel: issued here under the mutex while the fd is attached,
-    // so never on a closed and reused number), and the ring's teardown (the destructor, after
-    // stopping(): not issued again). A connect is different: its call already ran (it returned
-    // EINPROGRESS and the handshake goes on in the kernel), and a second connect would start
-    // another handshake after a failure. So it waits for POLLOUT, reads SO_ERROR and only
-    // then issues the connect SQE again, which reports EISCONN (connected: 0) or EALREADY
-    // (still going: wait again); see reap_locked and on_poll_locked. An -EFAULT is issued
+    // A request the kernel punted to the task's io-wq (a socket call that kept failing its
+    // readiness retries, APOLL_MAX_RETRY, runs there blocking) is interrupted when the io-wq
+    // exits with its task: -EINTR (-ERESTARTSYS, io_uring/net.c); an -EINTR recv_from was
+    // seen here in udp_test's stress (several recv_from on one socket), which this explains; a
+    // cancel we ask for interrupts it the same way, and then reads as -ECANCELED. An interrupted
+    // call moved nothing either (a partial transfer reports its count). So recv, send, recvmsg,
+    // sendmsg, accept, read and write moved nothing (no byte, no connection taken) and can be
+    // issued again. Other sources of -ECANCELED: our own ASYNC_CANCEL (the op's mark, its fd's
+    // epoch: checked by the caller under the mutex, so a cancel or detach either comes before, and
+    // we complete the op as cancelled, or after, and finds the new SQE in the kernel: issued here
+    // under the mutex while the fd is attached, so never on a closed and reused number), and the
+    // ring's teardown (the destructor, after stopping(): not issued again). A connect is different:
+    // its call already ran (it returned EINPROGRESS and the handshake goes on in the kernel), and a
+    // second connect would start another handshake after a failure. So it waits for POLLOUT, reads
+    // SO_ERROR and only then issues the connect SQE again, which reports EISCONN (connected: 0) or
+    // EALREADY (still going: wait again); see reap_locked and on_poll_locked. An -EFAULT is issued
     // again once per issue() (a bad buffer gives it again, reported then). The reaper that
     // issues again may itself be a thread that exits later (a worker of a pool being shut
     // down): that ends the op the same way and another reaper issues it again, one round per
