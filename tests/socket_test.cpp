@@ -1457,6 +1457,44 @@ TEST(socket_test, close_and_peer_reset_in_the_middle_of_a_send_all) {
 // The backend in use is the one IOCP_IO_BACKEND asks for (ctest runs this program once per
 // backend): io_uring where this process can set up a ring (probed here the way the library
 // does), epoll otherwise or when asked.
+// An operation outlives the thread that started it. (io_uring ties a request to the thread
+// that submitted it and cancels it when that thread exits: a receive started from a short-lived
+// thread must still wait for its bytes, not end with operation_aborted when the thread ends.)
+TEST(socket_test, operations_started_by_threads_that_exit_still_complete) {
+    iocp::thread_pool pool(2);
+    constexpr int rounds = 8;
+    for (int r = 0; r < rounds; ++r) {
+        connected_pair p = make_pair(pool);
+        unsigned char in[4] = {};
+        std::promise<std::pair<std::error_code, std::size_t>> received;
+        std::promise<std::error_code> accepted_peer;
+        iocp::acceptor acceptor(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+        std::promise<std::error_code> accepted;
+        // The receive and an accept start on a thread that ends at once.
+        std::thread([&] {
+            p.server.recv(iocp::buffer(in), [&](std::error_code ec, std::size_t n) {
+                received.set_value({ec, n});
+            });
+            acceptor.accept([&](std::error_code ec, iocp::socket) { accepted.set_value(ec); });
+        }).join();
+        std::this_thread::sleep_for(std::chrono::milliseconds(5)); // the thread is gone
+        const unsigned char out[4] = {1, 2, 3, 4};
+        std::promise<std::error_code> sent;
+        p.client.send_all(iocp::buffer(out),
+                          [&](std::error_code ec, std::size_t) { sent.set_value(ec); });
+        EXPECT_FALSE(await(sent.get_future(), "send"));
+        const auto [ec, n] = await(received.get_future(), "recv");
+        EXPECT_FALSE(ec) << ec.message();
+        EXPECT_EQ(n, 4u);
+        iocp::socket c(pool);
+        std::promise<std::error_code> connected;
+        c.connect(acceptor.local_endpoint(), [&](std::error_code e) { connected.set_value(e); });
+        EXPECT_FALSE(await(connected.get_future(), "connect"));
+        const std::error_code aec = await(accepted.get_future(), "accept");
+        EXPECT_FALSE(aec) << aec.message();
+    }
+}
+
 TEST(socket_test, the_backend_in_use_is_the_one_asked_for) {
     const char* forced = std::getenv("IOCP_IO_BACKEND");
     const std::string name = iocp::io_backend_name();

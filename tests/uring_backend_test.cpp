@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -1044,4 +1045,463 @@ TEST_F(uring_backend_test, stress_closes_and_reuses_numbers_waiting_for_readines
     close_reuse_stress(*backend_);
 }
 
+// The kernel ties a request to the task that entered it (io_uring_enter) and cancels what is
+// pending when that task exits. Threads that issue and exit at once race long-lived threads whose
+// recvs stay pending: no thread may enter another's SQE, or those recvs would complete with
+// -ECANCELED when the short-lived thread that entered them exits. Each long-lived thread stays
+// alive until its own recvs completed (its own exit would cancel them, rightly).
+TEST_F(uring_backend_test, pending_ops_survive_the_exit_of_other_issuing_threads) {
+    constexpr int long_lived = 2;
+    constexpr int pending_each = 160;
+    constexpr int spawners = 2;
+    constexpr int short_lived_each = 40;
+    constexpr int quick_each = 16;
+    std::atomic<int> ready{0};
+    std::atomic<int> spawners_done{0};
+    std::atomic<std::size_t> survived{0};
+    auto wait_for_all = [&] {
+        ready.fetch_add(1);
+        while (ready.load() < long_lived + spawners)
+            std::this_thread::yield();
+    };
+    auto keeper = [&] {
+        completion_counter done;
+        std::vector<std::array<int, 2>> pairs;
+        std::vector<std::unique_ptr<fd_closer>> closers;
+        for (int i = 0; i < pending_each; ++i) {
+            pairs.push_back(make_socketpair());
+            closers.push_back(std::make_unique<fd_closer>(pairs.back()[0]));
+            closers.push_back(std::make_unique<fd_closer>(pairs.back()[1]));
+            ASSERT_FALSE(backend_->attach(pairs.back()[0]));
+        }
+        std::vector<std::unique_ptr<test_op>> ops;
+        std::vector<std::array<char, 2>> buffers(pending_each);
+        wait_for_all();
+        for (std::size_t i = 0; i < pairs.size(); ++i) {
+            auto op = std::make_unique<test_op>(done);
+            op->what = linux_op::kind::recv;
+            op->fd = pairs[i][0];
+            op->iov[0] = {buffers[i].data(), 2};
+            op->iov_count = 1;
+            op->issued_by = std::this_thread::get_id();
+            backend_->issue(*op);
+            ops.push_back(std::move(op));
+            std::this_thread::yield();
+        }
+        while (spawners_done.load() < spawners)
+            std::this_thread::yield();
+        for (const auto& pair : pairs)
+            ASSERT_EQ(::send(pair[1], "w", 1, MSG_NOSIGNAL), 1);
+        done.wait_for(pairs.size());
+        for (std::size_t i = 0; i < pairs.size(); ++i) {
+            EXPECT_EQ(ops[i]->calls.load(), 1);
+            EXPECT_EQ(ops[i]->result.load(), 1) << "recv " << i << " ended by another's exit";
+            if (ops[i]->result.load() == 1 && buffers[i][0] == 'w')
+                survived.fetch_add(1);
+            backend_->detach(pairs[i][0]);
+        }
+    };
+    auto spawner = [&] {
+        wait_for_all();
+        for (int t = 0; t < short_lived_each; ++t) {
+            // Its recvs find their byte at once (each completes while it is entered, never
+            // left pending), then the thread exits.
+            std::thread([&] {
+                const auto pair = make_socketpair();
+                fd_closer a(pair[0]);
+                fd_closer b(pair[1]);
+                ASSERT_FALSE(backend_->attach(a.fd));
+                completion_counter quick;
+                for (int q = 0; q < quick_each; ++q) {
+                    ASSERT_EQ(::send(b.fd, "q", 1, MSG_NOSIGNAL), 1);
+                    std::array<char, 2> buffer{};
+                    test_op op(quick);
+                    op.what = linux_op::kind::recv;
+                    op.fd = a.fd;
+                    op.iov[0] = {buffer.data(), buffer.size()};
+                    op.iov_count = 1;
+                    op.issued_by = std::this_thread::get_id();
+                    backend_->issue(op);
+                    quick.wait_for(static_cast<std::size_t>(q) + 1);
+                    EXPECT_EQ(op.result.load(), 1);
+                }
+                backend_->detach(a.fd);
+            }).join();
+        }
+        spawners_done.fetch_add(1);
+    };
+    std::vector<std::thread> threads;
+    for (int k = 0; k < long_lived; ++k)
+        threads.emplace_back(keeper);
+    for (int k = 0; k < spawners; ++k)
+        threads.emplace_back(spawner);
+    for (auto& t : threads)
+        t.join();
+    EXPECT_EQ(survived.load(), static_cast<std::size_t>(long_lived * pending_each));
+}
+
 } // namespace
+
+// --- Operations whose issuing thread exits before they complete -------------------------------
+// The kernel ends such a request, without running it, when its fd becomes ready (-ECANCELED from
+// the fallback task_work of the exited task); the backend issues it again from the reaper. Each
+// op below is issued by a thread that exits while the op waits, then made ready: it must
+// complete once with its real result.
+
+// Runs fn on a thread that exits before this returns.
+template <class F>
+void on_a_thread_that_exits(F&& fn) {
+    std::thread(std::forward<F>(fn)).join();
+}
+
+class uring_backend_exit_test : public uring_backend_test,
+                                public ::testing::WithParamInterface<bool> {
+protected:
+    // The parameter: every op first waits for its readiness POLL_ADD (the re-issue path).
+    void SetUp() override {
+        uring_options options;
+        options.force_poll_first = GetParam();
+        create(options);
+    }
+};
+
+INSTANTIATE_TEST_SUITE_P(first_try, uring_backend_exit_test, ::testing::Values(false));
+INSTANTIATE_TEST_SUITE_P(poll_first, uring_backend_exit_test, ::testing::Values(true));
+
+TEST_P(uring_backend_exit_test, an_accept_completes_with_the_connection) {
+    ::sockaddr_in where{};
+    fd_closer listener(make_listener(where));
+    ASSERT_FALSE(backend_->attach(listener.fd));
+    test_op accept(done_);
+    accept.what = linux_op::kind::accept;
+    accept.fd = listener.fd;
+    on_a_thread_that_exits([&] { issue(accept); });
+    fd_closer client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ASSERT_EQ(::connect(client.fd, reinterpret_cast<::sockaddr*>(&where), sizeof where), 0);
+    done_.wait_for(1);
+    const int accepted = completed_once(accept);
+    ASSERT_GE(accepted, 0) << std::strerror(-accepted);
+    fd_closer server(accepted);
+    ASSERT_EQ(::send(client.fd, "a", 1, MSG_NOSIGNAL), 1);
+    char byte = 0;
+    ASSERT_EQ(::recv(accepted, &byte, 1, 0), 1); // the connection the accept took is ours
+    EXPECT_EQ(byte, 'a');
+    backend_->detach(listener.fd);
+}
+
+// A connect to a listener whose accept queue is full stays in SYN_SENT (the listener drops the
+// SYN) until the queue drains and the client sends its SYN again (about 1 s later): the
+// handshake outlives the thread. A second listener is closed instead: the retry gets a reset,
+// and the connect reports ECONNREFUSED (read from SO_ERROR).
+TEST_P(uring_backend_exit_test, a_connect_completes_with_the_handshake_result) {
+    ::sockaddr_in where[2]{};
+    fd_closer ok_listener(make_listener(where[0]));
+    auto listener_2 = std::make_unique<fd_closer>(make_listener(where[1]));
+    std::vector<std::unique_ptr<fd_closer>> fillers;
+    for (const auto& to : where) {
+        ASSERT_EQ(::listen(&to == &where[0] ? ok_listener.fd : listener_2->fd, 0), 0);
+        // Backlog 0 holds one connection: one filler, established, makes the queue full.
+        fillers.push_back(std::make_unique<fd_closer>(::socket(AF_INET, SOCK_STREAM, 0)));
+        ASSERT_EQ(
+            ::connect(fillers.back()->fd, reinterpret_cast<const ::sockaddr*>(&to), sizeof to), 0);
+    }
+    std::vector<std::unique_ptr<fd_closer>> clients;
+    std::vector<std::unique_ptr<test_op>> connects;
+    for (const auto& to : where) {
+        clients.push_back(std::make_unique<fd_closer>(::socket(AF_INET, SOCK_STREAM, 0)));
+        ASSERT_FALSE(backend_->attach(clients.back()->fd));
+        connects.push_back(std::make_unique<test_op>(done_));
+        connects.back()->what = linux_op::kind::connect;
+        connects.back()->fd = clients.back()->fd;
+        std::memcpy(&connects.back()->addr, &to, sizeof to);
+        connects.back()->addr_len = sizeof to;
+    }
+    on_a_thread_that_exits([&] {
+        for (auto& c : connects)
+            issue(*c);
+    });
+    EXPECT_EQ(done_.count(), 0u) << "the handshakes should still be going";
+    // Drain the first queue (the SYN sent again is then taken), close the second listener (the
+    // SYN sent again gets a reset).
+    const int taken = ::accept(ok_listener.fd, nullptr, nullptr);
+    ASSERT_GE(taken, 0) << std::strerror(errno);
+    fd_closer taken_closer(taken);
+    listener_2.reset();
+    done_.wait_for(2);
+    EXPECT_EQ(completed_once(*connects[0]), 0);
+    EXPECT_EQ(completed_once(*connects[1]), -ECONNREFUSED);
+    const int second = ::accept(ok_listener.fd, nullptr, nullptr);
+    ASSERT_GE(second, 0) << std::strerror(errno);
+    fd_closer second_closer(second);
+    ASSERT_EQ(::send(clients[0]->fd, "c", 1, MSG_NOSIGNAL), 1);
+    char byte = 0;
+    ASSERT_EQ(::recv(second, &byte, 1, 0), 1);
+    EXPECT_EQ(byte, 'c');
+    for (auto& c : clients)
+        backend_->detach(c->fd);
+}
+
+TEST_P(uring_backend_exit_test, a_send_that_waits_for_room_sends_its_bytes) {
+    const auto pair = make_socketpair();
+    fd_closer a(pair[0]);
+    fd_closer b(pair[1]);
+    ASSERT_FALSE(backend_->attach(a.fd));
+    // Fill a's send buffer (and b's receive buffer) until a send would block.
+    std::vector<char> chunk(4096, 'f');
+    std::size_t filled = 0;
+    for (;;) {
+        const ::ssize_t n = ::send(a.fd, chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0) {
+            ASSERT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK) << std::strerror(errno);
+            break;
+        }
+        filled += static_cast<std::size_t>(n);
+    }
+    char message[] = "last";
+    test_op send(done_);
+    send.what = linux_op::kind::send;
+    send.fd = a.fd;
+    send.iov[0] = {message, 4};
+    send.iov_count = 1;
+    on_a_thread_that_exits([&] { issue(send); });
+    EXPECT_EQ(done_.count(), 0u) << "the send should wait for room";
+    // Read the filler: room for the send, which then sends its bytes once, after the filler.
+    std::string got;
+    std::vector<char> buffer(65536);
+    while (got.size() < filled) {
+        const ::ssize_t n =
+            ::recv(b.fd, buffer.data(), std::min(buffer.size(), filled - got.size()), 0);
+        ASSERT_GT(n, 0) << std::strerror(errno);
+        got.append(buffer.data(), static_cast<std::size_t>(n));
+    }
+    EXPECT_EQ(got.find_first_not_of('f'), std::string::npos);
+    done_.wait_for(1);
+    ASSERT_EQ(completed_once(send), 4);
+    ASSERT_EQ(::recv(b.fd, buffer.data(), 4, MSG_WAITALL), 4);
+    EXPECT_EQ(std::string(buffer.data(), 4), "last");
+    backend_->detach(a.fd);
+}
+
+TEST_P(uring_backend_exit_test, a_recv_from_gets_its_datagram_and_sender) {
+    auto udp = [] {
+        const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        ::sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        EXPECT_EQ(::bind(fd, reinterpret_cast<::sockaddr*>(&addr), sizeof addr), 0);
+        return fd;
+    };
+    fd_closer receiver(udp());
+    fd_closer sender(udp());
+    ASSERT_FALSE(backend_->attach(receiver.fd));
+    char buffer[16] = {};
+    test_op recv(done_);
+    recv.what = linux_op::kind::recv_from;
+    recv.fd = receiver.fd;
+    recv.iov[0] = {buffer, sizeof buffer};
+    recv.iov_count = 1;
+    on_a_thread_that_exits([&] { issue(recv); });
+    ::sockaddr_in to{}, from{};
+    ::socklen_t len = sizeof to;
+    ASSERT_EQ(::getsockname(receiver.fd, reinterpret_cast<::sockaddr*>(&to), &len), 0);
+    len = sizeof from;
+    ASSERT_EQ(::getsockname(sender.fd, reinterpret_cast<::sockaddr*>(&from), &len), 0);
+    ASSERT_EQ(::sendto(sender.fd, "datagram", 8, 0, reinterpret_cast<::sockaddr*>(&to), sizeof to),
+              8);
+    done_.wait_for(1);
+    EXPECT_EQ(completed_once(recv), 8);
+    EXPECT_EQ(std::string(buffer, 8), "datagram");
+    EXPECT_EQ(recv.msg.msg_namelen, sizeof(::sockaddr_in));
+    EXPECT_EQ(reinterpret_cast<const ::sockaddr_in&>(recv.addr).sin_port, from.sin_port);
+    backend_->detach(receiver.fd);
+}
+
+// A file read that must wait: the read end of a pipe (a regular file's read never waits for an
+// fd's readiness, it completes while the issuing thread is in the kernel).
+TEST_P(uring_backend_exit_test, a_read_at_of_a_pipe_reads_what_is_written_later) {
+    int fds[2];
+    ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+    fd_closer read_end(fds[0]);
+    fd_closer write_end(fds[1]);
+    ASSERT_FALSE(backend_->attach(read_end.fd));
+    char buffer[8] = {};
+    test_op read(done_);
+    read.what = linux_op::kind::read_at;
+    read.fd = read_end.fd;
+    read.offset = 0;
+    read.iov[0] = {buffer, sizeof buffer};
+    on_a_thread_that_exits([&] { issue(read); });
+    EXPECT_EQ(done_.count(), 0u) << "the read should wait for bytes";
+    ASSERT_EQ(::write(write_end.fd, "pipe", 4), 4);
+    done_.wait_for(1);
+    EXPECT_EQ(completed_once(read), 4);
+    EXPECT_EQ(std::string(buffer, 4), "pipe");
+    backend_->detach(read_end.fd);
+}
+
+// A cancel we asked for still ends an op whose issuing thread exited, once, as cancelled, and
+// detach does too: neither is mistaken for the kernel's cancel at thread exit.
+TEST_P(uring_backend_exit_test, cancel_and_detach_still_abort_once) {
+    const auto p1 = make_socketpair();
+    const auto p2 = make_socketpair();
+    fd_closer a1(p1[0]), b1(p1[1]), b2(p2[1]);
+    ASSERT_FALSE(backend_->attach(p1[0]));
+    ASSERT_FALSE(backend_->attach(p2[0]));
+    char x[2], y[2];
+    test_op one(done_), two(done_);
+    for (auto* op : {&one, &two}) {
+        op->what = linux_op::kind::recv;
+        op->iov_count = 1;
+    }
+    one.fd = p1[0];
+    one.iov[0] = {x, 2};
+    two.fd = p2[0];
+    two.iov[0] = {y, 2};
+    on_a_thread_that_exits([&] {
+        issue(one);
+        issue(two);
+    });
+    backend_->cancel(one);
+    backend_->detach(p2[0]);
+    ::close(p2[0]);
+    done_.wait_for(2);
+    EXPECT_EQ(completed_once(one), -ECANCELED);
+    EXPECT_EQ(completed_once(two), -ECANCELED);
+    backend_->detach(p1[0]);
+}
+
+// Stress: short-lived threads issue recvs and exit at random moments while a writer feeds the
+// recvs as soon as they are issued, a canceller cancels some and a closer detaches and closes
+// some sockets. Every recv completes exactly once: with its byte, or -ECANCELED only when it
+// was cancelled or its socket closed.
+void exit_stress(uring_backend& backend) {
+    constexpr int rounds = 6;
+    constexpr int issuers = 6;
+    constexpr int ops_each = 12;
+    constexpr int total = issuers * ops_each;
+    for (int round = 0; round < rounds; ++round) {
+        completion_counter done;
+        struct slot {
+            std::array<int, 2> fds{-1, -1};
+            std::unique_ptr<test_op> op;
+            char buffer[2] = {};
+            std::atomic<bool> issued{false};
+            std::atomic<bool> cancelled{false};
+            std::atomic<bool> closed{false};
+        };
+        std::vector<slot> slots(total);
+        for (auto& s : slots) {
+            s.fds = make_socketpair();
+            ASSERT_FALSE(backend.attach(s.fds[0]));
+            s.op = std::make_unique<test_op>(done);
+            s.op->what = linux_op::kind::recv;
+            s.op->fd = s.fds[0];
+            s.op->iov[0] = {s.buffer, sizeof s.buffer};
+            s.op->iov_count = 1;
+        }
+        std::atomic<bool> go{false};
+        std::vector<std::thread> threads;
+        for (int t = 0; t < issuers; ++t) {
+            threads.emplace_back([&, t] {
+                std::minstd_rand random(static_cast<unsigned>(round * 131 + t));
+                while (!go.load())
+                    std::this_thread::yield();
+                // Each issuer is itself a chain of threads: a link issues a few recvs and exits.
+                int next = t * ops_each;
+                const int end = next + ops_each;
+                while (next < end) {
+                    const int count = 1 + static_cast<int>(random() % 4);
+                    const unsigned spin = random() % 64;
+                    std::thread([&, count, spin] {
+                        for (int k = 0; k < count && next < end; ++k, ++next) {
+                            slot& s = slots[static_cast<std::size_t>(next)];
+                            s.op->issued_by = std::this_thread::get_id();
+                            backend.issue(*s.op);
+                            s.issued.store(true);
+                        }
+                        for (unsigned y = 0; y < spin; ++y)
+                            std::this_thread::yield();
+                    }).join();
+                }
+            });
+        }
+        std::thread writer([&] {
+            std::minstd_rand random(static_cast<unsigned>(round));
+            std::vector<int> order(total);
+            for (int i = 0; i < total; ++i)
+                order[static_cast<std::size_t>(i)] = i;
+            std::shuffle(order.begin(), order.end(), random);
+            while (!go.load())
+                std::this_thread::yield();
+            for (int i : order) {
+                slot& s = slots[static_cast<std::size_t>(i)];
+                while (!s.issued.load())
+                    std::this_thread::yield();
+                if (random() % 4 == 0)
+                    std::this_thread::yield(); // the issuing thread may be gone by now, or not
+                // The peer may have been closed by the closer: the send then fails, ignored.
+                (void)::send(s.fds[1], "r", 1, MSG_NOSIGNAL);
+            }
+        });
+        std::thread canceller([&] {
+            std::minstd_rand random(static_cast<unsigned>(round + 7));
+            while (!go.load())
+                std::this_thread::yield();
+            for (int n = 0; n < total / 6; ++n) {
+                slot& s = slots[random() % total];
+                if (!s.issued.load())
+                    continue;
+                s.cancelled.store(true);
+                backend.cancel(*s.op);
+            }
+        });
+        std::thread closer([&] {
+            std::minstd_rand random(static_cast<unsigned>(round + 13));
+            while (!go.load())
+                std::this_thread::yield();
+            for (int n = 0; n < total / 6; ++n) {
+                slot& s = slots[random() % total];
+                if (!s.issued.load() || s.closed.exchange(true))
+                    continue;
+                backend.detach(s.fds[0]);
+                ::close(s.fds[0]);
+            }
+        });
+        go.store(true);
+        for (auto& t : threads)
+            t.join();
+        writer.join();
+        canceller.join();
+        closer.join();
+        done.wait_for(total);
+        for (auto& s : slots) {
+            EXPECT_EQ(s.op->calls.load(), 1);
+            const int res = s.op->result.load();
+            if (s.cancelled.load() || s.closed.load()) {
+                EXPECT_TRUE(res == 1 || res == -ECANCELED) << res;
+            } else {
+                EXPECT_EQ(res, 1) << "a recv nobody cancelled ended with " << res;
+            }
+            if (res == 1) {
+                EXPECT_EQ(s.buffer[0], 'r');
+            }
+            if (!s.closed.load()) {
+                backend.detach(s.fds[0]);
+                ::close(s.fds[0]);
+            }
+            ::close(s.fds[1]);
+        }
+        EXPECT_EQ(done.count(), static_cast<std::size_t>(total)); // none completed twice
+    }
+}
+
+TEST_P(uring_backend_exit_test, stress_issuers_exit_while_others_cancel_and_close) {
+    exit_stress(*backend_);
+}
+
+TEST_F(uring_backend_test, stress_issuers_exit_while_others_cancel_by_user_data_and_close) {
+    uring_options options;
+    options.force_cancel_by_user_data = true;
+    create(options);
+    exit_stress(*backend_);
+}

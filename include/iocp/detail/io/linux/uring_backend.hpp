@@ -22,7 +22,9 @@
 // Completions are reported as the contract in backend.hpp says: exactly once per issue(), never
 // inside issue(), on the reaping thread. -EAGAIN from a CQE is never reported (the operation waits
 // for a POLL_ADD of its readiness, then is issued again); a cancelled accept that still produced a
-// socket closes it and reports -ECANCELED.
+// socket closes it and reports -ECANCELED. An operation outlives the thread that issued it: the
+// kernel ends a request whose issuing thread exited without running it, and the backend issues
+// it again from the reaper (see resume_locked).
 //
 // Every SQE that names an fd is submitted under the mutex while the fd is attached (before
 // detach()): none is linked (IOSQE_IO_LINK) or forced to io-wq (IOSQE_ASYNC), because the kernel
@@ -61,6 +63,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace iocp::detail::io::lnx {
@@ -312,7 +315,9 @@ private:
     // two flags.
     static constexpr std::uintptr_t behind_poll = 1;      // its POLL_ADD is its SQE in the kernel
     static constexpr std::uintptr_t cancel_requested = 2; // cancel(op) was called
-    static constexpr unsigned flag_bits = 2;
+    static constexpr std::uintptr_t connect_resumed = 4;  // a connect whose handshake went on
+    static constexpr std::uintptr_t fault_resumed = 8;    // issued again after an -EFAULT
+    static constexpr unsigned flag_bits = 4;
 
     // Operations of one fd in flight (linked through linux_op::next) and its cancel epoch.
     struct fd_slot {
@@ -345,7 +350,7 @@ private:
         op.backend_data = reinterpret_cast<void*>(word);
     }
     // Whether op's fd was cancelled (cancel(fd), detach) since op was issued. Compared in the
-    // bits the word keeps (on a 32-bit target the epoch wraps at 2^30 cancels: harmless, an op
+    // bits the word keeps (on a 32-bit target the epoch wraps at 2^28 cancels: harmless, an op
     // is in flight across far fewer).
     bool fd_cancelled_locked(const linux_op& op) const noexcept {
         const fd_slot& slot = fds_[static_cast<std::size_t>(op.fd)];
@@ -796,7 +801,33 @@ private:
     bool reap_locked(linux_op& op, int res, reaped& out) noexcept {
         const bool cancelled = fd_cancelled_locked(op);
         out = {&op, res, -1};
-        if (res == -EAGAIN) {
+        if (op.what == linux_op::kind::connect && has_flag(op, connect_resumed)) {
+            // The connect SQE issued again by resume_locked: the handshake it started first
+            // finished (EISCONN: connected) or is still going (EALREADY: wait again).
+            if (res == -EISCONN) {
+                out.res = 0;
+                res = 0;
+            } else if (res == -EALREADY) {
+                res = -ECANCELED; // as below: resumed unless we asked for a cancel
+            }
+        }
+        if (res == -ECANCELED || res == -EINTR ||
+            (res == -EFAULT && !has_flag(op, fault_resumed))) {
+            // TRICKY: -ECANCELED (or -EINTR) we did not ask for is the kernel ending a request
+            // whose issuing thread exited without running it, or interrupting it in that
+            // thread's io-wq (see resume_locked): issue it again. One we asked for (the op's
+            // mark, its fd's epoch) or a backend being destroyed is the cancel it reads as.
+            if (cancelled || has_flag(op, cancel_requested) || reaping_.stopping()) {
+                out.res = -ECANCELED;
+            } else {
+                if (res == -EFAULT)
+                    set_flag(op, fault_resumed);
+                const int r = resume_locked(op);
+                if (r == 0)
+                    return false;
+                out.res = r;
+            }
+        } else if (res == -EAGAIN) {
             // The kernel gave up on a non-blocking fd (5.9 did for READ [liburing#274]; io-wq
             // and retry caps still can [seastar#3479]: an O_NONBLOCK socket whose poll keeps
             // waking with nothing to read, past the kernel's APOLL_MAX_RETRY, is retried in
@@ -829,15 +860,72 @@ private:
         set_flag(op, behind_poll, false);
         out = {&op, -ECANCELED, -1};
         // TRICKY: the poll may have fired just before a cancel ran (which then found nothing):
-        // the epoch or the mark says so, and op is not issued again.
-        if (res != -ECANCELED && !fd_cancelled_locked(op) && !has_flag(op, cancel_requested)) {
-            const int r = submit_op_locked(op);
+        // the epoch or the mark says so, and op is not issued again. A cancel we did not ask
+        // for ended a poll whose issuing thread (a reaper) exited: wait again.
+        if (!fd_cancelled_locked(op) && !has_flag(op, cancel_requested) && !reaping_.stopping()) {
+            int r = 0;
+            if (res == -ECANCELED || res == -EFAULT) {
+                r = submit_poll_locked(op);
+            } else if (op.what == linux_op::kind::connect && has_flag(op, connect_resumed)) {
+                // The handshake ended: a failure is in SO_ERROR (read and cleared here, as
+                // connect(2) says for EINPROGRESS); else the connect SQE tells (EISCONN).
+                int error = 0;
+                ::socklen_t length = sizeof(error);
+                if (::getsockopt(op.fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0)
+                    error = errno;
+                if (error != 0) {
+                    out.res = -error;
+                    unlink_locked(op);
+                    return true;
+                }
+                r = submit_op_locked(op);
+            } else {
+                r = submit_op_locked(op);
+            }
             if (r == 0)
                 return false;
             out.res = r;
         }
         unlink_locked(op);
         return true;
+    }
+
+    // Issues op again after the kernel ended it without running it because the thread that
+    // entered its SQE exited. 0, or -EBUSY when no SQE could be had.
+    //
+    // TRICKY: why this is safe. io_uring ties a request to the task that submitted it
+    // (io_uring_enter). A request that waits for readiness (FAST_POLL, or our POLL_ADD) runs
+    // its call from task_work of that task when the fd is ready; once the task exited, that
+    // task_work runs on the kernel's fallback worker, which sees io_should_terminate_tw()
+    // (PF_EXITING / PF_KTHREAD, io_uring/io_uring.h) and posts -ECANCELED before the call
+    // (io_poll_check_events); a request queued for a retry there gets -EFAULT
+    // (io_req_task_submit). Exec cancels a task's requests the same way (io_uring_task_cancel).
+    // A request the kernel punted to the task's io-wq (a socket call that kept failing its
+    // readiness retries, APOLL_MAX_RETRY, runs there blocking) is interrupted when the io-wq
+    // exits with its task: -EINTR (-ERESTARTSYS, io_uring/net.c); an -EINTR recv_from was
+    // seen here in udp_test's stress (several recv_from on one socket), which this explains; a
+    // cancel we ask for interrupts it the same way, and then reads as -ECANCELED. An interrupted
+    // call moved nothing either (a partial transfer reports its count). So recv, send, recvmsg,
+    // sendmsg, accept, read and write moved nothing (no byte, no connection taken) and can be
+    // issued again. Other sources of -ECANCELED: our own ASYNC_CANCEL (the op's mark, its fd's
+    // epoch: checked by the caller under the mutex, so a cancel or detach either comes before, and
+    // we complete the op as cancelled, or after, and finds the new SQE in the kernel: issued here
+    // under the mutex while the fd is attached, so never on a closed and reused number), and the
+    // ring's teardown (the destructor, after stopping(): not issued again). A connect is different:
+    // its call already ran (it returned EINPROGRESS and the handshake goes on in the kernel), and a
+    // second connect would start another handshake after a failure. So it waits for POLLOUT, reads
+    // SO_ERROR and only then issues the connect SQE again, which reports EISCONN (connected: 0) or
+    // EALREADY (still going: wait again); see reap_locked and on_poll_locked. An -EFAULT is issued
+    // again once per issue() (a bad buffer gives it again, reported then). The reaper that
+    // issues again may itself be a thread that exits later (a worker of a pool being shut
+    // down): that ends the op the same way and another reaper issues it again, one round per
+    // exit; the watchdog, which lives as long as the backend, ends the chain.
+    int resume_locked(linux_op& op) noexcept {
+        if (op.what == linux_op::kind::connect) {
+            set_flag(op, connect_resumed);
+            return submit_poll_locked(op);
+        }
+        return submit_op_locked(op);
     }
 
     ::io_uring ring_{};
