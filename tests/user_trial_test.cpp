@@ -45,6 +45,7 @@
 #include "iocp/coro/io.hpp"
 #include "iocp/endpoint.hpp"
 #include "iocp/socket.hpp"
+#include "support/socket_pair.hpp"
 #endif
 
 namespace {
@@ -313,27 +314,9 @@ TEST(user_trial_test, stop_join_or_destructor_while_coroutines_hop_and_sleep) {
 
 // --- one worker: hops, timers and sockets --------------------------------------------------
 
-struct socket_pair {
-    iocp::socket client;
-    iocp::socket server;
-};
+using iocp_test::socket_pair;
 
-socket_pair make_pair(iocp::thread_pool& pool) {
-    iocp::acceptor listener(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0));
-    auto run = [&]() -> iocp::task<socket_pair> {
-        socket_pair p{iocp::socket(pool), iocp::socket()};
-        auto accept = [&]() -> iocp::task<iocp::socket> {
-            co_return (co_await iocp::async_accept(listener).or_throw()).first;
-        };
-        auto connect = [&]() -> iocp::task<> {
-            co_await iocp::async_connect(p.client, listener.local_endpoint()).or_throw();
-        };
-        auto [server, unused] = co_await iocp::when_all(accept(), connect());
-        p.server = std::move(server);
-        co_return p;
-    };
-    return iocp::sync_wait(run());
-}
+socket_pair make_pair(iocp::thread_pool& pool) { return iocp_test::make_socket_pair(pool); }
 
 unsigned char byte_at(std::size_t i) {
     return static_cast<unsigned char>((i * 13 + i / 257) & 0xFF);
