@@ -250,6 +250,7 @@ const std::vector<std::string> g_syscall_events = {
     "syscalls:sys_enter_recvfrom",    "syscalls:sys_enter_sendto",
     "syscalls:sys_enter_read",        "syscalls:sys_enter_write",
     "syscalls:sys_enter_sched_yield", "context-switches",
+    "task-clock",
 };
 
 class server_process {
@@ -349,7 +350,7 @@ public:
                 while (std::getline(s, field, ','))
                     fields.push_back(field);
                 if (fields.size() >= 3 && (fields[2].find("sys_enter") != std::string::npos ||
-                                           fields[2] == "context-switches"))
+                                           fields[2] == "context-switches" || fields[2] == "task-clock"))
                     counts[fields[2]] = std::atof(fields[0].c_str());
             }
             ::unlink(perf_output_.c_str());
@@ -657,7 +658,7 @@ int main(int argc, char** argv) {
                 g_pool_options.batch, count_syscalls ? "; servers under perf stat" : "");
     std::printf("%-20s %-14s %12s %21s %8s", "workload", "server", "median", "range", "vs asio");
     if (count_syscalls)
-        std::printf(" %9s  %s", "calls/msg", "per message: context switches; calls by name");
+        std::printf(" %9s  %s", "calls/msg", "per message: server CPU, context switches; calls by name");
     std::printf("\n");
     bool all_ok = true;
     for (const workload& w : workloads) {
@@ -706,7 +707,10 @@ int main(int argc, char** argv) {
                         calls[event] += n;
                 }
                 std::printf(" %9.2f ", calls["raw_syscalls:sys_enter"] / messages);
-                std::printf(" (context switches %.2f)", calls["context-switches"] / messages);
+                // task-clock is in ms: the server's CPU time per message, in us.
+                std::printf(" (CPU %.2f us, context switches %.2f)",
+                            calls["task-clock"] * 1000.0 / messages,
+                            calls["context-switches"] / messages);
                 for (const auto& [event, n] : calls) {
                     const std::string prefix = "syscalls:sys_enter_";
                     if (event.rfind(prefix, 0) == 0 && n / messages >= 0.005)
