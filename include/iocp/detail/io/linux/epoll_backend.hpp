@@ -299,7 +299,68 @@ struct fd_state {
     op_queue read_ops;     // recv, accept: waiting for EPOLLIN (FIFO)
     op_queue write_ops;    // send, connect: waiting for EPOLLOUT (FIFO)
     fd_state* next_retired = nullptr; // the reaper frees detached states through this link
+    // Events a reaping round found `mutex` taken for: the holder performs them when it unlocks
+    // (unlock_state), so the reaper never sleeps behind a thread making its call under the lock.
+    std::atomic<std::uint32_t> deferred_events{0};
 };
+
+// Makes the calls of the queue's operations in order until one would block; the finished ones
+// (results set) move to `done`. Caller holds the state's lock.
+// TRICKY: edge-triggered: every operation must be tried until EAGAIN, or readiness that this
+// edge announced would never be announced again.
+inline void perform(op_queue& queue, op_queue& done) noexcept {
+    while (linux_op* op = queue.head) {
+        int res = 0;
+        if (!attempt_socket_op(*op, res))
+            return;
+        queue.pop();
+        set_result(*op, res);
+        done.push(op);
+    }
+}
+
+// Performs what `events` make possible on `state` (caller holds its lock). A detached state's
+// events are dropped: its operations were cancelled.
+inline void perform_events(fd_state& state, std::uint32_t events, op_queue& done) noexcept {
+    if (state.detached)
+        return;
+    // The write side first: a connect reads its failure from SO_ERROR, which a recv on the
+    // read side would otherwise consume and clear (then the connect would wait for an event
+    // that never comes).
+    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0)
+        perform(state.write_ops, done);
+    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0)
+        perform(state.read_ops, done);
+}
+
+// Releases the state's lock, first performing the events a reaper deferred to this holder
+// (fd_state::deferred_events); operations they finish move to `done`, for the caller to
+// complete where on_complete may run.
+// TRICKY: a store-buffer pair with defer_or_lock(): the reaper publishes its events, then
+// tries the lock; the holder unlocks, then looks for events. A seq_cst fence on each side
+// between the two steps: either the reaper's try_lock sees the unlock (it performs them), or
+// this look sees the events (and takes the lock again for them).
+inline void unlock_state(fd_state& state, op_queue& done) noexcept {
+    for (;;) {
+        if (const std::uint32_t events =
+                state.deferred_events.exchange(0, std::memory_order_acquire)) {
+            perform_events(state, events, done);
+            continue; // more may have come while the calls ran
+        }
+        state.mutex.unlock();
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (state.deferred_events.load(std::memory_order_relaxed) == 0 || !state.mutex.try_lock())
+            return; // nothing deferred, or the thread that now holds the lock performs it
+    }
+}
+
+// The reaper's side: takes the state's lock, or, when another thread holds it (an issuer making
+// its call, a cancel), leaves `events` to that thread and returns false.
+inline bool defer_or_lock(fd_state& state, std::uint32_t events) noexcept {
+    state.deferred_events.fetch_or(events, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return state.mutex.try_lock();
+}
 
 // Blocks every signal in the threads this backend starts, restoring the caller's mask after.
 class signal_blocker {
@@ -445,6 +506,7 @@ public:
         epoll_detail::op_queue cancelled;
         if (state != nullptr) {
             {
+                // A plain unlock: events deferred to this holder are dropped with the state.
                 std::lock_guard lock(state->mutex);
                 state->detached = true;
                 cancelled.splice(state->read_ops);
@@ -535,33 +597,38 @@ private:
         // it in between. The non-blocking call is made under the state's lock: an edge that
         // the reaper handles before this point happened before the call (which then sees the
         // data); one after it finds the operation queued. Either way no readiness is lost.
-        std::unique_lock lock(state->mutex);
+        // An edge the reaper sees while this thread holds the lock is left to it
+        // (defer_or_lock): unlock_state performs it before the lock is released, and the
+        // operations it finishes go to the ready list (on_complete never runs inside issue()).
+        state->mutex.lock();
         table.unlock();
         epoll_detail::op_queue& queue =
             epoll_detail::waits_to_read(op) ? state->read_ops : state->write_ops;
+        epoll_detail::op_queue finished;
         int res = 0;
+        bool done_now = false;
         if (!queue.empty()) {
             queue.push(&op); // FIFO: behind the operations already waiting for an edge
-            return false;
-        }
-        if (epoll_detail::attempt_socket_op(op, res)) {
-            lock.unlock();
-            if (now != nullptr) {
-                now_res = res;
-                reaping_.completed(1);
-                return true;
-            }
-            post_ready(op, res);
-            return false;
-        }
-        if (!state->registered) {
+        } else if (epoll_detail::attempt_socket_op(op, res)) {
+            done_now = true;
+        } else if (!state->registered) {
             // Not registered (a regular file): no edge would ever come. Not reached by a
             // regular file (recvmsg on one is ENOTSOCK), kept so that nothing can wait forever.
-            lock.unlock();
-            post_ready(op, -EAGAIN);
-            return false;
+            res = -EAGAIN;
+            done_now = true;
+        } else {
+            queue.push(&op);
         }
-        queue.push(&op);
+        epoll_detail::unlock_state(*state, finished);
+        post_finished(finished);
+        if (!done_now)
+            return false;
+        if (now != nullptr) {
+            now_res = res;
+            reaping_.completed(1);
+            return true;
+        }
+        post_ready(op, res);
         return false;
     }
 
@@ -572,16 +639,19 @@ public:
     /// their own result. A connect in progress goes on in the kernel until the fd is closed.
     void cancel(int fd) noexcept override {
         epoll_detail::op_queue cancelled;
+        epoll_detail::op_queue finished;
         {
             std::shared_lock table(table_mutex_);
             if (epoll_detail::fd_state* state = find(fd)) {
-                std::lock_guard lock(state->mutex);
+                state->mutex.lock();
                 cancelled.splice(state->read_ops);
                 cancelled.splice(state->write_ops);
+                epoll_detail::unlock_state(*state, finished); // (queues empty: finds nothing)
             }
         }
         take_file_ops(fd, cancelled);
         post_ready(cancelled, -ECANCELED);
+        post_finished(finished);
     }
 
     /// Cancels the one operation `op` if it is still queued (a socket operation waiting for
@@ -598,18 +668,22 @@ public:
             queue = keep;
         };
         epoll_detail::op_queue cancelled;
+        epoll_detail::op_queue finished;
         if (op.what == kind::read_at || op.what == kind::write_at) {
             std::lock_guard lock(file_mutex_);
             take(file_ops_, cancelled);
         } else {
             std::shared_lock table(table_mutex_);
             if (epoll_detail::fd_state* state = find(op.fd)) {
-                std::lock_guard lock(state->mutex);
+                state->mutex.lock();
                 take(epoll_detail::waits_to_read(op) ? state->read_ops : state->write_ops,
                      cancelled);
+                // An edge deferred to this holder finishes the operations left queued.
+                epoll_detail::unlock_state(*state, finished);
             }
         }
         post_ready(cancelled, -ECANCELED);
+        post_finished(finished);
     }
 
     /// completion_poller: runs one round as the one reaper of the process (epoll_wait up to
@@ -725,10 +799,15 @@ private:
 
     // Hands finished operations (all with the result `res`) to the reaper.
     void post_ready(epoll_detail::op_queue& ops, int res) noexcept {
-        if (ops.empty())
-            return;
         for (linux_op* op = ops.head; op != nullptr; op = op->next)
             epoll_detail::set_result(*op, res);
+        post_finished(ops);
+    }
+
+    // Hands finished operations (each with its result set) to the reaper.
+    void post_finished(epoll_detail::op_queue& ops) noexcept {
+        if (ops.empty())
+            return;
         bool wake = false;
         {
             std::lock_guard lock(ready_mutex_);
@@ -819,36 +898,15 @@ private:
     }
 
     // Runs every queued operation of `state` that the event makes possible, then their
-    // on_complete (outside the lock: on_complete may issue on the same fd).
+    // on_complete (outside the lock: on_complete may issue on the same fd). When another thread
+    // holds the state's lock, the events are left to it (epoll_detail::defer_or_lock): the
+    // reaper goes on with its batch instead of sleeping on the lock.
     std::size_t handle_events(epoll_detail::fd_state& state, std::uint32_t events) noexcept {
+        if (!epoll_detail::defer_or_lock(state, events))
+            return 0;
         epoll_detail::op_queue done;
-        {
-            std::lock_guard lock(state.mutex);
-            if (state.detached)
-                return 0; // detached after epoll_wait returned this event: drop it
-            // The write side first: a connect reads its failure from SO_ERROR, which a recv
-            // on the read side would otherwise consume and clear (then the connect would wait
-            // for an event that never comes).
-            if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0)
-                perform(state.write_ops, done);
-            if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) != 0)
-                perform(state.read_ops, done);
-        }
+        epoll_detail::unlock_state(state, done); // performs the events, then unlocks
         return epoll_detail::complete_all(done);
-    }
-
-    // Makes the calls of the queue's operations in order until one would block.
-    // TRICKY: edge-triggered: every operation must be tried until EAGAIN, or readiness that
-    // this edge announced would never be announced again.
-    static void perform(epoll_detail::op_queue& queue, epoll_detail::op_queue& done) noexcept {
-        while (linux_op* op = queue.head) {
-            int res = 0;
-            if (!epoll_detail::attempt_socket_op(*op, res))
-                return;
-            queue.pop();
-            epoll_detail::set_result(*op, res);
-            done.push(op);
-        }
     }
 
     std::size_t run_ready() noexcept {
