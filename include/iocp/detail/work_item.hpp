@@ -7,13 +7,13 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <type_traits>
 #include <utility>
 
 #include "per_thread.hpp"
 #include "pool/constants.hpp"
+#include "pool/parking_slots.hpp"
 
 namespace iocp::detail {
 
@@ -56,12 +56,9 @@ inline void* work_item_storage(work_item* item) noexcept {
 //
 // In the depot a batch describes itself: its blocks are in groups, the first block of each
 // group listing the addresses of the others (a taker reads one block in ten, and fetches the next
-// group's block while it uses up this one). The depot is an array of slots, each empty or
-// holding one batch: `give` puts a batch into an empty slot with a CAS from null, `take` empties
-// a full slot with an exchange. No lock on either side, and no ABA: a slot's CAS compares against
-// null only, and an exchange takes whatever is there (nothing reads a batch before owning it).
-// Only when every slot is full (more than block_depot_slots batches parked, after a burst) does a
-// batch go to a locked overflow list; posting in steady state never takes a lock.
+// group's block while it uses up this one). Batches are parked in block_depot_slots lock-free
+// slots (pool/parking_slots.hpp); only when every slot is full (after a burst) does a batch go
+// to a locked list: posting in steady state never takes a lock.
 
 class block_depot {
 public:
@@ -72,7 +69,7 @@ public:
     struct group {
         static constexpr std::size_t capacity =
             (work_item_block - 3 * sizeof(void*)) / sizeof(void*);
-        group* next_batch = nullptr; // the overflow list's link (a batch's first group only)
+        group* next_batch = nullptr; // parked_'s locked list (a batch's first group only)
         group* next_group = nullptr;
         std::size_t count = 0;
         void* blocks[capacity];
@@ -105,42 +102,12 @@ public:
     // Parks a chain of groups (from give, or the rest of a taken batch) as one batch.
     void give_groups(group* first) noexcept {
         first->next_batch = nullptr;
-        for (auto& slot : slots_) {
-            group* expected = nullptr;
-            // Release: the groups are written before a taker can own them.
-            if (slot.load(std::memory_order_relaxed) == nullptr &&
-                slot.compare_exchange_strong(expected, first, std::memory_order_release,
-                                             std::memory_order_relaxed))
-                return;
-        }
-        std::lock_guard lock(overflow_mutex_);
-        first->next_batch = overflow_;
-        overflow_ = first;
-        overflow_size_.fetch_add(1, std::memory_order_relaxed);
-        locked_calls_.fetch_add(1, std::memory_order_relaxed);
+        parked_.put(first);
     }
 
     // Takes one parked batch as its chain of groups (nullptr when the depot is empty), for the
     // taker to unpack a group at a time.
-    group* take_groups() noexcept {
-        group* g = nullptr;
-        for (auto& slot : slots_) {
-            // Acquire: pairs with give_groups' release (the groups' contents).
-            if (slot.load(std::memory_order_relaxed) != nullptr &&
-                (g = slot.exchange(nullptr, std::memory_order_acquire)) != nullptr)
-                return g;
-        }
-        if (overflow_size_.load(std::memory_order_relaxed) != 0) {
-            std::lock_guard lock(overflow_mutex_);
-            g = overflow_;
-            if (g != nullptr) {
-                overflow_ = g->next_batch;
-                overflow_size_.fetch_sub(1, std::memory_order_relaxed);
-                locked_calls_.fetch_add(1, std::memory_order_relaxed);
-            }
-        }
-        return g;
-    }
+    group* take_groups() noexcept { return parked_.take(); }
 
     // Writes the addresses of the blocks of the first group of `chain` (the listed ones and
     // the group's own) to `out` (room for group::capacity + 1), and advances `chain` to the
@@ -171,9 +138,7 @@ public:
 
     // Calls that took the overflow's lock since the process started (tests: the steady state
     // takes none).
-    std::uint64_t locked_calls() const noexcept {
-        return locked_calls_.load(std::memory_order_relaxed);
-    }
+    std::uint64_t locked_calls() const noexcept { return parked_.locked_calls(); }
 
 private:
     static void prefetch(const void* p) noexcept {
@@ -184,12 +149,7 @@ private:
 #endif
     }
 
-    std::atomic<group*> slots_[block_depot_slots] = {};
-    [[maybe_unused]] cache_line_pad pad_{};
-    std::atomic<std::size_t> overflow_size_{0};
-    std::atomic<std::uint64_t> locked_calls_{0};
-    std::mutex overflow_mutex_;
-    group* overflow_ = nullptr;
+    parking_slots<group, &group::next_batch, block_depot_slots> parked_;
 };
 
 class block_cache {

@@ -40,6 +40,7 @@
 #include <new>
 #include <utility>
 
+#include "pool/parking_slots.hpp"
 #include "work_item.hpp"
 
 namespace iocp::detail {
@@ -190,7 +191,7 @@ private:
         std::atomic<std::uint64_t> base{0};
         std::unique_ptr<slot[]> slots;
         segment* owned_next = nullptr; // every segment of the queue (the destructor frees them)
-        segment* spare_next = nullptr; // the locked spare list
+        segment* spare_next = nullptr; // spares_'s locked list
         [[maybe_unused]] cache_line_pad pad{};
         // Slots whose items consumers have taken out; the one that completes the page retires
         // the segment.
@@ -398,33 +399,12 @@ private:
 
     // A retired segment, or a new one; nullptr without memory.
     segment* take_spare() noexcept {
-        for (auto& spare : spares_) {
-            if (spare.load(std::memory_order_relaxed) != nullptr)
-                if (segment* s = spare.exchange(nullptr, std::memory_order_acquire))
-                    return s;
-        }
-        {
-            std::lock_guard lock(spare_mutex_);
-            if (segment* s = spare_list_) {
-                spare_list_ = s->spare_next;
-                return s;
-            }
-        }
+        if (segment* s = spares_.take())
+            return s;
         return new_segment();
     }
 
-    void put_spare(segment* s) noexcept {
-        for (auto& spare : spares_) {
-            segment* expected = nullptr;
-            if (spare.load(std::memory_order_relaxed) == nullptr &&
-                spare.compare_exchange_strong(expected, s, std::memory_order_release,
-                                              std::memory_order_relaxed))
-                return;
-        }
-        std::lock_guard lock(spare_mutex_);
-        s->spare_next = spare_list_;
-        spare_list_ = s;
-    }
+    void put_spare(segment* s) noexcept { spares_.put(s); }
 
     segment* new_segment() noexcept {
         segment* s = nullptr;
@@ -435,7 +415,7 @@ private:
         } catch (const std::bad_alloc&) {
             return nullptr;
         }
-        std::lock_guard lock(spare_mutex_);
+        std::lock_guard lock(owned_mutex_);
         s->owned_next = owned_;
         owned_ = s;
         segments_allocated_.fetch_add(1, std::memory_order_relaxed);
@@ -479,9 +459,8 @@ private:
     [[maybe_unused]] cache_line_pad pad1_{};
     std::atomic<std::uint64_t> dequeue_pos_{0};
     [[maybe_unused]] cache_line_pad pad2_{};
-    std::atomic<segment*> spares_[spare_slots] = {};
-    std::mutex spare_mutex_;
-    segment* spare_list_ = nullptr;
+    parking_slots<segment, &segment::spare_next, spare_slots> spares_;
+    std::mutex owned_mutex_; // guards owned_
     segment* owned_ = nullptr;
     std::atomic<std::size_t> segments_allocated_{0};
 
