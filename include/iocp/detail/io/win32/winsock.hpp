@@ -68,8 +68,7 @@ inline std::error_code winsock_acquire() noexcept {
 inline void winsock_release() noexcept {
     std::atomic<std::size_t>& n = winsock_users::count;
     for (std::size_t c = n.load(std::memory_order_relaxed); c > 1;)
-        if (n.compare_exchange_weak(c, c - 1, std::memory_order_acq_rel,
-                                    std::memory_order_relaxed))
+        if (n.compare_exchange_weak(c, c - 1, std::memory_order_acq_rel, std::memory_order_relaxed))
             return;
     // Perhaps the last: 1 -> 0 only under the lock, so that no acquire starts Winsock while
     // this WSACleanup runs (an acquire that sees 0 waits for the lock).
