@@ -23,24 +23,25 @@ inline std::error_code last_wsa_error() noexcept { return wsa_error(::WSAGetLast
 // setsockopt and GetAcceptExSockaddrs). So no static destructor ends Winsock under a static
 // pool whose socket completions are still pending (WIL's network.h warns of exactly that).
 //
-// TRICKY: one WSAStartup for all the library's users, taken and given back under a lock, not
-// one per socket. Microsoft's WSACleanup: the final one resets and deallocates every socket
-// still open, and the calls are counted per process, not per thread. Wine's ws2_32 (8.0, read
-// from its WSAStartup/WSACleanup) keeps that count in a plain int, and its final WSACleanup
-// closes every handle of its socket table and then clears the table, neither under a lock. A
-// socket another thread creates (WSAStartup, WSASocketW) while a final WSACleanup runs is then
-// closed under its owner, or stays open but leaves the table: its closesocket fails with
-// WSAENOTSOCK and it is never closed (seen as a listener left listening after
-// acceptor::close, its clients never answered). With one reference, given back under the same
-// lock new users wait on, the library never calls WSAStartup and WSACleanup on two threads at
-// once and never creates a socket while its own final WSACleanup runs. Users beyond the first
-// take a lock-free path: Winsock is known to be up while the count is above 0.
+// TRICKY: one WSAStartup for all the library's users, taken and given back under a lock, not one
+// per socket. Microsoft's WSACleanup reference: the final call resets and deallocates every socket
+// still open ("as if closesocket were called") for all threads of the process. Wine's ws2_32 (8.0,
+// read from its WSAStartup/WSACleanup) keeps that count in a plain int, and its final WSACleanup
+// closes every handle of its socket table and then clears the table, neither under a lock. A socket
+// another thread creates (WSAStartup, WSASocketW) while a final WSACleanup runs is then closed
+// under its owner, or stays open but leaves the table: its closesocket fails with WSAENOTSOCK and
+// it is never closed (seen as a listener left listening after acceptor::close, its clients never
+// answered). With one reference, given back under the same lock new users wait on, the library
+// never calls WSAStartup and WSACleanup on two threads at once and never creates a socket while its
+// own final WSACleanup runs. Users beyond the first take a lock-free path: Winsock is known to be
+// up while the count is above 0. (A program that calls WSAStartup/WSACleanup itself on other
+// threads still meets Wine's race: not ours.)
 struct winsock_users {
     // The library's users of Winsock; the library holds one WSAStartup while this is above 0.
     static inline std::atomic<std::size_t> count{0};
     // Orders the 0 -> 1 (WSAStartup) and 1 -> 0 (WSACleanup) steps. An SRWLOCK: constant-
-    // initialised and without a destructor, so a socket freed by a static pool's destructor
-    // after this header's statics are gone still finds it usable.
+    // initialised and without a destructor, so it stays usable from a static pool's
+    // destructor, whatever the order of static destruction.
     static inline SRWLOCK lock = SRWLOCK_INIT;
 };
 
