@@ -832,13 +832,6 @@ TEST(user_trial2_test, closing_an_acceptor_while_clients_connect_leaves_no_clien
     // the kernel's queue is reset: every client (which sends a byte, then waits for one) ends
     // served, or with eof, a reset or refused; none waits for ever on a connection nobody
     // holds.
-#if IOCP_HAS_IOCP
-    // OPEN fault, not yet understood: on the Win32 backend under Wine, in about 1 run of 3 of
-    // this test, closing the acceptor while clients connect makes closesocket report
-    // WSAENOTSOCK (10038) and a client then waits for ever (a handle closed twice, or Wine's).
-    GTEST_SKIP() << "open: closing an acceptor while clients connect gives WSAENOTSOCK and a "
-                    "hanging client on Win32 under Wine (reported, under investigation)";
-#endif
     iocp::thread_pool pool(2);
     std::mt19937 rng(24);
     for (int round = 0; round < 30; ++round) {

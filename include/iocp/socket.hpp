@@ -26,8 +26,10 @@
 /// the pool's own queue; either way a handler never runs inside the call that started it and no
 /// completion recurses.
 ///
-/// Winsock is started by the library: every socket holds its own WSAStartup reference and gives
-/// it back (WSACleanup) when its last operation has completed, so Winsock outlives every socket.
+/// Winsock is started by the library: it holds one WSAStartup reference while any of its
+/// sockets is open or has an operation to complete, and gives it back (WSACleanup) after the
+/// last one, so Winsock outlives every socket. The library's WSAStartup and WSACleanup calls
+/// are serialised (Wine's are not thread-safe: see detail/io/win32/winsock.hpp).
 ///
 /// Available wherever `IOCP_HAS_IO` is 1: Winsock's overlapped calls on Windows; on Linux
 /// socket(2) (SOCK_CLOEXEC) with recvmsg/sendmsg/connect through io_uring or epoll. A send

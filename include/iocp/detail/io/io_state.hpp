@@ -78,7 +78,7 @@ inline void release(io_state* st) noexcept {
 
 // Joins `h` to `pool` (Win32: the port, with the state as completion key; Linux: the backend)
 // and registers the state for cancellation at shutdown. On failure `h` is left open (the
-// caller still owns it). A Win32 socket (from make_tcp_socket) hands its Winsock reference to
+// caller still owns it). A Win32 socket (from make_tcp_socket) hands its use of Winsock to
 // the state on success.
 inline io_state* open_state(thread_pool& pool, native::handle_type h, handle_kind kind, int family,
                             std::error_code& ec) noexcept {

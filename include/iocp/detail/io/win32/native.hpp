@@ -56,7 +56,7 @@ inline constexpr socket_type invalid_socket = INVALID_SOCKET;
 
 // What a Win32 handle's state keeps besides the neutral fields.
 struct state_extra {
-    // Sockets: this state holds the socket's Winsock reference (see winsock.hpp).
+    // Sockets: this state holds the socket's use of Winsock (see winsock.hpp).
     bool holds_winsock = false;
     // Sockets: the provider's extension functions, loaded on first use (see winsock.hpp).
     std::atomic<LPFN_ACCEPTEX> accept_ex{nullptr};
@@ -71,7 +71,7 @@ struct state_extra {
     state_extra(const state_extra&) = delete;
     state_extra& operator=(const state_extra&) = delete;
     // The last reference is gone: no completion of this handle will run any more, so its
-    // Winsock reference can go too.
+    // use of Winsock can go too.
     ~state_extra() {
         if (holds_winsock)
             detail::win32::winsock_release();
@@ -159,11 +159,11 @@ inline bool is_per_connection_error(const std::error_code& ec) noexcept {
            detail::win32::is_per_connection_error(ec.value());
 }
 
-// A new overlapped TCP socket holding one Winsock reference (see winsock.hpp).
+// A new overlapped TCP socket counting as one user of Winsock (see winsock.hpp).
 inline socket_type make_tcp_socket(int family, std::error_code& ec) noexcept {
     return detail::win32::make_tcp_socket(family, ec);
 }
-// A new overlapped UDP socket holding one Winsock reference (see winsock.hpp).
+// A new overlapped UDP socket counting as one user of Winsock (see winsock.hpp).
 inline socket_type make_udp_socket(int family, std::error_code& ec) noexcept {
     return detail::win32::make_udp_socket(family, ec);
 }
