@@ -1521,11 +1521,12 @@ TEST(socket_test, the_backend_in_use_is_the_one_asked_for) {
 
 // Win32 only: Winsock, and its start-up, is a Windows thing.
 #if IOCP_WINDOWS
-// Item: Winsock is counted per socket, not ended by a static destructor. Each socket, the
-// acceptor included, holds a reference: with every one of them closed Winsock is still up
-// while a pending accept's completion runs, and the library's own references are all given
-// back afterwards (a WSACleanup more than the library started fails with WSANOTINITIALISED).
-TEST(socket_test, every_socket_holds_its_own_winsock_reference) {
+// Item: Winsock is held while any socket of the library is in use, not ended by a static
+// destructor. Every socket, the acceptor included, counts as a user of the library's one
+// WSAStartup (detail/io/win32/winsock.hpp): with every one of them closed Winsock is still up
+// while a pending accept's completion runs, and the library's reference is given back
+// afterwards (a WSACleanup more than the library started fails with WSANOTINITIALISED).
+TEST(socket_test, winsock_stays_up_while_a_socket_is_in_use_and_is_given_back_after) {
     // Our own reference first, so that the library's are the only others.
     WSADATA data;
     ASSERT_EQ(::WSAStartup(MAKEWORD(2, 2), &data), 0);
