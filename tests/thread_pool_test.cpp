@@ -1078,6 +1078,69 @@ TEST(thread_pool_test, stress_bursts_of_blocking_tasks_among_short_items) {
     EXPECT_GT(short_ran.load(), 0);
 }
 
+namespace {
+
+// A work item that posts itself again until `stop`: a queue that never empties, as producers
+// that outrun the workers keep it.
+struct replenishing_item {
+    iocp::thread_pool* pool;
+    const std::atomic<bool>* stop;
+    std::atomic<long>* ran;
+    void operator()() const {
+        ran->fetch_add(1);
+        if (!stop->load())
+            pool->post(*this);
+    }
+};
+
+} // namespace
+
+// Items a worker claimed behind a blocking item are taken by the busy workers too, not only by
+// idle ones (a full queue leaves none idle). One worker claims a batch from the front of the
+// queue: a blocker, the item it waits for, and backlog items; the other worker can only ever
+// find more backlog in the queue. The target must run within a few of that worker's looks at
+// the port (every 64 items), not once the queue empties (never here): without the look, the
+// blocker gives up after `give_up` backlog items and the count shows it.
+TEST(thread_pool_test, items_held_behind_a_blocking_item_run_while_the_queue_never_empties) {
+    iocp::thread_pool_options options;
+    options.threads = 2;
+    options.batch = 16;
+    iocp::thread_pool pool(options);
+    // Both workers wait at a gate, so that the next items are claimed as one batch.
+    std::atomic<int> at_gate{0};
+    std::atomic<bool> open{false};
+    for (int i = 0; i < 2; ++i)
+        pool.post([&] {
+            ++at_gate;
+            spin_until(open);
+        });
+    while (at_gate.load() < 2)
+        std::this_thread::yield();
+    const long give_up = iocp_test::scaled(1'000'000, 100'000);
+    std::atomic<bool> target_ran{false};
+    std::atomic<bool> stop_backlog{false};
+    std::atomic<long> backlog_ran{0};
+    long backlog_before_target = -1;
+    pool.post([&] {
+        while (!target_ran.load() && backlog_ran.load() < give_up)
+            std::this_thread::yield();
+    });
+    pool.post([&] {
+        backlog_before_target = backlog_ran.load();
+        target_ran = true;
+    });
+    for (int i = 0; i < 256; ++i)
+        pool.post(replenishing_item{&pool, &stop_backlog, &backlog_ran});
+    open = true;
+    spin_until(target_ran);
+    stop_backlog = true;
+    pool.wait();
+    // Two looks of the free worker (the first marks the held range, the second takes it) and
+    // the batches it was running: a few hundred items at most, wherever the looks fall.
+    EXPECT_GE(backlog_before_target, 0);
+    EXPECT_LT(backlog_before_target, 4 * 64) << "the blocker gave up after " << give_up;
+}
+
 // --- issue 8: shutdown entries ----------------------------------------------------------------
 
 template <class Pool>
