@@ -120,6 +120,71 @@ TEST(held_items_test, release_next_empties_a_slot_for_shutdown) {
     EXPECT_FALSE(held.any());
 }
 
+// steal_stalled, a busy worker's look: it takes a range only when a previous look saw the same
+// `begin` (its owner started none of its items since), and then the whole rest.
+TEST(held_items_test, a_busy_look_takes_a_range_only_once_its_owner_has_stalled) {
+    held_items held(2);
+    auto items = make_items(4);
+    work_item* ptrs[4] = {&items[0], &items[1], &items[2], &items[3]};
+    held.publish(1, ptrs, 4);
+    work_item* out[held_items::slots];
+    EXPECT_EQ(held.steal_stalled(0, out), 0u); // the first look only marks
+    ASSERT_EQ(held.steal_stalled(0, out), 4u); // no progress since: all of it
+    for (std::size_t i = 0; i < 4; ++i)
+        EXPECT_EQ(out[i], &items[i]);
+    EXPECT_EQ(held.take_own(1), nullptr);
+    EXPECT_FALSE(held.any());
+    EXPECT_EQ(held.steal_stalled(0, out), 0u);
+}
+
+TEST(held_items_test, a_busy_look_leaves_an_owner_that_makes_progress_alone) {
+    held_items held(3);
+    auto items = make_items(4);
+    work_item* ptrs[4] = {&items[0], &items[1], &items[2], &items[3]};
+    held.publish(1, ptrs, 4);
+    work_item* out[held_items::slots];
+    for (std::size_t i = 0; i < 3; ++i) {
+        // Looks from either other worker: each marks a `begin` the owner then moves on from.
+        EXPECT_EQ(held.steal_stalled(i % 2 == 0 ? 0 : 2, out), 0u) << i;
+        EXPECT_EQ(held.take_own(1), &items[i]);
+    }
+    // Stalled on its last item: the look after the one that marked it, by any worker, takes it.
+    EXPECT_EQ(held.steal_stalled(2, out), 0u);
+    ASSERT_EQ(held.steal_stalled(0, out), 1u);
+    EXPECT_EQ(out[0], &items[3]);
+    EXPECT_EQ(held.take_own(1), nullptr);
+}
+
+TEST(held_items_test, a_new_range_at_a_marked_position_is_not_taken_as_stalled) {
+    held_items held(2);
+    auto items = make_items(3);
+    work_item* ptrs[3] = {&items[0], &items[1], &items[2]};
+    work_item* out[held_items::slots];
+    held.publish(1, ptrs, 1);
+    EXPECT_EQ(held.steal_stalled(0, out), 0u); // marks position 0
+    EXPECT_EQ(held.take_own(1), &items[0]);
+    // The next range begins at position 1, which no look has seen yet.
+    held.publish(1, ptrs + 1, 2);
+    EXPECT_EQ(held.steal_stalled(0, out), 0u);
+    EXPECT_EQ(held.take_own(1), &items[1]);
+    EXPECT_EQ(held.take_own(1), &items[2]);
+}
+
+TEST(held_items_test, a_busy_look_takes_a_continuation_its_owner_left_since_the_last_look) {
+    held_items held(2);
+    auto items = make_items(2);
+    work_item* out[held_items::slots];
+    held.put_next(1, &items[0]);
+    EXPECT_EQ(held.steal_stalled(0, out), 0u);
+    EXPECT_EQ(held.take_next(1), &items[0]); // the owner came back for it
+    held.put_next(1, &items[1]);
+    EXPECT_EQ(held.steal_stalled(0, out), 0u); // another continuation: marked afresh
+    ASSERT_EQ(held.steal_stalled(0, out), 1u);
+    EXPECT_EQ(out[0], &items[1]);
+    EXPECT_EQ(held.take_next(1), nullptr);
+    EXPECT_FALSE(held.any());
+}
+
 // Owners publish batches of random size and put continuations while thieves steal at random
 // moments: every item is taken exactly once (counted per item), none is lost or doubled. Run
 // under TSan in CI.
@@ -169,6 +234,9 @@ TEST(held_items_test, stress_every_item_has_exactly_one_taker) {
                 if (rng() % 4 == 0)
                     for (std::size_t i = 0, got = held.steal(w, out); i < got; ++i)
                         take(out[i]);
+                if (rng() % 4 == 0) // a busy worker's look
+                    for (std::size_t i = 0, got = held.steal_stalled(w, out); i < got; ++i)
+                        take(out[i]);
                 if (r % 64 == 0)
                     held.reset_streak(w);
                 for (std::size_t i = n; i < held_items::slots; ++i)
@@ -177,12 +245,15 @@ TEST(held_items_test, stress_every_item_has_exactly_one_taker) {
             owners_left.fetch_sub(1);
         });
     }
-    // A pure thief, as an idle worker with no range of its own would be (index 0's view).
+    // A pure thief, as an idle worker with no range of its own would be (index 0's view), that
+    // also looks as a busy worker does.
     threads.emplace_back([&] {
         work_item* out[held_items::slots];
-        while (owners_left.load() != 0)
-            for (std::size_t i = 0, got = held.steal(0, out); i < got; ++i)
+        for (unsigned look = 0; owners_left.load() != 0; ++look) {
+            const std::size_t got = look % 2 == 0 ? held.steal(0, out) : held.steal_stalled(0, out);
+            for (std::size_t i = 0; i < got; ++i)
                 take(out[i]);
+        }
     });
     for (auto& t : threads)
         t.join();

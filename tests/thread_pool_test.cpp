@@ -1046,17 +1046,25 @@ TEST(thread_pool_test, a_burst_of_blocking_tasks_runs_side_by_side_on_8_workers)
     burst_of_blocking_tasks(8, iocp_test::scaled(200, 20));
 }
 
-// The same, while other producers keep the queue busy with short items: a worker may claim a
-// share of them, but never more than leaves the others something to run.
+// The same, while another producer keeps the queue busy with short items: a worker may claim a
+// share of them, but never more than leaves the others something to run, and what it claimed
+// behind a blocking task is taken by the others even though the queue does not empty.
+// The producer keeps at most `backlog` short items waiting: one that outran the workers (it
+// does under Wine, where the workers' looks at the port are round trips to wineserver) would
+// queue each round's tasks behind an ever longer FIFO, which measures the backlog, not the pool.
 TEST(thread_pool_test, stress_bursts_of_blocking_tasks_among_short_items) {
     iocp::thread_pool pool(4);
     std::atomic<bool> stop{false};
     std::atomic<long> short_ran{0};
     std::thread noise([&] {
+        constexpr long backlog = 1024;
         std::mt19937 rng(7);
+        long posted = 0;
         while (!stop.load()) {
-            for (unsigned i = rng() % 32; i > 0; --i)
-                pool.post([&] { ++short_ran; });
+            if (posted - short_ran.load() < backlog) {
+                for (unsigned i = rng() % 32; i > 0; --i, ++posted)
+                    pool.post([&] { ++short_ran; });
+            }
             std::this_thread::yield();
         }
     });
@@ -1076,6 +1084,75 @@ TEST(thread_pool_test, stress_bursts_of_blocking_tasks_among_short_items) {
     noise.join();
     pool.wait();
     EXPECT_GT(short_ran.load(), 0);
+}
+
+namespace {
+
+// A work item that posts itself again until `stop`: a queue that never empties, as producers
+// that outrun the workers keep it.
+struct replenishing_item {
+    iocp::thread_pool* pool;
+    const std::atomic<bool>* stop;
+    std::atomic<long>* ran;
+    void operator()() const {
+        ran->fetch_add(1);
+        if (!stop->load())
+            pool->post(*this);
+    }
+};
+
+} // namespace
+
+// Items a worker claimed behind a blocking item are taken by the busy workers too, not only by
+// idle ones (a full queue leaves none idle). One worker claims a batch from the front of the
+// queue: a blocker, the item it waits for, and backlog items; the other worker can only ever
+// find more backlog in the queue. The target must run within a few of that worker's looks at
+// the port (every 64 items), not once the queue empties (never here): without the look, the
+// blocker gives up after `give_up` backlog items and the count shows it.
+TEST(thread_pool_test, items_held_behind_a_blocking_item_run_while_the_queue_never_empties) {
+    iocp::thread_pool_options options;
+    options.threads = 2;
+    options.batch = 16;
+    iocp::thread_pool pool(options);
+    // Both workers wait at a gate, so that the next items are claimed as one batch.
+    std::atomic<int> at_gate{0};
+    std::atomic<bool> open{false};
+    for (int i = 0; i < 2; ++i)
+        pool.post([&] {
+            ++at_gate;
+            spin_until(open);
+        });
+    while (at_gate.load() < 2)
+        std::this_thread::yield();
+    const long give_up = iocp_test::scaled(1'000'000, 100'000);
+    std::atomic<bool> target_ran{false};
+    std::atomic<bool> stop_backlog{false};
+    std::atomic<long> backlog_ran{0};
+    // Backlog items run when the blocker started, i.e. once the rest of its batch was visible
+    // (a worker publishes what it holds before it starts the first item): counted from there,
+    // the other worker's looks do not depend on how long the blocker's worker was preempted.
+    std::atomic<long> blocker_started_at{-1};
+    long backlog_behind_blocker = -1;
+    pool.post([&] {
+        blocker_started_at = backlog_ran.load();
+        while (!target_ran.load() && backlog_ran.load() - blocker_started_at.load() < give_up)
+            std::this_thread::yield();
+    });
+    pool.post([&] {
+        const long started_at = blocker_started_at.load();
+        backlog_behind_blocker = started_at < 0 ? 0 : backlog_ran.load() - started_at;
+        target_ran = true;
+    });
+    for (int i = 0; i < 256; ++i)
+        pool.post(replenishing_item{&pool, &stop_backlog, &backlog_ran});
+    open = true;
+    spin_until(target_ran);
+    stop_backlog = true;
+    pool.wait();
+    // Two looks of the free worker (the first marks the held range, the second takes it), each
+    // at most 64 items plus one batch after the one before: far fewer than 4 x 64.
+    EXPECT_GE(backlog_behind_blocker, 0);
+    EXPECT_LT(backlog_behind_blocker, 4 * 64) << "the blocker gave up after " << give_up;
 }
 
 // --- issue 8: shutdown entries ----------------------------------------------------------------

@@ -17,9 +17,12 @@
 /// items cost no kernel call at all. Workers look at the port for I/O completions whenever the
 /// FIFO is empty and at least every `port_poll_interval` (64) work items. The items a worker
 /// has claimed but not started yet stay visible to idle workers, which take them: N long items
-/// on N idle workers run side by side, never one after another. A coroutine continuation
-/// (`co_await schedule()` on a worker) waits in its worker's own `next` slot instead of the
-/// FIFO, visible to idle workers in the same way.
+/// on N idle workers run side by side, never one after another. Busy workers take them too,
+/// ahead of the queue, when their owner has started none of them between two of the busy
+/// workers' looks at the port: items claimed behind a long or blocking item wait for about
+/// 2 x 64 items of a busy worker at most, even while producers keep the queue full. A
+/// coroutine continuation (`co_await schedule()` on a worker) waits in its worker's own `next`
+/// slot instead of the FIFO, visible to idle and busy workers in the same way.
 ///
 /// Shutdown. `join()` runs queued work (and work it posts), cancels pending I/O through the
 /// registered I/O objects, waits for every started operation to complete, then posts one
@@ -952,6 +955,12 @@ private:
                 port_polls_.fetch_add(1, std::memory_order_relaxed);
                 if (poll_port(std::chrono::milliseconds(0), false) == poll_outcome::exit)
                     return;
+                // Items claimed by a worker stuck in a long or blocking item: a busy worker
+                // takes them at this look (held_items::steal_stalled), ahead of the queue. An
+                // idle worker would, but while producers keep the queue from emptying there may
+                // be none: the items would wait as long as the item in front of them, however
+                // many newer ones ran meanwhile.
+                since_port_check += steal_stalled();
             }
         }
     }
@@ -1010,6 +1019,14 @@ private:
     std::size_t steal_held() noexcept {
         detail::work_item* items[detail::held_items::slots];
         const std::size_t n = held_.steal(current().index, items);
+        return n == 0 ? 0 : run_items(items, n);
+    }
+
+    // Takes what a stalled worker holds (held_items::steal_stalled) and runs it; returns how
+    // many items this worker ran (0: nothing was stalled).
+    std::size_t steal_stalled() noexcept {
+        detail::work_item* items[detail::held_items::slots];
+        const std::size_t n = held_.steal_stalled(current().index, items);
         return n == 0 ? 0 : run_items(items, n);
     }
 

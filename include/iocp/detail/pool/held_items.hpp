@@ -2,7 +2,10 @@
 // The work items the pool's workers hold but have not started: per worker, the rest of the batch
 // it claimed from the queue (a range), and one coroutine continuation (`next`, see
 // thread_pool::post_continuation). Both stay visible to idle workers, which take them: a worker
-// never sits on items that another could start while it runs a long one.
+// never sits on items that another could start while it runs a long one. Busy workers take them
+// too, but only once they are stalled (steal_stalled): otherwise, while other producers keep the
+// queue from ever emptying, items claimed behind a long or blocking item would wait for it
+// however many newer items the other workers run meanwhile.
 //
 // TRICKY: the owner publishes with seq_cst stores and then asks the wake protocol for a sleeper
 // (detail/pool/wake_protocol.hpp); a worker about to sleep registers and then looks at `any()`
@@ -113,6 +116,45 @@ public:
         return 0;
     }
 
+    // For a busy worker's periodic look: takes what another worker has held, unstarted, since
+    // the previous look of any worker: the rest of a range whose `begin` has not moved (its
+    // owner has started none of its items since), else a continuation still in `next`. Such an
+    // owner is stuck in a long or blocking item, and what it holds was claimed before anything
+    // now in the queue. An owner that makes progress keeps its batch and its cache lines.
+    // Writes at most `slots` items to `out`; returns how many.
+    std::size_t steal_stalled(std::size_t thief, work_item** out) noexcept {
+        for (std::size_t k = 1; k < workers_; ++k) {
+            worker_held& h = held_[(thief + k) % workers_];
+            // The marks are relaxed: they only decide when to try. A stale one makes a steal
+            // earlier or later; steal_range's CAS and the exchange decide who takes each item.
+            const std::uint64_t begin = h.begin.load(std::memory_order_acquire);
+            if (begin < h.end.load(std::memory_order_acquire)) {
+                // TRICKY: positions only grow and a range is republished only once empty, so
+                // an unchanged `begin` over a non-empty range means that no item of it was
+                // taken since the mark (steal_range takes whatever is left by then).
+                if (h.seen_begin.load(std::memory_order_relaxed) == begin) {
+                    if (const std::size_t n = steal_range(h, out))
+                        return n;
+                } else {
+                    h.seen_begin.store(begin, std::memory_order_relaxed);
+                }
+            }
+            // The same for a continuation (a recycled item at the same address may make a
+            // fresh one look stalled: stealing it early is harmless).
+            if (work_item* next = h.next.load(std::memory_order_relaxed); next != nullptr) {
+                if (h.seen_next.load(std::memory_order_relaxed) == next) {
+                    if (work_item* item = h.next.exchange(nullptr, std::memory_order_acquire)) {
+                        out[0] = item;
+                        return 1;
+                    }
+                } else {
+                    h.seen_next.store(next, std::memory_order_relaxed);
+                }
+            }
+        }
+        return 0;
+    }
+
     // Whether any worker holds an item (seq_cst: the sleeper's half of the pair above).
     bool any() const noexcept {
         for (std::size_t i = 0; i < workers_; ++i) {
@@ -146,6 +188,10 @@ private:
         std::atomic<work_item*> next{nullptr};       // exchange: one taker
         std::atomic<std::uint64_t> next_accepted{0}; // written by the owner only
         unsigned next_streak = 0;                    // the owner's only
+        // steal_stalled's marks: `begin` and `next` as a busy worker's last look saw them
+        // (written by thieves only; no position is ever the maximum).
+        std::atomic<std::uint64_t> seen_begin{UINT64_MAX};
+        std::atomic<work_item*> seen_next{nullptr};
     };
 
     static std::size_t steal_range(worker_held& h, work_item** out) noexcept {
