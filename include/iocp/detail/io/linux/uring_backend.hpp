@@ -218,23 +218,27 @@ public:
         enter_published();
     }
 
-    /// A read_at tries the page cache first (cached_read.hpp). A send tries the socket first
-    /// (sendmsg with MSG_DONTWAIT | MSG_NOSIGNAL) when no send of its fd is in the ring (order
-    /// is kept): a send with room, the common case, then costs one system call and no ring
-    /// round trip (the CQE, a reaper's wake-up). Everything else, and a send that would block,
-    /// goes to the ring as issue() does. Asio's reactor sends the same way ("speculative"
-    /// writes).
+    /// A read_at tries the page cache first (cached_read.hpp). A send or a recv tries the socket
+    /// first (sendmsg / recvmsg with MSG_DONTWAIT) when no operation of the same direction on
+    /// its fd is in the ring (order is kept): a send with room or a recv whose data is already
+    /// there, the common cases of a busy connection, then cost one system call and no ring
+    /// round trip (the SQE's enter, the CQE, a reaper's wake-up). Everything else, and a call
+    /// that would block, goes to the ring as issue() does. Asio's reactor sends and receives
+    /// the same way ("speculative" operations); the price is one failed call per recv that has
+    /// to wait, as on the epoll backend.
     bool issue_now(linux_op& op, int& res) noexcept override {
         // A read the page cache holds: one preadv2(RWF_NOWAIT), no ring round trip.
         if (op.what == linux_op::kind::read_at && read_cached(op, res))
             return true;
-        if (op.what == linux_op::kind::send && op.fd >= 0 && op.iov_count <= max_buffers &&
-            !send_in_ring(op.fd)) {
+        const bool send = op.what == linux_op::kind::send;
+        if ((send || op.what == linux_op::kind::recv) && op.fd >= 0 &&
+            op.iov_count <= max_buffers && !in_ring(op.fd, op.what)) {
             ::msghdr msg{};
             msg.msg_iov = op.iov;
             msg.msg_iovlen = op.iov_count;
             for (;;) {
-                const ::ssize_t n = ::sendmsg(op.fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+                const ::ssize_t n = send ? ::sendmsg(op.fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL)
+                                         : ::recvmsg(op.fd, &msg, MSG_DONTWAIT);
                 if (n >= 0) {
                     res = n > static_cast<::ssize_t>(INT_MAX) ? INT_MAX : static_cast<int>(n);
                     return true;
@@ -245,7 +249,7 @@ public:
                     res = -errno;
                     return true;
                 }
-                break; // no room: the ring waits for it
+                break; // no room, or no data yet: the ring waits for it
             }
         }
         issue(op);
@@ -512,13 +516,21 @@ private:
     }
 
     // Whether a send of fd is in the ring now (a direct send would overtake it).
-    bool send_in_ring(int fd) noexcept {
+    // Whether an operation of `what`'s direction (a send, or a receive) on `fd` is in the ring.
+    bool in_ring(int fd, linux_op::kind what) noexcept {
+        const auto sends = [](linux_op::kind k) {
+            return k == linux_op::kind::send || k == linux_op::kind::send_to;
+        };
+        const auto receives = [](linux_op::kind k) {
+            return k == linux_op::kind::recv || k == linux_op::kind::recv_from;
+        };
+        const bool send = sends(what);
         std::lock_guard lock(mutex_);
         if (static_cast<std::size_t>(fd) >= fds_.size())
             return false;
         for (const linux_op* op = fds_[static_cast<std::size_t>(fd)].head; op != nullptr;
              op = op->next)
-            if (op->what == linux_op::kind::send || op->what == linux_op::kind::send_to)
+            if (send ? sends(op->what) : receives(op->what))
                 return true;
         return false;
     }
