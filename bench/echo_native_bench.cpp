@@ -243,13 +243,20 @@ struct server_kind {
 
 // The events counted with --syscalls: the total, then the calls that make up most of it.
 const std::vector<std::string> g_syscall_events = {
-    "raw_syscalls:sys_enter",         "syscalls:sys_enter_io_uring_enter",
-    "syscalls:sys_enter_epoll_wait",  "syscalls:sys_enter_epoll_pwait",
-    "syscalls:sys_enter_epoll_ctl",   "syscalls:sys_enter_futex",
-    "syscalls:sys_enter_recvmsg",     "syscalls:sys_enter_sendmsg",
-    "syscalls:sys_enter_recvfrom",    "syscalls:sys_enter_sendto",
-    "syscalls:sys_enter_read",        "syscalls:sys_enter_write",
-    "syscalls:sys_enter_sched_yield", "context-switches",
+    "raw_syscalls:sys_enter",
+    "syscalls:sys_enter_io_uring_enter",
+    "syscalls:sys_enter_epoll_wait",
+    "syscalls:sys_enter_epoll_pwait",
+    "syscalls:sys_enter_epoll_ctl",
+    "syscalls:sys_enter_futex",
+    "syscalls:sys_enter_recvmsg",
+    "syscalls:sys_enter_sendmsg",
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_read",
+    "syscalls:sys_enter_write",
+    "syscalls:sys_enter_sched_yield",
+    "context-switches",
     "task-clock",
 };
 
@@ -349,8 +356,9 @@ public:
                 std::string field;
                 while (std::getline(s, field, ','))
                     fields.push_back(field);
-                if (fields.size() >= 3 && (fields[2].find("sys_enter") != std::string::npos ||
-                                           fields[2] == "context-switches" || fields[2] == "task-clock"))
+                if (fields.size() >= 3 &&
+                    (fields[2].find("sys_enter") != std::string::npos ||
+                     fields[2] == "context-switches" || fields[2] == "task-clock"))
                     counts[fields[2]] = std::atof(fields[0].c_str());
             }
             ::unlink(perf_output_.c_str());
@@ -658,7 +666,8 @@ int main(int argc, char** argv) {
                 g_pool_options.batch, count_syscalls ? "; servers under perf stat" : "");
     std::printf("%-20s %-14s %12s %21s %8s", "workload", "server", "median", "range", "vs asio");
     if (count_syscalls)
-        std::printf(" %9s  %s", "calls/msg", "per message: server CPU, context switches; calls by name");
+        std::printf(" %9s  %s", "calls/msg",
+                    "per message: server CPU, context switches; calls by name");
     std::printf("\n");
     bool all_ok = true;
     for (const workload& w : workloads) {

@@ -611,17 +611,17 @@ private:
         epoll_detail::op_queue finished;
         int res = 0;
         bool done_now = false;
-        if (!queue.empty()) {
-            queue.push(&op); // FIFO: behind the operations already waiting for an edge
-        } else if (epoll_detail::attempt_socket_op(op, res)) {
+        // The call only when no operation waits ahead (FIFO: else it queues behind them).
+        const bool first = queue.empty();
+        if (first && epoll_detail::attempt_socket_op(op, res)) {
             done_now = true;
-        } else if (!state->registered) {
+        } else if (first && !state->registered) {
             // Not registered (a regular file): no edge would ever come. Not reached by a
             // regular file (recvmsg on one is ENOTSOCK), kept so that nothing can wait forever.
             res = -EAGAIN;
             done_now = true;
         } else {
-            queue.push(&op);
+            queue.push(&op); // waits for the next edge
         }
         epoll_detail::unlock_state(*state, finished);
         post_finished(finished);
