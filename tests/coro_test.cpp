@@ -54,13 +54,6 @@
 
 // Allocation counts (the awaited I/O allocates nothing): ThreadSanitizer's runtime replaces the
 // global operator new itself, so a second replacement does not link there.
-#if defined(__SANITIZE_THREAD__)
-#define IOCP_TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define IOCP_TEST_TSAN 1
-#endif
-#endif
 #if !defined(IOCP_TEST_TSAN)
 #include "support/count_allocations.hpp"
 #endif

@@ -29,13 +29,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define IOCP_TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define IOCP_TEST_TSAN 1
-#endif
-#endif
+#include "support/platform.hpp"
 
 namespace {
 

@@ -47,13 +47,6 @@
 // The user-operation test shows that the low-level path allocates nothing.
 // ThreadSanitizer's runtime replaces the global operator new itself: a second replacement does
 // not link there, so the allocation counts (and the two tests that read them) are left out.
-#if defined(__SANITIZE_THREAD__)
-#define IOCP_TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define IOCP_TEST_TSAN 1
-#endif
-#endif
 #if !defined(IOCP_TEST_TSAN)
 #include "support/count_allocations.hpp"
 #endif

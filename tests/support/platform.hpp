@@ -3,6 +3,17 @@
 
 #include "iocp/config.hpp"
 
+// IOCP_TEST_TSAN: the test runs under ThreadSanitizer (GCC says so with __SANITIZE_THREAD__,
+// Clang with __has_feature). Its runtime replaces the global operator new (allocation counts
+// do not link there) and runs everything several times slower (stresses count fewer rounds).
+#if defined(__SANITIZE_THREAD__)
+#define IOCP_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define IOCP_TEST_TSAN 1
+#endif
+#endif
+
 #if IOCP_WINDOWS
 #include "iocp/detail/win32/windows.hpp"
 #endif
