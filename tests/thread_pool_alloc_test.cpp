@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <future>
 #include <new>
 #include <thread>
 #include <vector>
@@ -47,6 +48,57 @@ TEST(thread_pool_alloc_test, steady_state_posting_of_small_callables_allocates_n
     // Recycled blocks move between the producer and the workers in batches of 64; a few
     // fresh ones may still be needed while those batches settle, but nothing per item.
     EXPECT_LE(during, n / 100) << during << " allocations for " << n << " posts";
+}
+
+TEST(thread_pool_alloc_test, steady_state_submit_of_small_callables_allocates_nothing) {
+    iocp::thread_pool pool(2);
+    const int n = 20000;
+    long long sum = 0;
+    // As above: bursts of 200, each collected before the next. Each submit's shared state and
+    // result slot come from the pool's recycled blocks (detail/block_allocator.hpp), as its
+    // work item does; before, they were two heap allocations per submit.
+    auto round = [&] {
+        std::vector<std::future<long long>> futures;
+        futures.reserve(200);
+        for (int i = 0; i < n; ++i) {
+            const long long value = i;
+            futures.push_back(pool.submit([value] { return value; }));
+            if (futures.size() == 200) {
+                for (auto& f : futures)
+                    sum += f.get();
+                futures.clear();
+            }
+        }
+        for (auto& f : futures)
+            sum += f.get();
+    };
+    round(); // warm-up: the block caches fill
+    round();
+    const long long before = allocations.load();
+    round();
+    const long long during = allocations.load() - before;
+    EXPECT_EQ(sum, 3LL * n * (n - 1) / 2);
+    EXPECT_LE(during, n / 100) << during << " allocations for " << n << " submits";
+}
+
+TEST(thread_pool_alloc_test, submit_with_a_result_too_big_for_a_block_still_delivers_it) {
+    iocp::thread_pool pool(2);
+    struct big {
+        char bytes[4096];
+    };
+    std::vector<std::future<big>> futures;
+    for (int i = 0; i < 100; ++i)
+        futures.push_back(pool.submit([i] {
+            big b{};
+            b.bytes[0] = static_cast<char>(i);
+            b.bytes[sizeof b.bytes - 1] = static_cast<char>(i + 1);
+            return b;
+        }));
+    for (int i = 0; i < 100; ++i) {
+        const big b = futures[static_cast<std::size_t>(i)].get();
+        EXPECT_EQ(b.bytes[0], static_cast<char>(i));
+        EXPECT_EQ(b.bytes[sizeof b.bytes - 1], static_cast<char>(i + 1));
+    }
 }
 
 TEST(thread_pool_alloc_test, large_callables_are_boxed_and_still_run) {

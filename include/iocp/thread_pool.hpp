@@ -65,6 +65,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "detail/block_allocator.hpp"
 #include "detail/pool/adaptive_spin.hpp"
 #include "detail/pool/awaitables.hpp"
 #include "detail/pool/constants.hpp"
@@ -284,7 +285,8 @@ public:
             return {};
         }
         try {
-            std::promise<R> promise;
+            // The shared state and the result slot in recycled blocks, as the work item is.
+            std::promise<R> promise(std::allocator_arg, detail::block_allocator<std::byte>{});
             std::future<R> future = promise.get_future();
             post(
                 [promise = std::move(promise), fn = std::forward<F>(f)]() mutable {

@@ -271,13 +271,16 @@ work_item* make_work_item(F&& f) {
     return item;
 }
 
-inline void free_work_item(work_item* item) noexcept {
+// Gives a block back to this thread's cache (any thread may free any block).
+inline void free_block(void* block) noexcept {
     try {
-        block_cache::local().deallocate(item);
+        block_cache::local().deallocate(block);
     } catch (const std::bad_alloc&) {
-        ::operator delete(static_cast<void*>(item)); // no cache for this thread (Windows)
+        ::operator delete(block); // no cache for this thread (Windows)
     }
 }
+
+inline void free_work_item(work_item* item) noexcept { free_block(item); }
 
 // Runs the item's callable (exceptions propagate) and frees the node either way.
 inline void run_work_item(work_item* item) {
