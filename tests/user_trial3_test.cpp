@@ -395,14 +395,14 @@ TEST(user_trial3_test, cancel_is_true_once_and_only_for_a_timer_that_never_ran) 
     EXPECT_FALSE(pool.cancel(iocp::timer_id{}));
     EXPECT_FALSE(pool.cancel(iocp::timer_id{0xFFFFFFFFFFFFull}));
 
-    const iocp::timer_id far = pool.post_after(1h, [&, t = unrun_tracker(unrun)] {
+    const iocp::timer_id distant = pool.post_after(1h, [&, t = unrun_tracker(unrun)] {
         t.ran();
         ++ran;
     });
-    EXPECT_NE(far, iocp::timer_id{});
-    EXPECT_TRUE(pool.cancel(far));
+    EXPECT_NE(distant, iocp::timer_id{});
+    EXPECT_TRUE(pool.cancel(distant));
     EXPECT_EQ(unrun.load(), 1) << "a cancelled timer's callable is destroyed by cancel";
-    EXPECT_FALSE(pool.cancel(far)) << "cancelled before";
+    EXPECT_FALSE(pool.cancel(distant)) << "cancelled before";
 
     // A timer that ran: false.
     std::promise<void> done;
@@ -425,7 +425,7 @@ TEST(user_trial3_test, cancel_is_true_once_and_only_for_a_timer_that_never_ran) 
     });
     self_id = self.value;
     EXPECT_FALSE(await(self_cancel.get_future(), "the self-cancelling timer"));
-    EXPECT_NE(self, far);
+    EXPECT_NE(self, distant);
     EXPECT_NE(self, soon);
 
     // Saturation with floating-point and wide durations.
@@ -617,13 +617,13 @@ TEST(user_trial3_test, options_out_of_range_are_clamped_or_refused_and_hook_exce
     EXPECT_EQ(log.count("stop hook"), 2);
     EXPECT_EQ(log.total(), 4) << "nothing else (a long thread name) is an error";
 
-    iocp::thread_pool_options small;
-    small.threads = 1;
-    small.batch = 0;
-    small.queue_capacity = 0;
-    small.concurrency = 0;
-    iocp::thread_pool pool(small);
-    // A queue of the smallest capacity still takes a burst far larger (overflow list).
+    iocp::thread_pool_options tiny;
+    tiny.threads = 1;
+    tiny.batch = 0;
+    tiny.queue_capacity = 0;
+    tiny.concurrency = 0;
+    iocp::thread_pool pool(tiny);
+    // A queue of the smallest capacity still takes a burst distant larger (overflow list).
     std::atomic<int> ran{0};
     const int burst = rounds(5000, 500);
     for (int i = 0; i < burst; ++i)
@@ -1194,8 +1194,8 @@ TEST(user_trial3_test, refused_eof_reset_cancel_and_close_reach_callbacks_with_t
 
 // Promise: send_all "continues after partial sends" and reports the total once; up to
 // max_buffers buffers, gathered in order. Eight buffers (two empty, one larger than the 1 MiB
-// that one send offers) to a reader that takes random small amounts at random moments through
-// a socket with a small send buffer: every byte arrives, in order.
+// that one send offers) to a reader that takes random tiny amounts at random moments through
+// a socket with a tiny send buffer: every byte arrives, in order.
 TEST(user_trial3_test, send_all_of_eight_buffers_reaches_a_slow_reader_whole_and_in_order) {
     iocp::thread_pool pool(2);
     tcp_pair p = connect_pair(pool);
