@@ -1207,8 +1207,8 @@ TEST(user_trial3_test, send_all_of_eight_buffers_reaches_a_slow_reader_whole_and
     std::vector<std::vector<unsigned char>> parts;
     std::vector<unsigned char> expected;
     std::array<iocp::const_buffer, iocp::max_buffers> bufs;
-    for (std::size_t i = 0; i < iocp::max_buffers; ++i) {
-        std::vector<unsigned char> part(sizes[i]);
+    for (const std::size_t size : sizes) {
+        std::vector<unsigned char> part(size);
         for (auto& b : part)
             b = static_cast<unsigned char>(rng());
         expected.insert(expected.end(), part.begin(), part.end());

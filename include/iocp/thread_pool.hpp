@@ -724,9 +724,7 @@ private:
         // Pointers, std::function, std::move_only_function: anything comparable to nullptr.
         // A function passed by name (F a function type, `f` a reference to it) is never null,
         // and comparing it is a warning (GCC's -Wnonnull-compare / -Waddress) in user code.
-        if constexpr (std::is_function_v<F>)
-            return false;
-        else if constexpr (requires { f == nullptr; })
+        if constexpr (!std::is_function_v<F> && requires { f == nullptr; })
             return f == nullptr;
         else
             return false;
