@@ -784,6 +784,15 @@ TEST(user_trial3_test, endpoints_parse_and_format_as_documented_and_bad_text_is_
     EXPECT_FALSE(endpoint(v6.data(), 4).is_specified()) << "a length too short for its family";
     EXPECT_EQ(endpoint(v6.data(), static_cast<std::size_t>(v6.size())), v6);
 
+    // Equality includes the IPv6 scope id.
+    sockaddr_in6 scoped{};
+    std::memcpy(&scoped, v6.data(), sizeof scoped);
+    scoped.sin6_scope_id = 3;
+    const endpoint with_scope(reinterpret_cast<const sockaddr*>(&scoped), sizeof scoped);
+    EXPECT_TRUE(with_scope.is_specified());
+    EXPECT_NE(with_scope, v6);
+    EXPECT_EQ(with_scope, endpoint(reinterpret_cast<const sockaddr*>(&scoped), sizeof scoped));
+
     using namespace std::string_view_literals;
     const std::string_view bad[] = {
         ""sv,
@@ -1076,6 +1085,21 @@ TEST(user_trial3_test, refused_eof_reset_cancel_and_close_reach_callbacks_with_t
                       });
         });
         EXPECT_EQ(refused.get("the refused connect"), iocp::errc::connection_refused);
+        // "After a failed connect close the socket before connecting again": it then works.
+        s.close();
+        iocp::acceptor live(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0));
+        outcome<std::error_code> accepted;
+        live.accept([&](std::error_code ec, iocp::socket) {
+            audit.note();
+            accepted.p.set_value(ec);
+        });
+        outcome<std::error_code> connected;
+        s.connect(live.local_endpoint(), [&](std::error_code ec) {
+            audit.note();
+            connected.p.set_value(ec);
+        });
+        EXPECT_FALSE(connected.get("the connect after the refused one"));
+        EXPECT_FALSE(accepted.get("its accept"));
     }
 
     // Eof after the data (over IPv6).
@@ -1258,6 +1282,90 @@ TEST(user_trial3_test, send_all_of_eight_buffers_reaches_a_slow_reader_whole_and
     EXPECT_EQ(send_calls.load(), 1);
     ASSERT_EQ(reader.got.size(), expected.size());
     EXPECT_TRUE(reader.got == expected) << "bytes lost, repeated or reordered";
+
+    // Nothing to send at all (three empty buffers): the handler still runs once, with 0.
+    const std::array<iocp::const_buffer, 3> empties{};
+    outcome<ec_bytes> nothing;
+    p.client.send_all(empties, [&](std::error_code ec, std::size_t n) {
+        ++send_calls;
+        nothing.p.set_value({ec, n});
+    });
+    EXPECT_EQ(nothing.get("the empty send_all"), ec_bytes({}, 0));
+    EXPECT_EQ(send_calls.load(), 2);
+}
+
+// Promise (acceptor::open): "An IPv6 acceptor accepts IPv6 only." One listening on the IPv6
+// wildcard address takes an IPv6 client, and an IPv4 client at the same port is refused
+// (nobody listens for IPv4 there), whatever the system's default for dual-stack sockets
+// (Linux: net.ipv6.bindv6only, 0 by default; Windows: IPv6-only by default).
+TEST(user_trial3_test, an_ipv6_acceptor_accepts_ipv6_only) {
+    iocp::thread_pool pool(2);
+    handler_audit audit(pool);
+    using iocp::address_family;
+    iocp::acceptor listener(pool, iocp::endpoint::any(address_family::ipv6, 0));
+    const std::uint16_t port = listener.local_endpoint().port();
+    std::mutex m;
+    std::vector<std::pair<std::error_code, iocp::endpoint>> accepted;
+    std::function<void()> accept_next = [&] {
+        listener.accept([&](std::error_code ec, iocp::socket, const iocp::endpoint& peer) {
+            audit.note();
+            {
+                std::lock_guard lock(m);
+                accepted.emplace_back(ec, peer);
+            }
+            if (!ec)
+                accept_next();
+        });
+    };
+    accept_next();
+
+    iocp::socket v6(pool);
+    outcome<std::error_code> v6_connected;
+    v6.connect(iocp::endpoint::loopback(address_family::ipv6, port), [&](std::error_code ec) {
+        audit.note();
+        v6_connected.p.set_value(ec);
+    });
+    EXPECT_FALSE(v6_connected.get("the IPv6 client"));
+    wait_until(
+        [&] {
+            std::lock_guard lock(m);
+            return !accepted.empty();
+        },
+        "the IPv6 client's accept");
+
+    iocp::socket v4(pool);
+    outcome<std::error_code> v4_connected;
+    v4.connect(iocp::endpoint::loopback(address_family::ipv4, port), [&](std::error_code ec) {
+        audit.note();
+        v4_connected.p.set_value(ec);
+    });
+    const std::error_code v4_result = v4_connected.get("the IPv4 client");
+    EXPECT_EQ(v4_result, iocp::errc::connection_refused)
+        << "an IPv4 client reached the IPv6 acceptor: " << v4_result.message();
+    if (!v4_result)
+        wait_until(
+            [&] {
+                std::lock_guard lock(m);
+                return accepted.size() >= 2;
+            },
+            "the IPv4 client's accept");
+    {
+        std::lock_guard lock(m);
+        ASSERT_GE(accepted.size(), 1u);
+        EXPECT_FALSE(accepted[0].first);
+        EXPECT_EQ(accepted[0].second, v6.local_endpoint());
+        for (std::size_t i = 1; i < accepted.size(); ++i)
+            ADD_FAILURE() << "accepted " << accepted[i].second.to_string();
+    }
+    listener.close(); // the pending accept: aborted
+    wait_until(
+        [&] {
+            std::lock_guard lock(m);
+            return accepted.back().first == iocp::errc::operation_aborted;
+        },
+        "the last accept's abort");
+    EXPECT_EQ(audit.inline_calls.load(), 0);
+    EXPECT_EQ(audit.off_worker.load(), 0);
 }
 
 // Promise: more than max_buffers buffers, or none, are std::errc::invalid_argument "before
