@@ -228,7 +228,12 @@ public:
         if (ec)
             return;
         native::before_listen_bind(s);
-        if (native::sock_bind(s, local.data(), local.size()) != 0 ||
+        // IPv6 only, as documented, on every system: Windows' default, but Linux's dual-stack
+        // default (net.ipv6.bindv6only = 0, ipv6(7)) would also take IPv4 clients on `::`.
+        const int v6_only = 1;
+        if ((af == AF_INET6 &&
+             native::sock_setopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &v6_only, sizeof v6_only) != 0) ||
+            native::sock_bind(s, local.data(), local.size()) != 0 ||
             native::sock_listen(s, backlog) != 0)
             ec = native::last_socket_error();
         detail::io::io_state* st = nullptr;

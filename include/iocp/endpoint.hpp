@@ -81,7 +81,9 @@ public:
                           std::error_code& ec) noexcept {
         endpoint e;
         char text[INET6_ADDRSTRLEN + 1] = {};
-        if (address.size() >= sizeof text) {
+        // An embedded NUL would end the text inet_pton reads early: "127.0.0.1\0junk" is not
+        // an address, whatever its first part parses as.
+        if (address.size() >= sizeof text || address.find('\0') != std::string_view::npos) {
             ec = std::make_error_code(std::errc::invalid_argument);
             return e;
         }

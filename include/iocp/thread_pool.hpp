@@ -722,7 +722,9 @@ private:
     template <class F>
     static bool is_null(const F& f) noexcept {
         // Pointers, std::function, std::move_only_function: anything comparable to nullptr.
-        if constexpr (requires { f == nullptr; })
+        // A function passed by name (F a function type, `f` a reference to it) is never null,
+        // and comparing it is a warning (GCC's -Wnonnull-compare / -Waddress) in user code.
+        if constexpr (!std::is_function_v<F> && requires { f == nullptr; })
             return f == nullptr;
         else
             return false;
