@@ -32,6 +32,7 @@ RULES = [  # (layer, name, path patterns); the first match wins
                     r"overlapped_handle\.hpp", r"pipe\.hpp"]),
     (4, "I/O", [r"io_operation\.hpp", r"buffer\.hpp", r"endpoint\.hpp", r"detail/io/.*"]),
     (3, "pool", [r"thread_pool\.hpp", r"detail/work_queue\.hpp", r"detail/work_item\.hpp",
+                 r"detail/block_allocator\.hpp",
                  r"detail/timer_queue\.hpp", r"detail/pool/.*"]),
     (2, "port", [r"port\.hpp", r"detail/packet\.hpp", r"detail/backend\.hpp",
                  r"detail/posix/completion_poller\.hpp",
