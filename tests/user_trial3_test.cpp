@@ -1377,12 +1377,10 @@ TEST(user_trial3_test, an_ipv6_acceptor_accepts_ipv6_only) {
 // receives"; socket: receives may be pending at once, only pending sends may interleave):
 // eight 1-byte receives pending on one socket, started one after the other, take the bytes of
 // one 8-byte send in the order they were started, each exactly once.
-// KNOWN FAILURE (reported, not fixed): on the io_uring backend (Linux 6.18 here) the receives
-// take the bytes in reverse order ("hgfedcba"): every receive after the first goes to the ring,
-// and the kernel completes the receives pending on one socket last-started first. Win32 (under
-// Wine) and epoll keep the order. Either the backend must keep one receive per socket in the
-// ring (queueing the others, as epoll does) or the documentation must say that receives pending
-// at once on one TCP socket may take the bytes in any order, as it says of sends.
+// This test found that on io_uring (Linux 6.18) the receives took the bytes in reverse order
+// ("hgfedcba"): the kernel completes receives pending on one socket last-started first. The
+// backend now keeps one receive per TCP socket in the ring and the others in order behind it
+// (uring_backend.hpp, start_queued_recv_locked); Win32 (under Wine) and epoll kept the order.
 TEST(user_trial3_test, pending_receives_take_the_bytes_in_the_order_they_were_started) {
     iocp::thread_pool pool(2);
     handler_audit audit(pool);

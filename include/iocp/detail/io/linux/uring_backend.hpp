@@ -135,7 +135,7 @@ public:
                 std::lock_guard lock(mutex_);
                 for (std::size_t fd = 0; fd < fds_.size(); ++fd)
                     if (fds_[fd].head != nullptr)
-                        cancel_locked(static_cast<int>(fd));
+                        (void)cancel_locked(static_cast<int>(fd)); // interrupted below
             }
             reaping_.stop();
             interrupt();
@@ -164,9 +164,14 @@ public:
     /// would leave them in the kernel, where a pending recv later eats the peer's bytes
     /// [liburing#568, LINUX-IO-NOTES 4]. They still complete once each.
     void detach(int fd) noexcept override {
-        std::lock_guard lock(mutex_);
-        if (fd >= 0 && static_cast<std::size_t>(fd) < fds_.size() && fds_[fd].head != nullptr)
-            cancel_locked(fd);
+        bool completed_later = false;
+        {
+            std::lock_guard lock(mutex_);
+            if (fd >= 0 && static_cast<std::size_t>(fd) < fds_.size() && fds_[fd].head != nullptr)
+                completed_later = cancel_locked(fd);
+        }
+        if (completed_later)
+            interrupt(); // a reaper waiting in the kernel takes the done list
     }
 
     /// Hands op to the kernel: prepares its SQE and submits it (one io_uring_enter). Never
@@ -188,19 +193,20 @@ public:
             if (early == 0) {
                 fd_slot& slot = fds_[static_cast<std::size_t>(op.fd)];
                 op.backend_data = epoch_word(slot.epoch);
+                // A stream recv behind another of its fd waits for its turn (start_queued_recv_locked).
+                const bool wait_turn =
+                    op.what == linux_op::kind::recv && recv_in_flight_locked(op.fd);
                 op.next = slot.head;
                 slot.head = &op;
-                early = force_poll_first_ ? submit_poll_locked(op) : submit_op_locked(op);
+                if (wait_turn)
+                    set_flag(op, queued);
+                else
+                    early = submit_locked_as_issued(op);
                 if (early != 0)
                     unlink_locked(op);
             }
-            if (early != 0) {
-                op.backend_data = result_word(early);
-                op.next = nullptr;
-                *done_tail_ = &op;
-                done_tail_ = &op.next;
-                done_pending_.store(true, std::memory_order_relaxed);
-            }
+            if (early != 0)
+                complete_later_locked(op, early);
         }
         if (early != 0) {
             interrupt(); // a reaper waiting in the kernel takes it; else the next reap does
@@ -261,9 +267,14 @@ public:
     /// else one cancel by user_data per operation (io_uring_prep_cancel(3)). Call it before
     /// close(fd): a cancel by fd after close fails with EBADF (then this falls back by user_data).
     void cancel(int fd) noexcept override {
-        std::lock_guard lock(mutex_);
-        if (fd >= 0 && static_cast<std::size_t>(fd) < fds_.size())
-            cancel_locked(fd);
+        bool completed_later = false;
+        {
+            std::lock_guard lock(mutex_);
+            if (fd >= 0 && static_cast<std::size_t>(fd) < fds_.size())
+                completed_later = cancel_locked(fd);
+        }
+        if (completed_later)
+            interrupt(); // a reaper waiting in the kernel takes the done list
     }
 
     /// Cancels the one operation `op`: an IORING_OP_ASYNC_CANCEL (io_uring_prep_cancel64(3)) of
@@ -272,26 +283,13 @@ public:
     /// reaped: see cancel_each_locked for why the user_data cannot name a later op). It completes
     /// once, with -ECANCELED unless it had finished first; promptly, also on a quiet socket.
     void cancel(linux_op& op) noexcept override {
-        std::lock_guard lock(mutex_);
-        const int fd = op.fd;
-        if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size())
-            return;
-        for (linux_op* p = fds_[static_cast<std::size_t>(fd)].head; p != nullptr; p = p->next) {
-            if (p != &op)
-                continue;
-            // TRICKY: marked first. The kernel may have posted the CQE that ends op's current
-            // SQE (an -EAGAIN, or its poll's readiness) just before our cancel runs: the cancel
-            // then finds nothing (-ENOENT), and the mark stops the reaper from issuing op again.
-            set_flag(op, cancel_requested);
-            if (::io_uring_sqe* sqe = get_sqes_locked(1)) {
-                ::io_uring_prep_cancel64(sqe, user_data_locked(op), 0);
-                // fd -1 in the tag: its CQE (0, -ENOENT or -EALREADY) never falls back to
-                // cancelling the whole fd (on_tag_locked ignores negative fds).
-                ::io_uring_sqe_set_data64(sqe, tag_cancel | (std::uint64_t{0xFFFFFFFFu} << 32));
-                submit_locked();
-            }
-            return;
+        bool interrupt_after_unlock = false;
+        {
+            std::lock_guard lock(mutex_);
+            cancel_one_locked(op, interrupt_after_unlock);
         }
+        if (interrupt_after_unlock)
+            interrupt(); // a reaper waiting in the kernel takes the done list
     }
 
     /// Whether cancel() uses IORING_ASYNC_CANCEL_FD (false before 5.19 and when forced).
@@ -340,7 +338,8 @@ private:
     static constexpr std::uintptr_t cancel_requested = 2; // cancel(op) was called
     static constexpr std::uintptr_t connect_resumed = 4;  // a connect whose handshake went on
     static constexpr std::uintptr_t fault_resumed = 8;    // issued again after an -EFAULT
-    static constexpr unsigned flag_bits = 4;
+    static constexpr std::uintptr_t queued = 16;          // a recv waiting for its turn
+    static constexpr unsigned flag_bits = 5;
 
     // Operations of one fd in flight (linked through linux_op::next) and its cancel epoch.
     struct fd_slot {
@@ -547,6 +546,67 @@ private:
         }
     }
 
+    // An op that leaves the kernel for good: out of its fd's list, and the next recv of its fd
+    // waiting for its turn starts.
+    void finished_locked(linux_op& op) noexcept {
+        unlink_locked(op);
+        if (op.what == linux_op::kind::recv && !has_flag(op, queued))
+            start_queued_recv_locked(op.fd);
+    }
+
+    // Whether a stream recv of fd is in flight (in the kernel or waiting for its turn).
+    bool recv_in_flight_locked(int fd) const noexcept {
+        for (const linux_op* op = fds_[static_cast<std::size_t>(fd)].head; op != nullptr;
+             op = op->next)
+            if (op->what == linux_op::kind::recv)
+                return true;
+        return false;
+    }
+
+    // TRICKY: queued recvs. Several recvs pending in the kernel on one TCP socket take its bytes
+    // newest first (measured on 6.18: 8 one-byte recvs got "hgfedcba" of "abcdefgh", every
+    // time; user_trial3_test), so a stream recv issued while another of its fd is
+    // in flight waits here, in its fd's list with the `queued` mark, and goes to the kernel when
+    // the one ahead of it has finished: one recv per socket in the kernel, the rest in the order
+    // they were started, as on Windows and on the epoll backend. A queued op is never in the
+    // kernel: cancel(op) and cancel(fd) complete it through the done list. Datagram receives are
+    // not queued: each takes a whole datagram, and several pending at once are how a UDP server
+    // keeps up with bursts.
+    void start_queued_recv_locked(int fd) noexcept {
+        for (;;) {
+            // The list is newest first: the last queued recv is the oldest.
+            linux_op* next = nullptr;
+            for (linux_op* op = fds_[static_cast<std::size_t>(fd)].head; op != nullptr;
+                 op = op->next)
+                if (has_flag(*op, queued))
+                    next = op;
+            if (next == nullptr)
+                return;
+            set_flag(*next, queued, false);
+            int r = -ECANCELED;
+            if (!reaping_.stopping() && !fd_cancelled_locked(*next))
+                r = submit_locked_as_issued(*next); // entered by the reaper (reap)
+            if (r == 0)
+                return;
+            unlink_locked(*next);
+            complete_later_locked(*next, r);
+        }
+    }
+
+    // Queues op's first SQE, as issue() does (the caller enters).
+    int submit_locked_as_issued(linux_op& op) noexcept {
+        return force_poll_first_ ? submit_poll_locked(op) : submit_op_locked(op);
+    }
+
+    // Completes op with `res` on the reaper, through the done list (never inside the caller).
+    void complete_later_locked(linux_op& op, int res) noexcept {
+        op.backend_data = result_word(res);
+        op.next = nullptr;
+        *done_tail_ = &op;
+        done_tail_ = &op.next;
+        done_pending_.store(true, std::memory_order_relaxed);
+    }
+
     // `count` free SQEs, or nullptr. A full SQ is submitted and retried (io_uring_submit hands
     // the kernel what is queued); it can stay full only while the kernel refuses submissions
     // (EAGAIN: no memory; EBUSY: the CQ overflow list could not grow), so after a bounded number
@@ -706,20 +766,68 @@ private:
         return 0;
     }
 
-    void cancel_locked(int fd) noexcept {
+    // cancel(op) under the mutex; `interrupt_after_unlock` is set when op went to the done
+    // list (the caller then wakes a reaper waiting in the kernel, after unlocking).
+    void cancel_one_locked(linux_op& op, bool& interrupt_after_unlock) noexcept {
+        const int fd = op.fd;
+        if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size())
+            return;
+        for (linux_op* p = fds_[static_cast<std::size_t>(fd)].head; p != nullptr; p = p->next) {
+            if (p != &op)
+                continue;
+            if (has_flag(op, queued)) {
+                // Never in the kernel: it completes through the done list, on the reaper (never
+                // inside this call), and the recvs behind it keep their order.
+                unlink_locked(op);
+                complete_later_locked(op, -ECANCELED);
+                interrupt_after_unlock = true;
+                return;
+            }
+            // TRICKY: marked first. The kernel may have posted the CQE that ends op's current
+            // SQE (an -EAGAIN, or its poll's readiness) just before our cancel runs: the cancel
+            // then finds nothing (-ENOENT), and the mark stops the reaper from issuing op again.
+            set_flag(op, cancel_requested);
+            if (::io_uring_sqe* sqe = get_sqes_locked(1)) {
+                ::io_uring_prep_cancel64(sqe, user_data_locked(op), 0);
+                // fd -1 in the tag: its CQE (0, -ENOENT or -EALREADY) never falls back to
+                // cancelling the whole fd (on_tag_locked ignores negative fds).
+                ::io_uring_sqe_set_data64(sqe, tag_cancel | (std::uint64_t{0xFFFFFFFFu} << 32));
+                submit_locked();
+            }
+            return;
+        }
+    }
+
+    // Returns true when some op went to the done list (the caller wakes a reaper after
+    // unlocking).
+    bool cancel_locked(int fd) noexcept {
         fd_slot& slot = fds_[static_cast<std::size_t>(fd)];
         ++slot.epoch; // an op reaped after this with -EAGAIN or a new socket is cancelled
+        // Recvs waiting for their turn were never in the kernel: they complete now (through the
+        // done list, on the reaper), before the in-flight recv ahead of them could start one.
+        bool completed_later = false;
+        for (linux_op** link = &slot.head; *link != nullptr;) {
+            linux_op& op = **link;
+            if (!has_flag(op, queued)) {
+                link = &op.next;
+                continue;
+            }
+            *link = op.next;
+            complete_later_locked(op, -ECANCELED);
+            completed_later = true;
+        }
         if (slot.head == nullptr)
-            return; // nothing in flight: no kernel call
+            return completed_later; // nothing in flight: no kernel call
         if (cancel_by_fd_) {
             if (::io_uring_sqe* sqe = get_sqes_locked(1)) {
                 ::io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
                 ::io_uring_sqe_set_data64(sqe, tag_cancel | (static_cast<std::uint64_t>(fd) << 32));
                 submit_locked();
-                return;
+                return completed_later;
             }
         }
         cancel_each_locked(fd);
+        return completed_later;
     }
 
     // TRICKY: cancel by user_data names an op by its address (while it waits for readiness, its
@@ -766,7 +874,6 @@ private:
         const unsigned n = ::io_uring_peek_batch_cqe(&ring_, cqes, batch);
         unsigned count = 0;
         bool woken = false;
-        bool reissued = false; // an op (or its readiness poll) was published again
         linux_op* done = nullptr;
         {
             std::lock_guard lock(mutex_);
@@ -780,8 +887,6 @@ private:
                     auto& op = *reinterpret_cast<linux_op*>(address);
                     if (on_poll_locked(op, res, ready[count]))
                         ++count;
-                    else
-                        reissued = true;
                     continue;
                 }
                 if ((data & tag_mask) != 0) {
@@ -792,8 +897,6 @@ private:
                 auto& op = *reinterpret_cast<linux_op*>(static_cast<std::uintptr_t>(data));
                 if (reap_locked(op, res, ready[count]))
                     ++count;
-                else
-                    reissued = true;
             }
             ::io_uring_cq_advance(&ring_, n);
             if (done_head_ != nullptr) {
@@ -805,8 +908,9 @@ private:
             if (submit_pending_.exchange(false, std::memory_order_relaxed))
                 submit_locked();
         }
-        if (reissued)
-            enter_published();
+        // What the round published: ops (or their readiness polls) issued again, and recvs whose
+        // turn came. No kernel call when there is none.
+        enter_published();
         std::size_t completed = 0;
         for (unsigned i = 0; i < count; ++i, ++completed) {
             if (ready[i].close_fd >= 0)
@@ -954,7 +1058,7 @@ private:
             out.close_fd = res;
             out.res = -ECANCELED;
         }
-        unlink_locked(op);
+        finished_locked(op);
         return true;
     }
 
@@ -980,7 +1084,7 @@ private:
                     error = errno;
                 if (error != 0) {
                     out.res = -error;
-                    unlink_locked(op);
+                    finished_locked(op);
                     return true;
                 }
                 r = submit_op_locked(op);
@@ -991,7 +1095,7 @@ private:
                 return false;
             out.res = r;
         }
-        unlink_locked(op);
+        finished_locked(op);
         return true;
     }
 
