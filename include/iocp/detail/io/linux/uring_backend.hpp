@@ -193,7 +193,8 @@ public:
             if (early == 0) {
                 fd_slot& slot = fds_[static_cast<std::size_t>(op.fd)];
                 op.backend_data = epoch_word(slot.epoch);
-                // A stream recv behind another of its fd waits for its turn (start_queued_recv_locked).
+                // A stream recv behind another of its fd waits for its turn
+                // (start_queued_recv_locked).
                 const bool wait_turn =
                     op.what == linux_op::kind::recv && recv_in_flight_locked(op.fd);
                 op.next = slot.head;
