@@ -193,7 +193,7 @@ public:
             if (early == 0) {
                 fd_slot& slot = fds_[static_cast<std::size_t>(op.fd)];
                 op.backend_data = epoch_word(slot.epoch);
-                // A stream recv behind another of its fd waits for its turn
+                // A recv behind another of its fd waits for its turn
                 // (start_queued_recv_locked).
                 const bool wait_turn =
                     op.what == linux_op::kind::recv && recv_in_flight_locked(op.fd);
@@ -555,7 +555,7 @@ private:
             start_queued_recv_locked(op.fd);
     }
 
-    // Whether a stream recv of fd is in flight (in the kernel or waiting for its turn).
+    // Whether a recv of fd is in flight (in the kernel or waiting for its turn).
     bool recv_in_flight_locked(int fd) const noexcept {
         for (const linux_op* op = fds_[static_cast<std::size_t>(fd)].head; op != nullptr;
              op = op->next)
@@ -570,9 +570,10 @@ private:
     // in flight waits here, in its fd's list with the `queued` mark, and goes to the kernel when
     // the one ahead of it has finished: one recv per socket in the kernel, the rest in the order
     // they were started, as on Windows and on the epoll backend. A queued op is never in the
-    // kernel: cancel(op) and cancel(fd) complete it through the done list. Datagram receives are
-    // not queued: each takes a whole datagram, and several pending at once are how a UDP server
-    // keeps up with bursts.
+    // kernel: cancel(op) and cancel(fd) complete it through the done list. recv_from is not
+    // queued: each takes a whole datagram, and several pending at once are how a UDP server keeps
+    // up with bursts. (The backend does not know a socket's type: a connected datagram socket's
+    // recv is queued like a stream's, which keeps its datagrams in order too.)
     void start_queued_recv_locked(int fd) noexcept {
         for (;;) {
             // The list is newest first: the last queued recv is the oldest.
