@@ -275,7 +275,10 @@ public:
     }
 
     /// Queues `f` and returns a future for its result or its exception. If the pool abandons
-    /// it (`stop()`), the future reports `std::future_errc::broken_promise`.
+    /// it (`stop()`), the future reports `std::future_errc::broken_promise`. The future's
+    /// shared state and result slot live in the pool's recycled work-item blocks: for a small
+    /// callable and a small result (up to about 64 bytes) a submit allocates nothing in steady
+    /// state; larger ones are allocated with `std::allocator`.
     /// Errors: as `post`, plus `std::errc::not_enough_memory`; a refused `f` returns an invalid
     /// future (`valid() == false`) and is destroyed, never run.
     template <class F, class R = std::invoke_result_t<std::decay_t<F>&>>

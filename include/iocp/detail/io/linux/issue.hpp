@@ -66,8 +66,8 @@ inline bool datagram_truncated(const op_core& c) noexcept {
 // sooner than a sleeper could wake. But a transfer this large was, or will be, a long call on a
 // worker (a file read served from the page cache inside its start call copies 64 KiB in about
 // 5 us, 1 MiB in 70-100 us), and local packets then wait for that one worker while another
-// sleeps (measured: 8 reads of 1 MiB in flight on 2 workers kept 1.3 cores busy, 0.63-0.69x a
-// pread loop on a plain pool).
+// sleeps (measured: 8 reads of 1 MiB in flight on 2 workers kept 1.3 cores busy, 0.63-0.69x
+// pread tasks on a plain pool).
 inline constexpr std::size_t local_completion_max_bytes = std::size_t{64} * 1024;
 
 // The completion from the backend: a packet for the pool, with the layer's own key.
