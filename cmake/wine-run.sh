@@ -24,4 +24,22 @@ mkdir -p "$WINEPREFIX"
     fi
 ) 9>"$WINEPREFIX.lock"
 
-exec "$wine" "$@"
+# TRICKY: Wine itself sometimes fails to start a program, before any of it runs: "wine: failed
+# to map the shared user data: c0000018" (STATUS_CONFLICTING_ADDRESSES: the fixed address Wine
+# needs for that page was already taken in the new process, by address-space randomisation).
+# Seen once in CI (a socket_test case, 2026-12-01). Only that start-up failure is retried, at
+# most twice; otherwise the program's status is returned as it is. Its stderr is held in a file
+# to be looked at, then passed on (after its stdout, which goes through untouched).
+errors=$(mktemp "${TMPDIR:-/tmp}/iocp-wine-stderr.XXXXXX")
+trap 'rm -f "$errors"' EXIT
+for attempt in 1 2 3; do
+    status=0
+    "$wine" "$@" 2>"$errors" || status=$?
+    cat "$errors" >&2
+    if [ "$status" -ne 0 ] && [ "$attempt" -lt 3 ] &&
+        grep -q 'failed to map the shared user data' "$errors"; then
+        echo "wine-run.sh: Wine failed to start the program (attempt $attempt); starting it again" >&2
+        continue
+    fi
+    exit "$status"
+done

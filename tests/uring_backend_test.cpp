@@ -561,7 +561,7 @@ TEST_F(uring_backend_test, stress_recvs_pending_on_one_socket_keep_the_stream_or
         for (int i = 0; i < per_round; ++i)
             if (rng() % 3 == 0)
                 victims.push_back(i);
-        const unsigned seed = static_cast<unsigned>(rng());
+        const auto seed = static_cast<unsigned>(rng());
         std::thread canceller([&, seed] {
             std::mt19937 local(seed);
             for (int i : victims) {
