@@ -5,7 +5,12 @@ targets hold.
 
 One command runs the bench twice (quiet, then with IOCP_BENCH_NOISY=1) and prints everything:
 
-    python3 bench/report.py --run build/release/bench/thread_pool_bench
+    python3 bench/report.py --run build/release/bench/thread_pool_bench [--processes N]
+
+With --processes N each of the two runs is N separate processes, one after another, and a
+figure is the median of the N processes' medians (min-max: over every repetition of every
+process). Some workloads settle per process in one of two states (bench/README.md, "W1 is
+bimodal"), so one process's figure can be either.
 
 Or from saved runs (--benchmark_format=json output):
 
@@ -40,10 +45,21 @@ def processor_model():
     return platform.processor() or "unknown"
 
 
+def median_record(records):
+    """The record in the middle of `records` by its figure (throughput, else p50 latency); of
+    an even count, the lower middle one: a figure somebody measured, not an average."""
+    def key(b):
+        return b.get("items_per_second", b.get("p50_us", b.get("real_time", 0)))
+    ordered = sorted(records, key=key)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 class Run:
     def __init__(self, data):
         self.med = defaultdict(dict)  # workload -> peer -> median record
         self.spread = defaultdict(dict)  # workload -> peer -> (min, max) items/s of repetitions
+        self.processes = data.get("processes", 1)
+        medians = defaultdict(list)  # (workload, peer) -> each process's median record
         reps = defaultdict(list)
         for b in data["benchmarks"]:
             name = b["run_name"].split("/iterations")[0].split("/repeats")[0]
@@ -52,9 +68,11 @@ class Run:
             workload, peer = name.replace("BM_thread_pool_", "").split("/")[:2]
             if b.get("run_type") == "aggregate":
                 if b.get("aggregate_name") == "median":
-                    self.med[workload][peer] = b
+                    medians[(workload, peer)].append(b)
             elif "items_per_second" in b:
                 reps[(workload, peer)].append(b["items_per_second"] / 1e6)
+        for (w, p), records in medians.items():
+            self.med[w][p] = median_record(records)
         for (w, p), v in reps.items():
             self.spread[w][p] = (min(v), max(v))
         self.cpus = data.get("context", {}).get("num_cpus")
@@ -150,6 +168,19 @@ def port_calls(run):
                   f"(wake-ups {rec['wakeups_per_item']:.5f}, sleeps {rec['sleeps_per_item']:.5f})")
 
 
+def run_processes(binary, noisy, peers, processes):
+    """run_bench `processes` times; one JSON with every process's records."""
+    merged = None
+    for _ in range(processes):
+        data = run_bench(binary, noisy, peers)
+        if merged is None:
+            merged = data
+        else:
+            merged["benchmarks"].extend(data["benchmarks"])
+    merged["processes"] = processes
+    return merged
+
+
 def run_bench(binary, noisy, peers):
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
@@ -172,12 +203,16 @@ def main():
     ap.add_argument("--noisy", help="JSON of a run with IOCP_BENCH_NOISY=1")
     ap.add_argument("--run", metavar="BINARY", help="run thread_pool_bench (quiet and noisy)")
     ap.add_argument("--all-peers", action="store_true", help="with --run: every peer")
+    ap.add_argument("--processes", type=int, default=1, metavar="N",
+                    help="with --run: N processes per run, figures are the median process's")
     ap.add_argument("--save", metavar="PREFIX", help="with --run: keep PREFIX-quiet.json etc.")
     args = ap.parse_args()
     if args.run:
         peers = None if args.all_peers else TARGET_PEERS
-        quiet_data = run_bench(args.run, False, peers)
-        noisy_data = run_bench(args.run, True, peers)
+        if args.processes < 1:
+            ap.error("--processes must be at least 1")
+        quiet_data = run_processes(args.run, False, peers, args.processes)
+        noisy_data = run_processes(args.run, True, peers, args.processes)
         if args.save:
             for kind, d in [("quiet", quiet_data), ("noisy", noisy_data)]:
                 with open(f"{args.save}-{kind}.json", "w") as f:
@@ -190,8 +225,13 @@ def main():
     quiet = Run(quiet_data)
     noisy = Run(noisy_data) if noisy_data else None
     ctx = quiet_data.get("context", {})
+    if quiet.processes > 1:
+        how = (f"each figure the median of {quiet.processes} processes' medians, min–max "
+               "over every repetition of every process in brackets")
+    else:
+        how = "medians of the repetitions, min–max in brackets"
     print(f"Processor: {processor_model()}, {ctx.get('num_cpus', '?')} CPUs "
-          f"({ctx.get('date', '')}); medians of the repetitions, min–max in brackets.\n")
+          f"({ctx.get('date', '')}); {how}.\n")
     print("Quiet machine:\n")
     peer_table(quiet)
     if noisy is not None:
