@@ -116,7 +116,10 @@ CONTEXTS = {
         kind="statements",
         prelude="inline void serve(iocp::socket, const iocp::endpoint&) {}\n",
     ),
-    "include/iocp/buffer.hpp": dict(kind="statements", signature="void snippet(iocp::socket& sock)"),
+    "include/iocp/buffer.hpp": dict(
+        kind="statements",
+        signature="void snippet(iocp::socket& sock)",
+    ),
     "include/iocp/coroutine.hpp": dict(kind="program", run=True),
     "include/iocp/datagram_socket.hpp": dict(kind="statements"),
     "include/iocp/endpoint.hpp": dict(kind="statements"),
@@ -362,8 +365,9 @@ def main():
     counts = {t: sum(1 for b in blocks if CONTEXTS[b.key].get("platform", "any") in ("any", t))
               for t in targets}
     summary = ", ".join(f"{n} for {t}" for t, n in counts.items())
+    verdict = "all passed" if not failed else f"{failed} units FAILED"
     print(f"[snippets] {len(blocks)} blocks ({summary}) in {len(jobs)} units, "
-          f"{time.monotonic() - t0:.0f}s: " + ("all passed" if not failed else f"{failed} units FAILED"))
+          f"{time.monotonic() - t0:.0f}s: {verdict}")
     return 1 if failed else 0
 
 
