@@ -185,7 +185,7 @@ def readme_blocks():
     text = (ROOT / path).read_text(encoding="utf-8").splitlines()
     blocks, i = [], 0
     while i < len(text):
-        if text[i].strip() == "```cpp":
+        if text[i].strip() in ("```cpp", "```c++"):
             m = re.match(r"\s*<!--\s*snippet:\s*([\w-]+)\s*-->\s*$", text[i - 1]) if i else None
             key = m.group(1) if m else None
             j = i + 1
@@ -207,9 +207,9 @@ def header_blocks():
         code, start, count = None, 0, 0
         for n, line in enumerate(text, 1):
             body = re.sub(r"^\s*///? ?", "", line)
-            if code is None and re.match(r"\s*///.*@code\b", line):
+            if code is None and re.match(r"\s*///.*[@\\]code\b", line):
                 code, start = [], n + 1
-            elif code is not None and re.match(r"\s*///.*@endcode\b", line):
+            elif code is not None and re.match(r"\s*///.*[@\\]endcode\b", line):
                 count += 1
                 key = path if count == 1 else f"{path}#{count}"
                 blocks.append(Block(key, path, start, code))
