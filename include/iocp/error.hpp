@@ -5,7 +5,7 @@
 /// the native codes of either backend.
 ///
 /// @code
-/// std::error_code ec = ...;                 // from any iocp call
+/// // ec: from any iocp call or handler
 /// if (ec == iocp::errc::operation_aborted)  // true for 995, 676 (Wine), 1235, or ECANCELED
 ///     return;
 /// @endcode

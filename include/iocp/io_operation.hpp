@@ -16,8 +16,15 @@
 ///                         std::size_t bytes) noexcept {
 ///         auto* io = static_cast<per_io*>(base);
 ///         if (ec) return;                              // eof, reset, aborted, ...
-///         io->op_code = per_io::op_write;              // echo it back
-///         (void)iocp::start_send(*io->conn, *io, iocp::buffer(io->data, bytes));
+///         std::error_code started;
+///         if (io->op_code == per_io::op_read) {        // echo it back (a send may take less
+///             io->op_code = per_io::op_write;          // than offered: a real server sends
+///             started = iocp::start_send(*io->conn, *io, iocp::buffer(io->data, bytes));
+///         } else {                                     // the rest before reading again)
+///             io->op_code = per_io::op_read;
+///             started = iocp::start_recv(*io->conn, *io, iocp::buffer(io->data));
+///         }
+///         if (started) { /* nothing started (closed, pool shut down): on_done won't run */ }
 ///     }
 /// };
 /// @endcode

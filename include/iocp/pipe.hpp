@@ -12,11 +12,11 @@
 /// iocp::thread_pool pool(4);
 /// iocp::named_pipe_server server(pool, L"\\\\.\\pipe\\my-service");
 /// server.listen([](std::error_code ec, iocp::named_pipe client) {
-///     if (ec) return;                          // the server could not keep listening
+///     if (ec) return;                          // an instance could not be replaced
 ///     auto conn = std::make_shared<iocp::named_pipe>(std::move(client));
 ///     static char buf[512];                    // (one per connection in a real server)
 ///     conn->read(iocp::buffer(buf), [conn](std::error_code ec, std::size_t n) {
-///         if (ec == iocp::errc::eof) return;   // the client closed its end
+///         if (ec) return;                      // errc::eof: the client closed its end
 ///         conn->write_all(iocp::buffer(buf, n), [conn](std::error_code, std::size_t) {});
 ///     });
 /// });

@@ -8,8 +8,9 @@
 /// pool.post([] { do_something(); });
 /// std::future<int> answer = pool.submit([] { return 42; });
 /// pool.post_after(std::chrono::milliseconds(100), [] { later(); });
-/// pool.wait();   // everything posted so far has run
-/// @endcode                                     // ~thread_pool joins
+/// pool.wait();   // the post and the submit have run; the timer may still be pending
+/// // ~thread_pool joins: runs what is queued, abandons the timer if it has not fired yet
+/// @endcode
 ///
 /// How it works. Work items go to a user-space FIFO in front of the completion port; the port
 /// carries I/O completions and is where idle workers sleep. A producer touches the port only

@@ -4,7 +4,9 @@
 ///
 /// @code
 /// auto [a, b] = co_await iocp::when_all(fetch(1), fetch(2)); // two task<int>
-/// std::vector<iocp::task<>> jobs = ...;
+/// std::vector<iocp::task<>> jobs;
+/// for (int i = 0; i < 8; ++i)
+///     jobs.push_back(job(i));                                // job(int) returns task<>
 /// co_await iocp::when_all(std::move(jobs));
 /// @endcode
 ///
