@@ -35,6 +35,7 @@
 
 #include "iocp/config.hpp"
 #include "iocp/error.hpp"
+#include "iocp/operation.hpp"
 #include "iocp/overlapped.hpp"
 #include "iocp/thread_pool.hpp"
 #include "iocp/unique_handle.hpp"
@@ -436,6 +437,186 @@ TEST(user_trial4, concurrency_one_holds_back_a_second_thread_until_the_first_lea
     third.join();
     ASSERT_TRUE(second.has_value()) << ec.message();
     EXPECT_EQ(second->key, 2U);
+}
+
+// Timeouts of every kind: an unlimited one (iocp::infinite, hours::max(), a floating-point
+// infinity, steady_clock::duration::max()) waits for the packet instead of overflowing into a
+// poll or a short wait; negative infinity polls. A concurrency far above max_concurrency is
+// clamped, not refused.
+TEST(user_trial4, huge_timeouts_wait_and_huge_concurrency_is_clamped) {
+    iocp::port<std::uintptr_t> port(std::numeric_limits<std::size_t>::max());
+    ASSERT_TRUE(port.is_open());
+    std::error_code ec;
+    EXPECT_FALSE(
+        port.get(std::chrono::duration<double>(-std::numeric_limits<double>::infinity()), ec)
+            .has_value());
+    EXPECT_EQ(ec, iocp::errc::timed_out);
+
+    auto delayed_get = [&](auto timeout, std::uintptr_t key) {
+        std::thread producer([&] {
+            std::this_thread::sleep_for(20ms); // the getter is (most likely) waiting by now
+            port.post(nullptr, key, 0);
+        });
+        std::error_code gec;
+        auto p = port.get(timeout, gec);
+        producer.join();
+        EXPECT_TRUE(p.has_value()) << "key " << key << ": " << gec.message();
+        if (p) {
+            EXPECT_EQ(p->key, key);
+        }
+    };
+    delayed_get(iocp::infinite, 1);
+    delayed_get(std::chrono::hours::max(), 2);
+    delayed_get(std::chrono::duration<double>(std::numeric_limits<double>::infinity()), 3);
+    delayed_get(std::chrono::steady_clock::duration::max(), 4);
+    delayed_get(std::chrono::duration<float, std::ratio<3600>>(1e30F), 5);
+
+    std::array<iocp::packet<std::uintptr_t>, 2> out{};
+    std::thread producer([&] {
+        std::this_thread::sleep_for(20ms);
+        port.post(nullptr, 6, 0);
+    });
+    const std::size_t n = port.get_many(std::span(out), std::chrono::nanoseconds::max(), ec);
+    producer.join();
+    ASSERT_EQ(n, 1U) << ec.message();
+    EXPECT_EQ(out[0].key, 6U);
+}
+
+// A user-defined error category, for post_failure's "any category".
+class app_category final : public std::error_category {
+public:
+    const char* name() const noexcept override { return "app"; }
+    std::string message(int v) const override { return "app error " + std::to_string(v); }
+};
+const app_category& app_errors() {
+    static const app_category c;
+    return c;
+}
+
+// post_failure carries any value of any category back exactly, negative and extreme values
+// included; on a closed port it reports closed, as post does.
+TEST(user_trial4, post_failure_carries_any_value_of_any_category) {
+    iocp::port<connection> port;
+    connection conn{1};
+    const std::array<std::error_code, 6> failures{
+        std::error_code(-1, app_errors()),
+        std::error_code(std::numeric_limits<int>::min(), app_errors()),
+        std::error_code(std::numeric_limits<int>::max(), std::system_category()),
+        std::error_code(-7, std::generic_category()),
+        make_error_code(iocp::errc::closed),
+        std::error_code(12345, app_errors()),
+    };
+    std::array<per_io, failures.size()> ios{};
+    for (std::size_t i = 0; i < failures.size(); ++i)
+        port.post_failure(&ios[i].ov, &conn, failures[i]);
+    for (std::size_t i = 0; i < failures.size(); ++i) {
+        auto p = port.get(1s);
+        ASSERT_TRUE(p.has_value()) << i;
+        EXPECT_EQ(p->ov, &ios[i].ov);
+        EXPECT_EQ(p->key, &conn);
+        EXPECT_EQ(p->bytes, 0U);
+        EXPECT_EQ(p->error.value(), failures[i].value()) << i;
+        EXPECT_EQ(&p->error.category(), &failures[i].category()) << i;
+    }
+    port.close();
+    std::error_code ec;
+    per_io late{};
+    port.post_failure(&late.ov, &conn, failures[0], ec);
+    EXPECT_EQ(ec, iocp::errc::closed);
+    EXPECT_THROW(port.post_failure(&late.ov, &conn, failures[0]), std::system_error);
+}
+
+// Plain posts and posted failures mixed in one get_many batch: each entry has its own result,
+// and a plain post's OVERLAPPED is not read (its Internal field holds junk, as an OVERLAPPED
+// reused from a failed I/O would: the packet still reports success).
+TEST(user_trial4, get_many_gives_each_packet_its_own_result) {
+    iocp::port<connection> port;
+    connection conn{5};
+    std::array<per_io, 6> ios{};
+    for (std::size_t i = 0; i < ios.size(); ++i) {
+        ios[i].ov.Internal = 0xC0000001; // STATUS_UNSUCCESSFUL, left from an earlier I/O
+        if (i % 2 == 0)
+            port.post(&ios[i].ov, &conn, i + 1);
+        else
+            port.post_failure(&ios[i].ov, &conn,
+                              std::error_code(static_cast<int>(100 + i), app_errors()));
+    }
+    std::array<iocp::packet<connection>, 8> out{};
+    std::size_t got = 0;
+    while (got < ios.size()) {
+        const std::size_t n = port.get_many(std::span(out).subspan(got), 1s);
+        ASSERT_GT(n, 0U);
+        got += n;
+    }
+    for (std::size_t i = 0; i < ios.size(); ++i) {
+        EXPECT_EQ(out[i].ov, &ios[i].ov);
+        EXPECT_EQ(out[i].key, &conn);
+        if (i % 2 == 0) {
+            EXPECT_FALSE(out[i].error) << i << ": " << out[i].error.message();
+            EXPECT_EQ(out[i].bytes, i + 1);
+        } else {
+            EXPECT_EQ(out[i].error, std::error_code(static_cast<int>(100 + i), app_errors()));
+            EXPECT_EQ(out[i].bytes, 0U);
+        }
+    }
+}
+
+// "With a pool but without overlapped_handle": my own iocp::operation completed through
+// pool.post_completion runs on a worker with the result as given (error, bytes and key), the
+// pool as owner; after join the post is refused with closed and the operation stays mine.
+struct my_operation : iocp::operation {
+    std::promise<iocp::completion> done;
+    std::atomic<int> calls{0};
+    std::atomic<int> destroyed{0};
+    void* owner_seen = nullptr;
+    std::thread::id thread;
+    my_operation() : operation(&my_operation::on_complete) {}
+    static void on_complete(void* owner, iocp::operation* base,
+                            const iocp::completion& c) noexcept {
+        auto* self = static_cast<my_operation*>(base);
+        if (owner == nullptr) {
+            self->destroyed.fetch_add(1);
+            return;
+        }
+        self->owner_seen = owner;
+        self->thread = std::this_thread::get_id();
+        if (self->calls.fetch_add(1) == 0)
+            self->done.set_value(c);
+    }
+};
+
+TEST(user_trial4, post_completion_delivers_my_operation_the_result_as_given) {
+    iocp::thread_pool pool(2);
+    connection conn{9};
+    my_operation ok;
+    pool.post_completion(&ok, iocp::completion{{}, 42, &conn});
+    iocp::completion c = await(ok.done.get_future(), "a posted success");
+    EXPECT_FALSE(c.error);
+    EXPECT_EQ(c.bytes, 42U);
+    EXPECT_EQ(c.key, &conn);
+    EXPECT_EQ(ok.owner_seen, &pool);
+    EXPECT_NE(ok.thread, std::this_thread::get_id());
+
+    // A failure: its error and key exactly, and 0 bytes, as documented (a failure travels as
+    // the port's post_failure, which has no byte count).
+    my_operation partial;
+    const std::error_code failure = make_error_code(iocp::errc::connection_reset);
+    pool.post_completion(&partial, iocp::completion{failure, 17, &conn});
+    iocp::completion pc = await(partial.done.get_future(), "a posted failure");
+    EXPECT_EQ(pc.error, failure);
+    EXPECT_EQ(pc.bytes, 0U);
+    EXPECT_EQ(pc.key, &conn);
+
+    std::error_code ec;
+    pool.post_completion(nullptr, iocp::completion{}, ec);
+    EXPECT_EQ(ec, std::errc::invalid_argument);
+    pool.join();
+    my_operation late;
+    pool.post_completion(&late, iocp::completion{{}, 1, nullptr}, ec);
+    EXPECT_EQ(ec, iocp::errc::closed);
+    EXPECT_EQ(late.calls.load() + late.destroyed.load(), 0); // still mine, untouched
+    EXPECT_EQ(ok.calls.load() + partial.calls.load(), 2);
+    EXPECT_EQ(ok.destroyed.load() + partial.destroyed.load(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1350,6 +1531,334 @@ TEST(user_trial4, pool_join_with_the_server_listening_and_reads_pending) {
     ends.clear();
     server_ends.clear();
     server.close();
+}
+
+// A pending call moves with its handle; assigning over a handle, or assigning it a new native
+// handle, cancels what was pending there. cancel(op) once op has completed is not an error;
+// start_overlapped with my own operation reports "nothing started" without calling anything.
+struct own_op : iocp::io_operation {
+    std::atomic<int> calls{0};
+    std::error_code ec;
+    own_op() : io_operation(&own_op::on_done) {}
+    static void on_done(iocp::io_operation* base, const std::error_code& ec, std::size_t) noexcept {
+        auto* self = static_cast<own_op*>(base);
+        self->ec = ec;
+        self->calls.fetch_add(1, std::memory_order_release);
+    }
+    void wait_done(int n, const char* what) const {
+        wait_until([&] { return calls.load(std::memory_order_acquire) >= n; }, what);
+    }
+};
+
+std::error_code start_read_of(iocp::overlapped_handle& h, own_op& op, char* byte) {
+    return iocp::start_overlapped(h, op, [byte](HANDLE native, OVERLAPPED* ov) {
+        return iocp::call_result::from_bool(::ReadFile(native, byte, 1, nullptr, ov));
+    });
+}
+
+TEST(user_trial4, overlapped_handle_moves_reassigns_and_cancels_as_documented) {
+    iocp::thread_pool pool(2);
+    raw_pipe_pair a = make_pipe_pair();
+    raw_pipe_pair b = make_pipe_pair();
+    raw_pipe_pair c = make_pipe_pair();
+    ASSERT_TRUE(a.server && a.client && b.server && b.client && c.server && c.client);
+    char byte_a = 0;
+    char byte_b = 0;
+
+    // A pending read moves with the handle; closing the new owner aborts it, once.
+    own_op op1;
+    iocp::overlapped_handle h1(pool, std::move(a.server));
+    ASSERT_FALSE(start_read_of(h1, op1, &byte_a));
+    iocp::overlapped_handle moved(std::move(h1));
+    EXPECT_FALSE(h1.is_open()); // NOLINT(bugprone-use-after-move): documented state
+    EXPECT_TRUE(moved.is_open());
+    moved.close();
+    op1.wait_done(1, "the read moved then closed");
+    EXPECT_EQ(op1.ec, iocp::errc::operation_aborted) << op1.ec.message();
+
+    // Move assignment over a handle with a read pending aborts that read.
+    own_op op2;
+    iocp::overlapped_handle h2(pool, std::move(b.server));
+    ASSERT_FALSE(start_read_of(h2, op2, &byte_b));
+    iocp::overlapped_handle h3(pool, std::move(c.server)); // its peer stays open
+    h2 = std::move(h3);
+    op2.wait_done(1, "the read under a move assignment");
+    EXPECT_EQ(op2.ec, iocp::errc::operation_aborted) << op2.ec.message();
+
+    // assign() over an open handle closes it first: its pending read is aborted.
+    own_op op3;
+    ASSERT_FALSE(start_read_of(h2, op3, &byte_a));
+    h2.assign(std::move(b.client));
+    op3.wait_done(1, "the read under assign");
+    EXPECT_EQ(op3.ec, iocp::errc::operation_aborted) << op3.ec.message();
+
+    // cancel(op) after op completed: nothing pending, not an error.
+    std::error_code ec;
+    h2.cancel(op3, ec);
+    EXPECT_FALSE(ec) << ec.message();
+
+    // start_overlapped without a pool, and after the pool has shut down: an error, no call,
+    // no completion.
+    own_op op4;
+    std::atomic<int> made{0};
+    iocp::overlapped_handle no_pool;
+    ec = iocp::start_overlapped(no_pool, op4, [&](HANDLE, OVERLAPPED*) {
+        made.fetch_add(1);
+        return iocp::call_result::done();
+    });
+    EXPECT_EQ(ec, std::errc::invalid_argument);
+    pool.join();
+    ec = iocp::start_overlapped(h2, op4, [&](HANDLE, OVERLAPPED*) {
+        made.fetch_add(1);
+        return iocp::call_result::done();
+    });
+    EXPECT_EQ(ec, iocp::errc::closed);
+    EXPECT_EQ(made.load(), 0);
+    EXPECT_EQ(op4.calls.load(), 0);
+    EXPECT_EQ(op1.calls.load() + op2.calls.load() + op3.calls.load(), 3);
+}
+
+// The pool's stop() with many calls pending on several handles, some cancelled one by one
+// from other threads at random moments: every start completes exactly once (aborted, or with
+// its data), before stop() returns.
+TEST(user_trial4, pool_stop_with_overlapped_calls_pending_completes_each_once) {
+    const int rounds = iocp_test::scaled(20, 5);
+    for (int round = 0; round < rounds; ++round) {
+        iocp::thread_pool pool(2);
+        constexpr int handles = 3;
+        constexpr int per_handle = 4;
+        std::vector<raw_pipe_pair> raws;
+        std::vector<std::unique_ptr<iocp::overlapped_handle>> readers;
+        std::vector<std::unique_ptr<iocp::overlapped_handle>> writers;
+        for (int i = 0; i < handles; ++i) {
+            raws.push_back(make_pipe_pair());
+            ASSERT_TRUE(raws.back().server && raws.back().client);
+            readers.push_back(
+                std::make_unique<iocp::overlapped_handle>(pool, std::move(raws.back().server)));
+            writers.push_back(
+                std::make_unique<iocp::overlapped_handle>(pool, std::move(raws.back().client)));
+        }
+        std::array<own_op, handles * per_handle> ops;
+        std::array<char, handles * per_handle> bytes{};
+        for (int i = 0; i < handles * per_handle; ++i)
+            ASSERT_FALSE(start_read_of(*readers[static_cast<std::size_t>(i / per_handle)],
+                                       ops[static_cast<std::size_t>(i)],
+                                       &bytes[static_cast<std::size_t>(i)]));
+        std::mt19937 rng(static_cast<unsigned>(round));
+        std::thread canceller([&, seed = rng()] {
+            std::mt19937 r(seed);
+            for (int k = 0; k < 4; ++k) {
+                const auto i = static_cast<std::size_t>(r() % ops.size());
+                std::error_code ignored;
+                readers[i / per_handle]->cancel(ops[i], ignored);
+                std::this_thread::yield();
+            }
+        });
+        // Some data for some reads (1 byte each).
+        std::atomic<int> writes{0};
+        for (int i = 0; i < handles; ++i) {
+            if (rng() % 2 == 0) {
+                static const char x = 'x';
+                writers[static_cast<std::size_t>(i)]->start(
+                    [](HANDLE h, OVERLAPPED* ov) {
+                        return iocp::call_result::from_bool(::WriteFile(h, &x, 1, nullptr, ov));
+                    },
+                    [&](std::error_code, std::size_t) { writes.fetch_add(1); });
+            }
+        }
+        canceller.join();
+        pool.stop();
+        int done = 0;
+        for (auto& op : ops) {
+            const int c = op.calls.load(std::memory_order_acquire);
+            EXPECT_EQ(c, 1) << "round " << round;
+            done += c;
+            EXPECT_TRUE(!op.ec || op.ec == iocp::errc::operation_aborted) << op.ec.message();
+        }
+        EXPECT_EQ(done, handles * per_handle);
+        readers.clear();
+        writers.clear();
+    }
+}
+
+// A server end and a client end connected through a named_pipe_server (gone afterwards: the
+// connection it handed over stays).
+struct pipe_ends {
+    iocp::named_pipe server;
+    iocp::named_pipe client;
+};
+pipe_ends connect_through_a_server(iocp::thread_pool& pool, const char* what) {
+    const std::wstring name = pipe_name(what);
+    std::promise<iocp::named_pipe> handed;
+    auto handed_future = handed.get_future();
+    std::atomic<int> taken{0};
+    iocp::named_pipe_server server(pool, name,
+                                   iocp::named_pipe_server_options{1, 4096, 4096, true});
+    server.listen([&](std::error_code ec, iocp::named_pipe p) {
+        if (!ec && taken.fetch_add(1) == 0)
+            handed.set_value(std::move(p));
+    });
+    pipe_ends ends{iocp::named_pipe(), iocp::named_pipe(pool)};
+    ends.client.connect(name, 10s);
+    ends.server = await(handed_future, "the connection");
+    server.close();
+    pool.wait(); // the handler has returned: nothing refers to this frame any more
+    return ends;
+}
+
+// A 0-byte write of the other end is read as 0 bytes, not eof (ReadFile's documentation).
+TEST(user_trial4, named_pipe_a_zero_byte_write_reads_as_zero_bytes) {
+    iocp::thread_pool pool(2);
+    pipe_ends ends = connect_through_a_server(pool, "zero");
+    once zero;
+    auto zf = zero.future();
+    ends.client.write(iocp::buffer("", 0), zero.handler());
+    result zr = await(zf, "a 0-byte write");
+    EXPECT_FALSE(zr.ec) << zr.ec.message();
+    EXPECT_EQ(zr.bytes, 0U);
+    if (iocp_test::running_under_wine())
+        GTEST_SKIP() << "Wine 8 drops a 0-byte write to a byte-mode pipe (the reader's ReadFile "
+                        "stays pending); Windows completes the read with 0 bytes";
+    char buf[16] = {};
+    once r;
+    auto rf = r.future();
+    ends.server.read(iocp::buffer(buf), r.handler());
+    result rr = await(rf, "the read of a 0-byte write");
+    EXPECT_FALSE(rr.ec) << rr.ec.message(); // not eof: the client is still there
+    EXPECT_EQ(rr.bytes, 0U);
+}
+
+// write_all of more than the pipe's buffer holds completes once, with the total, while the
+// other end reads it in pieces.
+TEST(user_trial4, named_pipe_write_all_of_more_than_the_buffer) {
+    iocp::thread_pool pool(2);
+    pipe_ends ends = connect_through_a_server(pool, "big");
+    std::string big(std::size_t{1} << 20, '\0');
+    for (std::size_t i = 0; i < big.size(); ++i)
+        big[i] = static_cast<char>('a' + i % 26);
+    once w;
+    auto wf = w.future();
+    ends.server.write_all(iocp::buffer(big.data(), big.size()), w.handler());
+    std::string back(big.size(), '\0');
+    ASSERT_FALSE(read_exactly(ends.client, back.data(), back.size()));
+    result wr = await(wf, "write_all of 1 MiB");
+    EXPECT_FALSE(wr.ec) << wr.ec.message();
+    EXPECT_EQ(wr.bytes, big.size());
+    EXPECT_TRUE(back == big);
+    pool.wait();
+    EXPECT_EQ(*w.calls, 1);
+}
+
+// The server's options and listen's errors: listening is clamped to [1, max_listening]; a name
+// that is not a pipe name fails listen with the system's error; listen after close is
+// invalid_argument.
+TEST(user_trial4, named_pipe_server_options_and_listen_errors) {
+    iocp::thread_pool pool(2);
+    auto ignore = [](std::error_code, iocp::named_pipe) {};
+    {
+        iocp::named_pipe_server none(pool, pipe_name("zero"),
+                                     iocp::named_pipe_server_options{0, 4096, 4096, true});
+        none.listen(ignore);
+        EXPECT_EQ(none.listening(), 1U);
+    }
+    {
+        iocp::named_pipe_server many(pool, pipe_name("many"),
+                                     iocp::named_pipe_server_options{1000, 4096, 4096, true});
+        EXPECT_EQ(many.listening(), 0U); // not listening yet
+        many.listen(ignore);
+        EXPECT_EQ(many.listening(), iocp::named_pipe_server_options::max_listening);
+    }
+    std::error_code ec;
+    iocp::named_pipe_server bad(pool, L"\\\\.\\not-a-pipe\\x");
+    bad.listen(ignore, ec);
+    EXPECT_TRUE(ec) << "a name outside \\\\.\\pipe\\ was accepted";
+    EXPECT_EQ(bad.listening(), 0U);
+
+    iocp::named_pipe_server closed(pool, pipe_name("closed"));
+    closed.close();
+    closed.listen(ignore, ec);
+    EXPECT_EQ(ec, std::errc::invalid_argument);
+    closed.close(); // again: nothing
+}
+
+// The first instance is created with FILE_FLAG_FIRST_PIPE_INSTANCE: a second server on a name
+// in use is refused with ERROR_ACCESS_DENIED.
+TEST(user_trial4, named_pipe_server_refuses_a_name_in_use) {
+    if (iocp_test::running_under_wine())
+        GTEST_SKIP() << "Wine ignores FILE_FLAG_FIRST_PIPE_INSTANCE (a second server shares the "
+                        "name); Windows refuses it with ERROR_ACCESS_DENIED";
+    iocp::thread_pool pool(2);
+    auto ignore = [](std::error_code, iocp::named_pipe) {};
+    std::error_code ec;
+    const std::wstring name = pipe_name("taken");
+    iocp::named_pipe_server first(pool, name);
+    first.listen(ignore);
+    iocp::named_pipe_server second(pool, name);
+    second.listen(ignore, ec);
+    EXPECT_EQ(ec, std::error_code(ERROR_ACCESS_DENIED, std::system_category())) << ec.message();
+}
+
+// A pipe that is not open: reads and writes complete (on a worker) with invalid_handle, cancel
+// and skip report it; an empty handle is refused by assign. A server closed from its own
+// connection handler hands over no further client.
+TEST(user_trial4, named_pipe_failure_modes_and_close_from_the_handler) {
+    iocp::thread_pool pool(2);
+    iocp::named_pipe closed(pool);
+    char buf[4] = {};
+    once r;
+    auto rf = r.future();
+    closed.read(iocp::buffer(buf), r.handler());
+    result rr = await(rf, "a read on a closed pipe");
+    EXPECT_EQ(rr.ec, iocp::errc::invalid_handle) << rr.ec.message();
+    EXPECT_NE(rr.thread, std::this_thread::get_id());
+    once w;
+    auto wf = w.future();
+    closed.write_all(iocp::buffer("abc", 3), w.handler());
+    EXPECT_EQ(await(wf, "a write on a closed pipe").ec, iocp::errc::invalid_handle);
+    std::error_code ec;
+    closed.cancel(ec);
+    EXPECT_EQ(ec, iocp::errc::invalid_handle);
+    closed.skip_completion_port_on_success(ec);
+    EXPECT_EQ(ec, iocp::errc::invalid_handle);
+    closed.assign(iocp::unique_handle(), ec);
+    EXPECT_EQ(ec, iocp::errc::invalid_handle);
+    closed.assign(iocp::unique_handle(nullptr), ec); // NULL is no handle either
+    EXPECT_EQ(ec, iocp::errc::invalid_handle);
+    iocp::named_pipe no_pool;
+    EXPECT_THROW(no_pool.read(iocp::buffer(buf), [](std::error_code, std::size_t) {}),
+                 std::system_error);
+
+    const std::wstring name = pipe_name("self-close");
+    std::atomic<int> handed{0};
+    iocp::named_pipe_server server(pool, name);
+    std::promise<void> first;
+    std::vector<iocp::named_pipe> kept;
+    std::mutex m;
+    server.listen([&](std::error_code hec, iocp::named_pipe p) {
+        if (hec)
+            return;
+        server.close(); // from the handler: allowed
+        std::lock_guard lock(m);
+        kept.push_back(std::move(p));
+        if (handed.fetch_add(1) == 0)
+            first.set_value();
+    });
+    iocp::named_pipe c1(pool);
+    c1.connect(name, 10s);
+    await(first.get_future(), "the first client handed over");
+    wait_until([&] { return server.listening() == 0; }, "every listener gone");
+    iocp::named_pipe c2(pool);
+    c2.connect(name, 100ms, ec);
+    EXPECT_TRUE(ec) << "a second client connected to a closed server";
+    pool.wait();
+    EXPECT_EQ(handed.load(), 1);
+    // The connection handed over still works.
+    ASSERT_FALSE(write_all(c1, "ok"));
+    std::lock_guard lock(m);
+    ASSERT_EQ(kept.size(), 1U);
+    char two[2] = {};
+    ASSERT_FALSE(read_exactly(kept[0], two, 2));
+    EXPECT_EQ(std::string(two, 2), "ok");
 }
 
 #endif // IOCP_HAS_IOCP
