@@ -1861,6 +1861,130 @@ TEST(user_trial4, named_pipe_failure_modes_and_close_from_the_handler) {
     EXPECT_EQ(std::string(two, 2), "ok");
 }
 
+// The README's "port alone" on real I/O, as the seeds' servers do it: handles associated with
+// a bare port (key = per-handle data), my own ReadFile/WriteFile with per-I/O structs, and the
+// outcomes of GetQueuedCompletionStatus told apart by get and get_many alike: a packet with
+// bytes; a packet whose I/O failed (cancelled: operation_aborted; the writer gone: eof) with
+// its OVERLAPPED; a timeout with none.
+TEST(user_trial4, the_port_alone_with_my_own_reads_and_writes) {
+    iocp::port<connection> port;
+    connection pipe_conn{1};
+    raw_pipe_pair raw = make_pipe_pair();
+    ASSERT_TRUE(raw.server && raw.client);
+    port.associate(raw.server.get(), &pipe_conn);
+    connection client_conn{2};
+    port.associate(raw.client.get(), &client_conn);
+
+    auto dequeue = [&](bool many) -> std::optional<iocp::packet<connection>> {
+        if (!many)
+            return port.get(10s);
+        std::array<iocp::packet<connection>, 1> out{};
+        if (port.get_many(std::span(out), 10s) == 0)
+            return std::nullopt;
+        return out[0];
+    };
+    for (bool many : {false, true}) {
+        // A pending read, then a write that completes it: two packets, each with its own
+        // OVERLAPPED and key.
+        per_io rd{};
+        per_io wr{};
+        rd.op_code = 1;
+        wr.op_code = 2;
+        BOOL ok = ::ReadFile(raw.server.get(), rd.buffer, sizeof rd.buffer, nullptr, &rd.ov);
+        ASSERT_TRUE(ok || ::GetLastError() == ERROR_IO_PENDING);
+        const char msg[] = "seven!!";
+        ok = ::WriteFile(raw.client.get(), msg, 7, nullptr, &wr.ov);
+        ASSERT_TRUE(ok || ::GetLastError() == ERROR_IO_PENDING);
+        int seen = 0;
+        for (int i = 0; i < 2; ++i) {
+            auto p = dequeue(many);
+            ASSERT_TRUE(p.has_value());
+            EXPECT_FALSE(p->error) << p->error.message();
+            EXPECT_EQ(p->bytes, 7U);
+            per_io* io = iocp::containing_record<&per_io::ov>(p->ov);
+            if (io == &rd) {
+                EXPECT_EQ(p->key, &pipe_conn);
+                EXPECT_EQ(std::string(rd.buffer, 7), "seven!!");
+            } else {
+                EXPECT_EQ(io, &wr);
+                EXPECT_EQ(p->key, &client_conn);
+            }
+            seen |= io->op_code;
+        }
+        EXPECT_EQ(seen, 3);
+
+        // A cancelled read: FALSE with an OVERLAPPED, operation_aborted; the port lives on.
+        per_io cancelled{};
+        ok = ::ReadFile(raw.server.get(), cancelled.buffer, 1, nullptr, &cancelled.ov);
+        ASSERT_FALSE(ok);
+        ASSERT_EQ(::GetLastError(), static_cast<DWORD>(ERROR_IO_PENDING));
+        ASSERT_TRUE(::CancelIoEx(raw.server.get(), &cancelled.ov));
+        auto c = dequeue(many);
+        ASSERT_TRUE(c.has_value());
+        EXPECT_EQ(c->ov, &cancelled.ov);
+        EXPECT_EQ(c->key, &pipe_conn);
+        EXPECT_EQ(c->error, iocp::errc::operation_aborted) << c->error.message();
+        EXPECT_EQ(c->error, std::error_code(ERROR_OPERATION_ABORTED, std::system_category()));
+
+        // Nothing queued: a timeout, no OVERLAPPED.
+        std::error_code ec;
+        EXPECT_FALSE(port.get(0ms, ec).has_value());
+        EXPECT_EQ(ec, iocp::errc::timed_out);
+    }
+
+    // The writer goes away under a pending read: ERROR_BROKEN_PIPE, eof.
+    per_io last{};
+    BOOL ok = ::ReadFile(raw.server.get(), last.buffer, 1, nullptr, &last.ov);
+    ASSERT_FALSE(ok);
+    ASSERT_EQ(::GetLastError(), static_cast<DWORD>(ERROR_IO_PENDING));
+    raw.client.reset();
+    auto e = port.get(10s);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->ov, &last.ov);
+    EXPECT_EQ(e->error, iocp::errc::eof) << e->error.message();
+    EXPECT_EQ(e->error, std::error_code(ERROR_BROKEN_PIPE, std::system_category()));
+}
+
+// "With a pool but without overlapped_handle": pool.associate binds a handle to the pool's
+// port, and my own iocp::operation, passed to ReadFile as the OVERLAPPED, completes through
+// its function pointer on a worker with the bytes, the key, and the error of a failed I/O.
+TEST(user_trial4, pool_associate_completes_my_own_operations) {
+    iocp::thread_pool pool(2);
+    raw_pipe_pair raw = make_pipe_pair();
+    ASSERT_TRUE(raw.server && raw.client);
+    connection conn{4};
+    pool.associate(raw.server.get(), &conn);
+    my_operation rd;
+    char buf[8] = {};
+    BOOL ok = ::ReadFile(raw.server.get(), buf, sizeof buf, nullptr, &rd);
+    ASSERT_TRUE(ok || ::GetLastError() == ERROR_IO_PENDING);
+    DWORD written = 0;
+    OVERLAPPED wov{};
+    wov.hEvent = ::CreateEventW(nullptr, TRUE, FALSE, nullptr);
+    ok = ::WriteFile(raw.client.get(), "abc", 3, nullptr, &wov);
+    ASSERT_TRUE(ok || ::GetLastError() == ERROR_IO_PENDING);
+    ASSERT_TRUE(::GetOverlappedResult(raw.client.get(), &wov, &written, TRUE));
+    ::CloseHandle(wov.hEvent);
+    iocp::completion c = await(rd.done.get_future(), "my own read");
+    EXPECT_FALSE(c.error) << c.error.message();
+    EXPECT_EQ(c.bytes, 3U);
+    EXPECT_EQ(c.key, &conn);
+    EXPECT_EQ(rd.owner_seen, &pool);
+    EXPECT_EQ(std::string(buf, 3), "abc");
+
+    my_operation broken;
+    ok = ::ReadFile(raw.server.get(), buf, sizeof buf, nullptr, &broken);
+    ASSERT_FALSE(ok);
+    ASSERT_EQ(::GetLastError(), static_cast<DWORD>(ERROR_IO_PENDING));
+    raw.client.reset();
+    iocp::completion b = await(broken.done.get_future(), "my own read, the writer gone");
+    EXPECT_EQ(b.error, iocp::errc::eof) << b.error.message();
+    EXPECT_EQ(b.key, &conn);
+    pool.join(); // both finished before the shutdown, as the README asks
+    EXPECT_EQ(rd.calls.load() + broken.calls.load(), 2);
+    EXPECT_EQ(rd.destroyed.load() + broken.destroyed.load(), 0);
+}
+
 #endif // IOCP_HAS_IOCP
 
 } // namespace
