@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <future>
@@ -27,6 +28,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -409,21 +411,23 @@ TEST(user_trial4, a_moved_from_port_is_closed_and_the_packets_move) {
 }
 
 // The concurrency value (the seeds' NumberOfConcurrentThreads): with 1, while one thread holds
-// a packet (it has not called get again), a second waiter is not released for the next one;
-// when the first thread exits, it is.
+// a packet and runs (it has not called get again), a second waiter is not released for the
+// next one; when the first thread exits, it is. The holder spins rather than blocks: a Windows
+// kernel port releases another thread while the active one waits on something else.
 TEST(user_trial4, concurrency_one_holds_back_a_second_thread_until_the_first_leaves) {
     IOCP_SKIP_UNDER_WINE_IF_NATIVE("the concurrency limit is ignored");
     iocp::port<std::uintptr_t> port(1);
     port.post(nullptr, 1, 0);
-    std::promise<void> holding;
-    std::promise<void> leave;
+    std::atomic<bool> holding{false};
+    std::atomic<bool> leave{false};
     std::thread first([&] {
         auto p = port.get(iocp::infinite);
         EXPECT_TRUE(p.has_value());
-        holding.set_value();
-        leave.get_future().wait(); // holds its packet: counts as active
+        holding.store(true);
+        while (!leave.load()) // holds its packet, running: counts as active
+            std::this_thread::yield();
     });
-    await(holding.get_future(), "the first thread's packet");
+    wait_until([&] { return holding.load(); }, "the first thread's packet");
     port.post(nullptr, 2, 0);
     std::error_code ec;
     std::optional<iocp::packet<std::uintptr_t>> second;
@@ -431,12 +435,72 @@ TEST(user_trial4, concurrency_one_holds_back_a_second_thread_until_the_first_lea
     other.join();
     EXPECT_FALSE(second.has_value()) << "released past the concurrency limit";
     EXPECT_EQ(ec, iocp::errc::timed_out);
-    leave.set_value();
+    leave.store(true);
     first.join(); // an exited thread no longer counts
     std::thread third([&] { second = port.get(iocp::infinite, ec); });
     third.join();
     ASSERT_TRUE(second.has_value()) << ec.message();
     EXPECT_EQ(second->key, 2U);
+}
+
+// A thread counts as active from a dequeue until its next get: a get that times out, or a
+// get_many that finds nothing, leaves it inactive, so a second thread is released for the next
+// packet while the first one lives on. A batch counts as one thread.
+TEST(user_trial4, a_get_that_dequeues_nothing_leaves_the_thread_inactive) {
+    IOCP_SKIP_UNDER_WINE_IF_NATIVE("the concurrency limit is ignored");
+    iocp::port<std::uintptr_t> port(1);
+    std::atomic<int> step{0};
+    std::atomic<bool> leave{false};
+    std::thread first([&] {
+        std::error_code ec;
+        EXPECT_FALSE(port.get(0ms, ec).has_value()); // nothing: not active
+        step.store(1);
+        while (step.load() != 2)
+            std::this_thread::yield();
+        std::array<iocp::packet<std::uintptr_t>, 4> out{};
+        EXPECT_EQ(port.get_many(std::span(out), 10s), 2U); // a batch: active
+        step.store(3);
+        while (step.load() != 4)
+            std::this_thread::yield();
+        // Its next call takes the packet the other thread was held back from...
+        EXPECT_EQ(port.get_many(std::span(out), 0ms, ec), 1U);
+        EXPECT_EQ(out[0].key, 4U);
+        // ...and the one after finds nothing: inactive again.
+        EXPECT_EQ(port.get_many(std::span(out), 0ms, ec), 0U);
+        EXPECT_EQ(ec, iocp::errc::timed_out);
+        step.store(5);
+        while (!leave.load())
+            std::this_thread::yield(); // alive, running, holding nothing
+    });
+    wait_until([&] { return step.load() == 1; }, "the first thread's empty get");
+    std::thread second([&] {
+        port.post(nullptr, 1, 0);
+        auto p = port.get(10s); // the first thread is inactive: released at once
+        EXPECT_TRUE(p.has_value());
+    });
+    second.join();
+    port.post(nullptr, 2, 0);
+    port.post(nullptr, 3, 0);
+    step.store(2);
+    wait_until([&] { return step.load() == 3; }, "the first thread's batch");
+    port.post(nullptr, 4, 0);
+    std::error_code ec;
+    std::optional<iocp::packet<std::uintptr_t>> held;
+    std::thread blocked([&] { held = port.get(100ms, ec); });
+    blocked.join();
+    EXPECT_FALSE(held.has_value()) << "released while the batch's thread was active";
+    step.store(4);
+    wait_until([&] { return step.load() == 5; }, "the first thread's empty get_many");
+    port.post(nullptr, 5, 0);
+    std::thread third([&] { held = port.get(10s, ec); });
+    third.join();
+    EXPECT_TRUE(held.has_value()) << "held back by a thread that dequeued nothing: "
+                                  << ec.message();
+    if (held) {
+        EXPECT_EQ(held->key, 5U);
+    }
+    leave.store(true);
+    first.join();
 }
 
 // Timeouts of every kind: an unlimited one (iocp::infinite, hours::max(), a floating-point
@@ -1983,6 +2047,80 @@ TEST(user_trial4, pool_associate_completes_my_own_operations) {
     pool.join(); // both finished before the shutdown, as the README asks
     EXPECT_EQ(rd.calls.load() + broken.calls.load(), 2);
     EXPECT_EQ(rd.destroyed.load() + broken.destroyed.load(), 0);
+}
+
+// Exceptions from the connection handler and from a read's handler go to the pool's
+// exception handler; the server keeps listening and serves the next client. connect() on an
+// open pipe closes it first (the server's end sees eof), also when the new connect fails.
+// listen on a pool that has shut down is closed.
+TEST(user_trial4, named_pipe_handler_exceptions_reconnect_and_listen_after_shutdown) {
+    std::atomic<int> caught{0};
+    iocp::thread_pool_options options;
+    options.threads = 2;
+    options.exception_handler = [&](std::exception_ptr e) {
+        try {
+            std::rethrow_exception(std::move(e));
+        } catch (const std::runtime_error&) {
+            caught.fetch_add(1);
+        } catch (...) {
+        }
+    };
+    iocp::thread_pool pool(options);
+    const std::wstring name = pipe_name("throwing");
+    std::atomic<int> handed{0};
+    std::promise<iocp::named_pipe> second;
+    auto second_future = second.get_future();
+    iocp::named_pipe_server server(pool, name,
+                                   iocp::named_pipe_server_options{1, 4096, 4096, true});
+    server.listen([&](std::error_code ec, iocp::named_pipe p) {
+        if (ec)
+            return;
+        if (handed.fetch_add(1) == 0)
+            throw std::runtime_error("first client refused"); // p is closed as it unwinds
+        second.set_value(std::move(p));
+    });
+    iocp::named_pipe c1(pool);
+    c1.connect(name, 10s);
+    wait_until([&] { return caught.load() == 1; }, "the handler's exception reported");
+    // The first client's server end was dropped with the exception: its read sees eof.
+    char byte = 0;
+    once r1;
+    auto r1f = r1.future();
+    c1.read(iocp::buffer(&byte, 1), r1.handler());
+    EXPECT_EQ(await(r1f, "the first client's read").ec, iocp::errc::eof);
+
+    // Still listening: a second client is served; its read handler throws too.
+    iocp::named_pipe c2(pool);
+    c2.connect(name, 10s);
+    iocp::named_pipe s2 = await(second_future, "the second client");
+    std::atomic<int> read_calls{0};
+    s2.read(iocp::buffer(&byte, 1), [&](std::error_code, std::size_t) {
+        read_calls.fetch_add(1);
+        throw std::runtime_error("a read handler that throws");
+    });
+    ASSERT_FALSE(write_all(c2, "x"));
+    wait_until([&] { return caught.load() == 2; }, "the read handler's exception reported");
+    EXPECT_EQ(read_calls.load(), 1);
+
+    // connect() on the open c2 to a name nobody serves: c2 is closed first, then the error.
+    std::error_code ec;
+    c2.connect(pipe_name("nobody"), 1s, ec);
+    EXPECT_EQ(ec, std::errc::no_such_file_or_directory) << ec.message();
+    EXPECT_FALSE(c2.is_open());
+    once r2;
+    auto r2f = r2.future();
+    s2.read(iocp::buffer(&byte, 1), r2.handler());
+    EXPECT_EQ(await(r2f, "the server end after the client reconnected").ec, iocp::errc::eof);
+
+    server.close();
+    s2.close();
+    c1.close();
+    pool.join();
+    iocp::named_pipe_server late(pool, pipe_name("late"));
+    late.listen([](std::error_code, iocp::named_pipe) {}, ec);
+    EXPECT_EQ(ec, iocp::errc::closed) << ec.message();
+    EXPECT_EQ(late.listening(), 0U);
+    EXPECT_EQ(handed.load(), 2);
 }
 
 #endif // IOCP_HAS_IOCP
