@@ -46,6 +46,7 @@
 
 #if IOCP_HAS_IO
 #include "iocp/file.hpp"
+#include "iocp/socket.hpp"
 #endif
 
 #if IOCP_HAS_IOCP
@@ -503,6 +504,36 @@ TEST(user_trial4, a_get_that_dequeues_nothing_leaves_the_thread_inactive) {
     first.join();
 }
 
+// A thread is associated with one port at a time (Windows: its association ends when it
+// exits, calls get on another port, or the port is closed): a thread that holds a packet of a
+// port with concurrency 1 and then waits on another port no longer counts as active on the
+// first, so a second thread is released there.
+TEST(user_trial4, a_get_on_another_port_ends_the_threads_turn_on_the_first) {
+    IOCP_SKIP_UNDER_WINE_IF_NATIVE("the concurrency limit is ignored");
+    iocp::port<std::uintptr_t> first_port(1);
+    iocp::port<std::uintptr_t> other_port;
+    first_port.post(nullptr, 1, 0);
+    std::atomic<int> step{0};
+    std::thread mover([&] {
+        EXPECT_TRUE(first_port.get(10s).has_value()); // active on first_port
+        std::error_code ec;
+        EXPECT_FALSE(other_port.get(0ms, ec).has_value()); // now other_port's thread
+        step.store(1);
+        while (step.load() != 2)
+            std::this_thread::yield(); // running, but not first_port's any more
+    });
+    wait_until([&] { return step.load() == 1; }, "the thread's get on the other port");
+    first_port.post(nullptr, 2, 0);
+    std::optional<iocp::packet<std::uintptr_t>> p;
+    std::error_code ec;
+    std::thread second([&] { p = first_port.get(10s, ec); });
+    second.join();
+    step.store(2);
+    mover.join();
+    EXPECT_TRUE(p.has_value()) << "still held back by a thread that moved to another port: "
+                               << ec.message();
+}
+
 // Timeouts of every kind: an unlimited one (iocp::infinite, hours::max(), a floating-point
 // infinity, steady_clock::duration::max()) waits for the packet instead of overflowing into a
 // poll or a short wait; negative infinity polls. A concurrency far above max_concurrency is
@@ -863,6 +894,11 @@ TEST(user_trial4, skip_on_success_is_not_supported_on_linux) {
         EXPECT_THROW(f.skip_completion_port_on_success(), std::system_error);
     }
     std::filesystem::remove(path);
+    iocp::socket s(pool, iocp::address_family::ipv4);
+    std::error_code ec;
+    s.skip_completion_port_on_success(ec);
+    EXPECT_EQ(ec, std::errc::operation_not_supported);
+    EXPECT_FALSE(s.skips_completion_port_on_success());
 }
 #endif
 
@@ -1288,6 +1324,43 @@ TEST(user_trial4, skip_on_success_still_completes_once_on_a_worker) {
     reader.close();
     reader.skip_completion_port_on_success(ec);
     EXPECT_EQ(ec, iocp::errc::invalid_handle);
+}
+
+// An iocp::file that skips the port on success: every read and write still completes exactly
+// once, on a worker (Windows completes cached reads at once and saves their packets; Wine
+// never completes file I/O at once, so there every completion still comes as a packet).
+TEST(user_trial4, a_file_that_skips_the_port_completes_each_operation_once) {
+    iocp::thread_pool pool(2);
+    temp_file tf;
+    iocp::file f(pool, tf.path, iocp::file_mode::read_write | iocp::file_mode::create);
+    f.skip_completion_port_on_success();
+    EXPECT_TRUE(f.skips_completion_port_on_success());
+    const std::string text(8192, 'q');
+    once w;
+    auto wf = w.future();
+    f.write_at(0, iocp::buffer(text.data(), text.size()), w.handler());
+    result wr = await(wf, "a write");
+    EXPECT_FALSE(wr.ec) << wr.ec.message();
+    EXPECT_EQ(wr.bytes, text.size());
+    for (int i = 0; i < 20; ++i) {
+        std::array<char, 1024> buf{};
+        once r;
+        auto rf = r.future();
+        f.read_at(static_cast<std::uint64_t>(i) * 256, iocp::buffer(buf), r.handler());
+        result rr = await(rf, "a read", i);
+        EXPECT_FALSE(rr.ec) << rr.ec.message();
+        EXPECT_EQ(rr.bytes, buf.size());
+        EXPECT_NE(rr.thread, std::this_thread::get_id());
+        pool.wait();
+        EXPECT_EQ(*r.calls, 1);
+    }
+    std::array<char, 16> buf{};
+    once e;
+    auto ef = e.future();
+    f.read_at(text.size(), iocp::buffer(buf), e.handler());
+    EXPECT_EQ(await(ef, "a read at the end").ec, iocp::errc::eof);
+    pool.wait();
+    EXPECT_EQ(*e.calls + *w.calls, 2);
 }
 
 // Reads a named_pipe until `n` bytes or an error; returns the error.
