@@ -1602,6 +1602,41 @@ TEST(user_trial4, named_pipe_connect_to_a_missing_or_busy_pipe) {
     EXPECT_THROW(second.connect(name, 0ms), std::system_error);
 }
 
+// connect with no time limit (iocp::infinite, as the port's waits take it) to a pipe whose
+// instances are all busy waits until one is free, rather than overflowing into a deadline in
+// the past and timing out at once.
+TEST(user_trial4, named_pipe_connect_without_a_time_limit_waits_for_a_free_instance) {
+    iocp::thread_pool pool(1);
+    const std::wstring name = pipe_name("forever");
+    auto make_instance = [&] {
+        return iocp::unique_handle(::CreateNamedPipeW(
+            name.c_str(), PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED,
+            PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT, 2, 4096, 4096, 0, nullptr));
+    };
+    iocp::unique_handle one = make_instance();
+    ASSERT_TRUE(one);
+    iocp::named_pipe first(pool);
+    first.connect(name, 5s); // takes the only instance: the pipe is busy
+    for (const std::chrono::milliseconds limit :
+         {iocp::infinite, std::chrono::milliseconds(std::chrono::hours(24 * 365 * 100))}) {
+        std::atomic<bool> returned{false};
+        std::error_code ec;
+        iocp::named_pipe second(pool);
+        std::thread waiter([&] {
+            second.connect(name, limit, ec);
+            returned.store(true);
+        });
+        std::this_thread::sleep_for(100ms); // the waiter is (most likely) waiting by now
+        const bool early = returned.load();
+        iocp::unique_handle two = make_instance(); // a free instance at last
+        EXPECT_TRUE(two);
+        waiter.join();
+        EXPECT_FALSE(early) << "connect returned before an instance was free: " << ec.message();
+        EXPECT_FALSE(ec) << ec.message();
+        EXPECT_TRUE(second.is_open());
+    }
+}
+
 // The pool's join() with the server listening and connections with reads pending: every
 // pending read completes exactly once (aborted) before the workers stop, the listening
 // instances are cancelled without a handler call, and everything is freed.
