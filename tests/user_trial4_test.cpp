@@ -313,8 +313,10 @@ TEST(user_trial4, workers_take_every_packet_once_and_exit_on_the_posted_marker) 
     std::vector<std::thread> feeders;
     for (int p = 0; p < producers; ++p) {
         feeders.emplace_back([&, p] {
-            for (int i = 0; i < per_producer; ++i)
-                port.post(nullptr, static_cast<std::uintptr_t>(p * per_producer + i + 1), 1);
+            for (int i = 0; i < per_producer; ++i) {
+                const int id = p * per_producer + i + 1; // 1-based: key 0 is the exit marker
+                port.post(nullptr, static_cast<std::uintptr_t>(id), 1);
+            }
         });
     }
     for (auto& t : feeders)
