@@ -1972,6 +1972,28 @@ TEST(user_trial4, named_pipe_server_refuses_a_name_in_use) {
     EXPECT_EQ(ec, std::error_code(ERROR_ACCESS_DENIED, std::system_category())) << ec.message();
 }
 
+// The port's Winsock overload of associate keeps the same rules as the HANDLE one: the reserved
+// key is refused with invalid_argument (a socket whose completions carried it would have them
+// taken for the port's own posted failures), INVALID_SOCKET is invalid_handle, and a valid
+// socket is taken.
+TEST(user_trial4, associating_a_socket_refuses_the_reserved_key) {
+    WSADATA data{};
+    ASSERT_EQ(::WSAStartup(MAKEWORD(2, 2), &data), 0);
+    SOCKET s = ::WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
+    ASSERT_NE(s, INVALID_SOCKET);
+    iocp::port<std::uintptr_t> port;
+    std::error_code ec;
+    port.associate(s, iocp::port<std::uintptr_t>::reserved_key, ec);
+    EXPECT_EQ(ec, std::errc::invalid_argument) << ec.message();
+    EXPECT_THROW(port.associate(s, iocp::port<std::uintptr_t>::reserved_key), std::system_error);
+    port.associate(INVALID_SOCKET, 1, ec);
+    EXPECT_EQ(ec, iocp::errc::invalid_handle) << ec.message();
+    port.associate(s, 7, ec);
+    EXPECT_FALSE(ec) << ec.message();
+    ::closesocket(s);
+    ::WSACleanup();
+}
+
 // A pipe that is not open: reads and writes complete (on a worker) with invalid_handle, cancel
 // and skip report it; an empty handle is refused by assign. A server closed from its own
 // connection handler hands over no further client.
