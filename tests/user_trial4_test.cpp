@@ -32,6 +32,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -159,6 +160,34 @@ TEST(user_trial4, integral_keys_and_bad_arguments) {
     EXPECT_EQ(ec, std::errc::invalid_argument);
     // Nothing of the refused posts was queued.
     EXPECT_FALSE(port.get(0ms).has_value());
+}
+
+// An enumeration key travels as its value too, negative values included (the seeds' request
+// codes: "key -1 means stop").
+enum class command : int { stop = -1, work = 1, flush = 2 };
+
+TEST(user_trial4, enumeration_keys_round_trip_by_value) {
+    iocp::port<command> port;
+    static_assert(std::is_same_v<iocp::port<command>::key_type, command>);
+    port.post(nullptr, command::work, 10);
+    port.post(nullptr, command::flush, 20);
+    port.post(nullptr, command::stop, 0);
+    std::array<iocp::packet<command>, 4> out{};
+    std::size_t got = 0;
+    while (got < 3) {
+        const std::size_t n = port.get_many(std::span(out).subspan(got), 1s);
+        ASSERT_GT(n, 0U);
+        got += n;
+    }
+    EXPECT_EQ(out[0].key, command::work);
+    EXPECT_EQ(out[0].bytes, 10U);
+    EXPECT_EQ(out[1].key, command::flush);
+    EXPECT_EQ(out[2].key, command::stop);
+    iocp::port<std::intptr_t> signed_port;
+    signed_port.post(nullptr, -12345, 0);
+    auto p = signed_port.get(1s);
+    ASSERT_TRUE(p.has_value());
+    EXPECT_EQ(p->key, -12345);
 }
 
 // The four outcomes: a timeout returns nothing with timed_out (zero, negative and NaN poll);
@@ -1323,6 +1352,22 @@ TEST(user_trial4, skip_on_success_still_completes_once_on_a_worker) {
         pool.wait();
         ASSERT_EQ(*r.calls, 1) << "completed more than once, round " << i;
     }
+    // A read that fails at once (the writer is gone: ERROR_BROKEN_PIPE) completes once too,
+    // on a worker, with eof.
+    writer.close();
+    char byte = 0;
+    once gone;
+    auto gf = gone.future();
+    reader.start(
+        [&](HANDLE h, OVERLAPPED* ov) {
+            return iocp::call_result::from_bool(::ReadFile(h, &byte, 1, nullptr, ov));
+        },
+        gone.handler());
+    result gr = await(gf, "a read after the writer closed");
+    EXPECT_EQ(gr.ec, iocp::errc::eof) << gr.ec.message();
+    EXPECT_NE(gr.thread, std::this_thread::get_id());
+    pool.wait();
+    EXPECT_EQ(*gone.calls, 1);
     reader.close();
     reader.skip_completion_port_on_success(ec);
     EXPECT_EQ(ec, iocp::errc::invalid_handle);
