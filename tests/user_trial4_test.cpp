@@ -1900,6 +1900,70 @@ TEST(user_trial4, pool_stop_with_overlapped_calls_pending_completes_each_once) {
     }
 }
 
+// The seeds' server keeps a read posted on every connection and re-posts it from each
+// completion, whatever the result. At the pool's join() that loop must end: the pending reads
+// are cancelled, a re-post during the shutdown is refused (errc::closed, from start_overlapped
+// or as the completion), and every start that returned no error completes exactly once.
+struct stubborn_reader : iocp::io_operation {
+    iocp::overlapped_handle* pipe = nullptr;
+    char byte = 0;
+    std::atomic<int>* started = nullptr;
+    std::atomic<int>* completed = nullptr;
+    std::atomic<int>* refused = nullptr;
+    stubborn_reader() : io_operation(&stubborn_reader::on_done) {}
+    void start() {
+        std::error_code ec = iocp::start_overlapped(*pipe, *this, [this](HANDLE h, OVERLAPPED* ov) {
+            return iocp::call_result::from_bool(::ReadFile(h, &byte, 1, nullptr, ov));
+        });
+        if (ec)
+            refused->fetch_add(1); // nothing started: the loop ends here
+        else
+            started->fetch_add(1);
+    }
+    static void on_done(iocp::io_operation* base, const std::error_code& ec, std::size_t) noexcept {
+        auto* self = static_cast<stubborn_reader*>(base);
+        self->completed->fetch_add(1);
+        if (ec == iocp::errc::closed)
+            return;    // the pool refused the re-post: the loop ends here
+        self->start(); // data, eof, aborted...: post the next read regardless
+    }
+};
+
+TEST(user_trial4, reads_reposted_from_their_completion_end_at_pool_join) {
+    const int rounds = iocp_test::scaled(10, 4);
+    for (int round = 0; round < rounds; ++round) {
+        auto pool = std::make_unique<iocp::thread_pool>(2);
+        raw_pipe_pair raw = make_pipe_pair();
+        ASSERT_TRUE(raw.server && raw.client);
+        iocp::overlapped_handle reader(*pool, std::move(raw.server));
+        iocp::overlapped_handle writer(*pool, std::move(raw.client));
+        std::atomic<int> started{0};
+        std::atomic<int> completed{0};
+        std::atomic<int> refused{0};
+        std::array<stubborn_reader, 2> readers;
+        for (auto& r : readers) {
+            r.pipe = &reader;
+            r.started = &started;
+            r.completed = &completed;
+            r.refused = &refused;
+            r.start();
+        }
+        ASSERT_EQ(started.load(), 2);
+        // Some traffic, so that re-posts are under way when join() begins.
+        static const char data[8] = {};
+        writer.start(
+            [](HANDLE h, OVERLAPPED* ov) {
+                return iocp::call_result::from_bool(::WriteFile(h, data, sizeof data, nullptr, ov));
+            },
+            [](std::error_code, std::size_t) {});
+        if (round % 2 == 0)
+            writer.close(); // the reads then fail at once with eof, and are re-posted
+        pool->join();
+        EXPECT_EQ(completed.load(), started.load()) << "round " << round;
+        EXPECT_GE(completed.load(), 2);
+    }
+}
+
 // A server end and a client end connected through a named_pipe_server (gone afterwards: the
 // connection it handed over stays).
 struct pipe_ends {
