@@ -46,6 +46,9 @@
 #include "support/waiting.hpp"
 
 #if IOCP_HAS_IO
+#include "iocp/acceptor.hpp"
+#include "iocp/buffer.hpp"
+#include "iocp/endpoint.hpp"
 #include "iocp/file.hpp"
 #include "iocp/socket.hpp"
 #endif
@@ -930,6 +933,74 @@ TEST(user_trial4, skip_on_success_is_not_supported_on_linux) {
     s.skip_completion_port_on_success(ec);
     EXPECT_EQ(ec, std::errc::operation_not_supported);
     EXPECT_FALSE(s.skips_completion_port_on_success());
+}
+#endif
+
+#if IOCP_HAS_IO
+// The seeds' pre-posted receives on sockets, re-posted from each completion whatever the
+// result: at the pool's join() the loop ends (pending receives cancelled, re-posts refused with
+// errc::closed) and every start that returned no error completes exactly once. On every
+// backend (io_uring, epoll, Win32).
+struct stubborn_recv : iocp::io_operation {
+    iocp::socket* sock = nullptr;
+    char buf[16] = {};
+    std::atomic<int>* started = nullptr;
+    std::atomic<int>* completed = nullptr;
+    stubborn_recv() : io_operation(&stubborn_recv::on_done) {}
+    void start() {
+        if (!iocp::start_recv(*sock, *this, iocp::buffer(buf)))
+            started->fetch_add(1);
+    }
+    static void on_done(iocp::io_operation* base, const std::error_code& ec, std::size_t) noexcept {
+        auto* self = static_cast<stubborn_recv*>(base);
+        self->completed->fetch_add(1);
+        if (ec == iocp::errc::closed)
+            return;
+        self->start();
+    }
+};
+
+TEST(user_trial4, receives_reposted_from_their_completion_end_at_pool_join) {
+    const int rounds = iocp_test::scaled(10 / tsan_divisor + 2, 4);
+    for (int round = 0; round < rounds; ++round) {
+        iocp::thread_pool pool(2);
+        iocp::acceptor listener(pool, iocp::endpoint::loopback(iocp::address_family::ipv4, 0));
+        std::promise<iocp::socket> accepted;
+        auto accepted_future = accepted.get_future();
+        listener.accept([&](std::error_code ec, iocp::socket s) {
+            if (ec)
+                accepted.set_exception(std::make_exception_ptr(std::system_error(ec)));
+            else
+                accepted.set_value(std::move(s));
+        });
+        iocp::socket client(pool, iocp::address_family::ipv4);
+        std::promise<std::error_code> connected;
+        client.connect(listener.local_endpoint(),
+                       [&](std::error_code ec) { connected.set_value(ec); });
+        ASSERT_FALSE(await(connected.get_future(), "connect"));
+        iocp::socket server = await(accepted_future, "accept");
+        std::atomic<int> started{0};
+        std::atomic<int> completed{0};
+        std::array<stubborn_recv, 2> ops;
+        ops[0].sock = &server;
+        ops[1].sock = &client;
+        for (auto& op : ops) {
+            op.started = &started;
+            op.completed = &completed;
+            op.start();
+        }
+        ASSERT_EQ(started.load(), 2);
+        static const char data[5] = {'h', 'e', 'l', 'l', 'o'};
+        client.send(iocp::buffer(data, sizeof data), [](std::error_code, std::size_t) {});
+        if (round % 2 == 1) {
+            std::error_code ignored;
+            client.shutdown(iocp::shutdown_type::send,
+                            ignored); // server receives eof, again and again
+        }
+        pool.join();
+        EXPECT_EQ(completed.load(), started.load()) << "round " << round;
+        EXPECT_GE(completed.load(), 2);
+    }
 }
 #endif
 
