@@ -2308,6 +2308,47 @@ TEST(user_trial4, the_port_alone_with_my_own_reads_and_writes) {
         EXPECT_EQ(ec, iocp::errc::timed_out);
     }
 
+    // One batch of mixed packets: two cancelled reads (their status from the kernel) around a
+    // plain post and a posted failure; each entry carries its own result.
+    std::array<per_io, 2> pending{};
+    for (auto& io : pending) {
+        BOOL started = ::ReadFile(raw.server.get(), io.buffer, 1, nullptr, &io.ov);
+        ASSERT_FALSE(started);
+        ASSERT_EQ(::GetLastError(), static_cast<DWORD>(ERROR_IO_PENDING));
+    }
+    per_io plain{};
+    per_io failed{};
+    port.post(&plain.ov, &client_conn, 3);
+    port.post_failure(&failed.ov, &client_conn, std::error_code(77, app_errors()));
+    ASSERT_TRUE(::CancelIoEx(raw.server.get(), nullptr));
+    std::array<iocp::packet<connection>, 8> batch{};
+    std::size_t got = 0;
+    while (got < 4) {
+        const std::size_t n = port.get_many(std::span(batch).subspan(got), 10s);
+        ASSERT_GT(n, 0U);
+        got += n;
+    }
+    int kinds = 0;
+    for (std::size_t i = 0; i < got; ++i) {
+        const auto& p = batch[i];
+        if (p.ov == &plain.ov) {
+            kinds |= 1;
+            EXPECT_FALSE(p.error) << p.error.message();
+            EXPECT_EQ(p.bytes, 3U);
+            EXPECT_EQ(p.key, &client_conn);
+        } else if (p.ov == &failed.ov) {
+            kinds |= 2;
+            EXPECT_EQ(p.error, std::error_code(77, app_errors()));
+            EXPECT_EQ(p.key, &client_conn);
+        } else {
+            kinds |= (p.ov == &pending[0].ov ? 4 : 8);
+            EXPECT_TRUE(p.ov == &pending[0].ov || p.ov == &pending[1].ov);
+            EXPECT_EQ(p.error, iocp::errc::operation_aborted) << p.error.message();
+            EXPECT_EQ(p.key, &pipe_conn);
+        }
+    }
+    EXPECT_EQ(kinds, 15);
+
     // The writer goes away under a pending read: ERROR_BROKEN_PIPE, eof.
     per_io last{};
     BOOL ok = ::ReadFile(raw.server.get(), last.buffer, 1, nullptr, &last.ov);
