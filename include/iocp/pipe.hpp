@@ -50,6 +50,7 @@
 #include "detail/io/io_state.hpp"
 #include "detail/io/skip_on_success.hpp"
 #include "detail/io/start.hpp"
+#include "detail/time.hpp"
 #include "detail/win32/windows.hpp"
 #include "error.hpp"
 #include "io_operation.hpp"
@@ -167,7 +168,8 @@ public:
     /// Connects to the pipe `name` (its full name, as `L"\\\\.\\pipe\\my-service"` in C++, or
     /// with a server's name in place of the dot) as a
     /// client: CreateFile, and while every instance is busy (ERROR_PIPE_BUSY) WaitNamedPipe and
-    /// try again, for at most `timeout` in all. Blocks the calling thread meanwhile (Windows has
+    /// try again, for at most `timeout` in all (`iocp::infinite`: no limit; zero or negative:
+    /// one try). Blocks the calling thread meanwhile (Windows has
     /// no overlapped form of either call): keep `timeout` short when called on a worker. A pipe
     /// that was open is closed first.
     /// Errors: `errc::timed_out` if no instance became free in time; the system's:
@@ -181,7 +183,10 @@ public:
             ec = std::make_error_code(std::errc::invalid_argument);
             return;
         }
-        const auto deadline = std::chrono::steady_clock::now() + (std::max)(timeout, {});
+        // Saturating: `iocp::infinite` (milliseconds::max()) would overflow steady_clock's
+        // nanoseconds into a deadline in the past.
+        const auto deadline = detail::deadline_after<std::chrono::steady_clock>(
+            std::chrono::steady_clock::now(), timeout);
         for (;;) {
             HANDLE h = ::CreateFileW(name.c_str(), GENERIC_READ | GENERIC_WRITE, 0, nullptr,
                                      OPEN_EXISTING, FILE_FLAG_OVERLAPPED, nullptr);

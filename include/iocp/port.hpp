@@ -145,17 +145,20 @@ public:
     }
 
     /// Binds a Winsock `SOCKET` (Windows only; elsewhere a socket is a descriptor and the
-    /// overload above takes it). `INVALID_SOCKET` is `errc::invalid_handle`.
+    /// overload above takes it). `INVALID_SOCKET` is `errc::invalid_handle`; otherwise errors
+    /// as above (`std::errc::invalid_argument` for `reserved_key`).
     void associate(socket_type socket, key_type key, std::error_code& ec) noexcept
         requires(!std::is_same_v<socket_type, native_handle_type_for_io>) {
-        ec = impl_.associate(impl_type::socket_as_handle(socket), detail::erase_key(key));
+        ec = is_reserved(key)
+                 ? invalid_argument()
+                 : impl_.associate(impl_type::socket_as_handle(socket), detail::erase_key(key));
     }
     /// As above. @throws std::system_error
     void associate(socket_type socket,
                    key_type key) requires(!std::is_same_v<socket_type, native_handle_type_for_io>) {
-        detail::throw_if(
-            impl_.associate(impl_type::socket_as_handle(socket), detail::erase_key(key)),
-            "iocp::port::associate");
+        std::error_code ec;
+        associate(socket, key, ec);
+        detail::throw_if(ec, "iocp::port::associate");
     }
 
     /// Queues a packet as if an I/O on `ov` completed successfully with `bytes`. Like

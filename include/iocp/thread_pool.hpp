@@ -525,6 +525,9 @@ public:
     /// worker — never inside the caller. This is how an initiator reports an operation that
     /// failed (or finished) synchronously. When the port refuses the packet (the kernel is out
     /// of memory), the completion goes to a backlog that the workers drain instead.
+    /// A `result` with an error arrives with its error and key but 0 bytes: it travels as the
+    /// port's `post_failure`, whose packet has no room for a byte count. Keep the bytes of a
+    /// transfer that failed part-way in the operation itself.
     /// Errors: `errc::closed` once the workers have stopped; `std::errc::invalid_argument` for a
     /// null `op`; `std::errc::not_enough_memory` when neither the port nor the backlog can take
     /// it. On any error the operation was not queued and stays the caller's to complete or free.
