@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
     iocp::thread_pool pool(options);
     std::printf("pool: %zu workers\n", pool.size());
 
-    // 1. Fire-and-forget requests, as the seeds' QueueRequest does.
+    // 1. Fire-and-forget requests, as a classic IOCP request queue's QueueRequest does.
     for (int i = 0; i < requests; ++i) {
         request r{i, 1'000'000'007ULL + 2ULL * static_cast<unsigned long long>(i)};
         pool.post([r, &processed, &primes] {

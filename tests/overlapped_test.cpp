@@ -14,7 +14,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// The seeds' per-I/O data: an OVERLAPPED member among others, not first.
+// Classic per-I/O data: an OVERLAPPED member among others, not first.
 struct per_io {
     int op_type = 0;
     char buffer[64] = {};
@@ -121,7 +121,7 @@ TEST(overlapped_test, reset_overlapped_clears_status_and_offset) {
 
 namespace {
 
-// Seed 004's OVERLAPPEDPLUS: the OVERLAPPED first, then the per-I/O fields, reset with memset
+// The classic OVERLAPPEDPLUS: the OVERLAPPED first, then the per-I/O fields, reset with memset
 // before each reuse.
 struct overlapped_plus {
     iocp::overlapped ol;
@@ -141,7 +141,7 @@ TEST(overlapped_test, overlapped_is_trivial_and_memset_zeroes_it_as_on_windows) 
     static_assert(std::is_trivially_copyable_v<overlapped_plus>);
     overlapped_plus plus;
     std::memset(&plus, 0x5A, sizeof plus);
-    // The seed's line: warning-free on every backend because the type is trivial (on POSIX it
+    // The classic line: warning-free on every backend because the type is trivial (on POSIX it
     // once drew -Wclass-memaccess, an error under -Werror).
     std::memset(&plus.ol, 0, sizeof(iocp::overlapped));
     EXPECT_EQ(plus.ol.Internal, 0u);
@@ -152,7 +152,7 @@ TEST(overlapped_test, overlapped_is_trivial_and_memset_zeroes_it_as_on_windows) 
     EXPECT_EQ(std::memcmp(&plus.ol, &value_initialised, sizeof(iocp::overlapped)), 0);
 }
 
-TEST(overlapped_test, seed_style_overlapped_plus_reused_after_memset_round_trips) {
+TEST(overlapped_test, classic_overlapped_plus_reused_after_memset_round_trips) {
     iocp::port<per_handle> port;
     per_handle handle{9};
     overlapped_plus plus;

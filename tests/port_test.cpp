@@ -858,9 +858,9 @@ TEST(port_test, post_refuses_more_bytes_than_a_dword_instead_of_truncating) {
 TEST(port_test, post_neither_reads_nor_writes_the_overlapped_or_the_key) {
     port_type p;
     iocp::overlapped ov = patterned_overlapped();
-    // Values no object has, as the seeds use them: never dereferenced by the port.
+    // Values no object has, as classic IOCP code uses them: never dereferenced by the port.
     // NOLINTBEGIN(performance-no-int-to-ptr)
-    auto* bogus_ov = reinterpret_cast<iocp::overlapped*>(-1); // seed 000's shutdown marker
+    auto* bogus_ov = reinterpret_cast<iocp::overlapped*>(-1); // a classic shutdown marker
     auto* bogus_key = reinterpret_cast<conn*>(-1);
     auto* odd_key = reinterpret_cast<conn*>(std::uintptr_t{0x13});
     // NOLINTEND(performance-no-int-to-ptr)
@@ -995,9 +995,9 @@ TEST(port_test, the_reserved_key_value_is_refused_so_no_user_packet_is_taken_for
     EXPECT_EQ(p.get(0ms)->key, reserved + 1);
 }
 
-// Seed 000's thread pool, written the Win32 way on the port: requests are integral keys
+// A classic IOCP thread pool, written the Win32 way on the port: requests are integral keys
 // (a WPARAM there), and shutdown posts (OVERLAPPED*)-1 once per thread.
-TEST(port_test, seed_style_request_queue_with_integral_keys_and_minus_one_shutdown) {
+TEST(port_test, classic_request_queue_with_integral_keys_and_minus_one_shutdown) {
     constexpr int threads = 4;
     const int requests = iocp_test::scaled(5000, 200);
     iocp::port<std::uintptr_t> queue(threads);
@@ -1041,7 +1041,7 @@ TEST(port_test, associate_takes_a_socket_without_a_cast) {
     ASSERT_EQ(::WSAStartup(MAKEWORD(2, 2), &data), 0);
     SOCKET s = ::WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, nullptr, 0, WSA_FLAG_OVERLAPPED);
     ASSERT_NE(s, INVALID_SOCKET) << ::WSAGetLastError();
-    p.associate(s, &c, ec); // SOCKET, as the seeds write it
+    p.associate(s, &c, ec); // SOCKET, as classic Winsock code writes it
     EXPECT_FALSE(ec) << ec.message();
     p.associate(INVALID_SOCKET, &c, ec);
     EXPECT_EQ(ec, iocp::errc::invalid_handle) << ec.message();

@@ -809,7 +809,7 @@ TEST(socket_test, handler_exceptions_reach_the_pools_handler) {
 
 namespace {
 
-// The seeds' per-I/O record: the OVERLAPPED (in io_operation), the operation code, the
+// The classic per-I/O record: the OVERLAPPED (in io_operation), the operation code, the
 // buffer, the connection (per-handle data), counted completions. Echoes what it receives.
 struct per_io : iocp::io_operation {
     enum op_code { op_accept, op_read, op_write };

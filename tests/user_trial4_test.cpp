@@ -1,6 +1,6 @@
 // A fourth set of programs a user might write from the README and the public headers, this time
-// with the Windows-facing API and the port used alone, as the classic IOCP servers of the seed
-// documents do: PostQueuedCompletionStatus to hand out work and to tell workers to exit, a
+// with the Windows-facing API and the port used alone, as classic IOCP servers
+// do: PostQueuedCompletionStatus to hand out work and to tell workers to exit, a
 // per-handle key and a per-I/O struct around an OVERLAPPED, the four outcomes of a dequeue,
 // the concurrency value, closing a port under blocked threads, bad arguments; then, on Win32,
 // overlapped_handle with the user's own ReadFile/WriteFile, named pipes, skipping the port on
@@ -79,7 +79,7 @@ constexpr int tsan_divisor = 1;
 // The port alone
 // ---------------------------------------------------------------------------------------------
 
-// The seeds' per-handle data (the completion key) and per-I/O data (a struct around the
+// Classic IOCP code's per-handle data (the completion key) and per-I/O data (a struct around the
 // OVERLAPPED, found again with CONTAINING_RECORD).
 struct connection {
     int id = 0;
@@ -100,8 +100,8 @@ TEST(user_trial4, port_alone_round_trips_key_overlapped_and_bytes_in_fifo_order)
         std::memset(&ios[i].ov, 0, sizeof ios[i].ov);
         port.post(&ios[i].ov, &conns[i], 100 * i + 7);
     }
-    // The shutdown marker of the seeds: a made-up OVERLAPPED pointer and a null key; the port
-    // neither reads nor writes through either.
+    // The shutdown marker of classic IOCP servers: a made-up OVERLAPPED pointer and a null key; the
+    // port neither reads nor writes through either.
     auto* const marker =
         reinterpret_cast<iocp::overlapped*>(-1); // NOLINT(performance-no-int-to-ptr)
     port.post(marker, nullptr, 0);
@@ -129,8 +129,8 @@ TEST(user_trial4, port_alone_round_trips_key_overlapped_and_bytes_in_fifo_order)
     EXPECT_EQ(iocp::containing_record<&per_io::ov>(nullptr), nullptr);
 }
 
-// An integral key travels as a value (the seeds' "key 0 means exit"); the reserved key, a byte
-// count above max_bytes and a null post_failure are refused with invalid_argument and queue
+// An integral key travels as a value (classic IOCP code's "key 0 means exit"); the reserved key, a
+// byte count above max_bytes and a null post_failure are refused with invalid_argument and queue
 // nothing.
 TEST(user_trial4, integral_keys_and_bad_arguments) {
     iocp::port<std::uintptr_t> port;
@@ -165,8 +165,8 @@ TEST(user_trial4, integral_keys_and_bad_arguments) {
     EXPECT_FALSE(port.get(0ms).has_value());
 }
 
-// An enumeration key travels as its value too, negative values included (the seeds' request
-// codes: "key -1 means stop").
+// An enumeration key travels as its value too, negative values included (classic IOCP code's
+// request codes: "key -1 means stop").
 enum class command : int { stop = -1, work = 1, flush = 2 };
 
 TEST(user_trial4, enumeration_keys_round_trip_by_value) {
@@ -288,7 +288,7 @@ TEST(user_trial4, post_failure_delivers_the_error_and_the_port_lives_on) {
     EXPECT_TRUE(port.get(1s).has_value());
 }
 
-// The seeds' worker pool on a bare port: workers loop on GetQueuedCompletionStatus, several
+// The classic worker pool on a bare port: workers loop on GetQueuedCompletionStatus, several
 // producers hand them work with PostQueuedCompletionStatus, and at the end one "exit" packet
 // per worker (key 0) tells each worker to leave. Every work packet is taken exactly once, and
 // every worker takes exactly one exit packet (a worker leaves after its first).
@@ -321,7 +321,7 @@ TEST(user_trial4, workers_take_every_packet_once_and_exit_on_the_posted_marker) 
                 for (std::size_t i = 0; i < n; ++i) {
                     if (exit) {
                         // Taken in a batch after this worker's exit marker (another worker's
-                        // marker): hand it back rather than lose it (the seeds' workers take
+                        // marker): hand it back rather than lose it (classic workers take
                         // one packet at a time).
                         port.post(nullptr, batch[i].key, batch[i].bytes);
                         continue;
@@ -445,9 +445,9 @@ TEST(user_trial4, a_moved_from_port_is_closed_and_the_packets_move) {
     EXPECT_FALSE(c.get(0ms).has_value()); // b's port was empty
 }
 
-// The concurrency value (the seeds' NumberOfConcurrentThreads): with 1, while one thread holds
-// a packet and runs (it has not called get again), a second waiter is not released for the
-// next one; when the first thread exits, it is. The holder spins rather than blocks: a Windows
+// The concurrency value (CreateIoCompletionPort's NumberOfConcurrentThreads): with 1, while one
+// thread holds a packet and runs (it has not called get again), a second waiter is not released for
+// the next one; when the first thread exits, it is. The holder spins rather than blocks: a Windows
 // kernel port releases another thread while the active one waits on something else.
 TEST(user_trial4, concurrency_one_holds_back_a_second_thread_until_the_first_leaves) {
     IOCP_SKIP_UNDER_WINE_IF_NATIVE("the concurrency limit is ignored");
@@ -937,7 +937,7 @@ TEST(user_trial4, skip_on_success_is_not_supported_on_linux) {
 #endif
 
 #if IOCP_HAS_IO
-// The seeds' pre-posted receives on sockets, re-posted from each completion whatever the
+// Classic IOCP servers' pre-posted receives on sockets, re-posted from each completion whatever the
 // result: at the pool's join() the loop ends (pending receives cancelled, re-posts refused with
 // errc::closed) and every start that returned no error completes exactly once. On every
 // backend (io_uring, epoll, Win32).
@@ -1175,7 +1175,7 @@ TEST(user_trial4, overlapped_handle_delivers_an_immediate_failure_through_the_po
     EXPECT_EQ(*f.calls + *g.calls + *d.calls, 3);
 }
 
-// The seeds' OVERLAPPEDPLUS: my own per-I/O struct derived from io_operation, pre-posted reads
+// The classic OVERLAPPEDPLUS: my own per-I/O struct derived from io_operation, pre-posted reads
 // on a pipe that restart themselves from the completion function until the writer closes its
 // end (ERROR_BROKEN_PIPE = errc::eof). Every byte written is read once, every read ends once.
 struct pipe_reader : iocp::io_operation {
@@ -1971,7 +1971,7 @@ TEST(user_trial4, pool_stop_with_overlapped_calls_pending_completes_each_once) {
     }
 }
 
-// The seeds' server keeps a read posted on every connection and re-posts it from each
+// A classic IOCP server keeps a read posted on every connection and re-posts it from each
 // completion, whatever the result. At the pool's join() that loop must end: the pending reads
 // are cancelled, a re-post during the shutdown is refused (errc::closed, from start_overlapped
 // or as the completion), and every start that returned no error completes exactly once.
@@ -2237,7 +2237,7 @@ TEST(user_trial4, named_pipe_failure_modes_and_close_from_the_handler) {
     EXPECT_EQ(std::string(two, 2), "ok");
 }
 
-// The README's "port alone" on real I/O, as the seeds' servers do it: handles associated with
+// The README's "port alone" on real I/O, as classic IOCP servers do it: handles associated with
 // a bare port (key = per-handle data), my own ReadFile/WriteFile with per-I/O structs, and the
 // outcomes of GetQueuedCompletionStatus told apart by get and get_many alike: a packet with
 // bytes; a packet whose I/O failed (cancelled: operation_aborted; the writer gone: eof) with

@@ -24,8 +24,8 @@
 
 namespace iocp {
 
-/// The most buffers one socket operation takes (the seeds' `SP_IOCP_MAX_IOV`). Eight covers
-/// header + body + trailer layouts without making every operation object large.
+/// The most buffers one socket operation takes (a classic IOCP server's `SP_IOCP_MAX_IOV`). Eight
+/// covers header + body + trailer layouts without making every operation object large.
 inline constexpr std::size_t max_buffers = 8;
 
 /// A writable region of memory that an operation fills (a receive, a file read).

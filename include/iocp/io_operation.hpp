@@ -1,10 +1,10 @@
 #pragma once
 /// @file
 /// `iocp::io_operation`: the per-I/O record of overlapped file and socket I/O on a
-/// `thread_pool` (the seeds' `OVERLAPPEDPLUS`). Derive your own struct from it to keep your
-/// per-I/O data (an opcode, the buffer, the connection) next to the `OVERLAPPED`, start it
-/// with `iocp::start_recv`, `iocp::start_send`, `iocp::start_read_at`, ... and the library
-/// only starts the I/O and routes its completion to your function: no allocation at all.
+/// `thread_pool` (the classic IOCP samples' `OVERLAPPEDPLUS`). Derive your own struct from it to
+/// keep your per-I/O data (an opcode, the buffer, the connection) next to the `OVERLAPPED`, start
+/// it with `iocp::start_recv`, `iocp::start_send`, `iocp::start_read_at`, ... and the library only
+/// starts the I/O and routes its completion to your function: no allocation at all.
 ///
 /// @code
 /// struct per_io : iocp::io_operation {

@@ -112,10 +112,10 @@ private:
 
 class overlapped_handle;
 
-/// Starts an overlapped call on `h` with your own operation object (no allocation; the seeds'
-/// OVERLAPPEDPLUS). `call(HANDLE, OVERLAPPED*)` makes the call with the operation's OVERLAPPED
-/// (zeroed, so set `Offset`/`OffsetHigh` or `hEvent`-free fields inside `call` if the function
-/// reads them) and returns a `call_result`. It runs once, inside this function, on this
+/// Starts an overlapped call on `h` with your own operation object (no allocation; the classic IOCP
+/// samples' OVERLAPPEDPLUS). `call(HANDLE, OVERLAPPED*)` makes the call with the operation's
+/// OVERLAPPED (zeroed, so set `Offset`/`OffsetHigh` or `hEvent`-free fields inside `call` if the
+/// function reads them) and returns a `call_result`. It runs once, inside this function, on this
 /// thread; it must not throw (this function is noexcept: an exception terminates) and must not
 /// touch the operation after making the call (another worker may already complete it).
 ///

@@ -74,7 +74,7 @@ class socket;
 class accept_operation;
 
 /// An operation that sends a whole sequence of buffers, starting a new send after each
-/// partial one (the seeds' "send the remaining 512K"). Derive from it for
+/// partial one (classic IOCP code's "send the remaining 512K"). Derive from it for
 /// `iocp::start_send_all`; the completion function receives the total bytes sent (also on
 /// error: what was sent before the error).
 ///

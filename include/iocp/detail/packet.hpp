@@ -43,7 +43,7 @@ void* erase_key(K key) noexcept {
         return const_cast<void*>(static_cast<const volatile void*>(key));
     } else {
         static_assert(sizeof(K) <= sizeof(void*), "a value key must fit in a pointer");
-        // An integral key (the seeds' WPARAM / ULONG_PTR) travels as the pointer-sized value
+        // An integral key (Win32's WPARAM / ULONG_PTR) travels as the pointer-sized value
         // the kernel carries; it is never dereferenced.
         return reinterpret_cast<void*>( // NOLINT(performance-no-int-to-ptr)
             static_cast<std::uintptr_t>(key));

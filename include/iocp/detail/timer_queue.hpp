@@ -1,6 +1,6 @@
 #pragma once
 // The pool's timers: a binary min-heap of due times, served by one thread that is started on
-// the first timer. Each node remembers its heap index (the seeds' event struct does the
+// the first timer. Each node remembers its heap index (a classic IOCP timer's event struct does the
 // same), so cancelling is O(log n) without searching.
 
 #include <chrono>

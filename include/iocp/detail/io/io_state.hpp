@@ -1,6 +1,6 @@
 #pragma once
-// The per-handle data of a file, socket or acceptor bound to a pool (the seeds' "per-handle
-// data"): the handle, the pool, and the flags that tell how a failed operation must be
+// The per-handle data of a file, socket or acceptor bound to a pool (classic IOCP code's
+// "per-handle data"): the handle, the pool, and the flags that tell how a failed operation must be
 // reported. On Win32 it is also the handle's completion key.
 //
 // Lifetime: reference counted. The owning object (file, socket, acceptor) holds one reference

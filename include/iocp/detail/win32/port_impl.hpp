@@ -118,7 +118,7 @@ public:
         return {};
     }
 
-    // Queues {ov, key, bytes} as it is: neither `ov` nor `key` is dereferenced (seed-style
+    // Queues {ov, key, bytes} as it is: neither `ov` nor `key` is dereferenced (classic-style
     // sentinels such as (OVERLAPPED*)-1 are fine). `bytes` <= max_packet_bytes (port checks).
     std::error_code post(overlapped* ov, void* key, std::size_t bytes) const noexcept {
         return post_packet(static_cast<DWORD>(bytes), reinterpret_cast<ULONG_PTR>(key), ov);

@@ -38,9 +38,10 @@
 //   then reaps it from the ready list without a kernel call (an eventfd write only when a
 //   reaper waits in epoll_wait, once per batch);
 // - waited: the call that gave EAGAIN, a share of one epoll_wait, and the call again;
-// - files: the preadv/pwritev, plus a futex wake when every started file thread is asleep;
-//   a page-cache hit therefore costs a thread handoff (microseconds) that io_uring avoids, and
-//   at most max_file_threads reads that miss the cache overlap, the others wait in the queue.
+// - files: a read the page cache holds is one preadv2(RWF_NOWAIT) on the issuing thread
+//   (cached_read.hpp, as on io_uring); any other read or write is the preadv/pwritev on a file
+//   thread, plus a futex wake when every started file thread is asleep (a thread handoff, in
+//   microseconds), and at most max_file_threads of those overlap, the others wait in the queue.
 //
 // Thread safety: every member function may be called from any thread concurrently, except the
 // destructor (no other call may run or start). on_complete may call any member function except
