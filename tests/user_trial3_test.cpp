@@ -54,13 +54,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using iocp_test::await;
+using iocp_test::tsan_divisor;
 using iocp_test::wait_until;
-
-#if defined(IOCP_TEST_TSAN)
-constexpr int tsan_divisor = 4;
-#else
-constexpr int tsan_divisor = 1;
-#endif
 
 // Iterations: fewer under Wine (every port call is a wineserver round trip) and under TSan.
 int rounds(int native, int wine) {

@@ -67,13 +67,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using iocp_test::await;
+using iocp_test::tsan_divisor;
 using iocp_test::wait_until;
-
-#if defined(IOCP_TEST_TSAN)
-constexpr int tsan_divisor = 4;
-#else
-constexpr int tsan_divisor = 1;
-#endif
 
 // ---------------------------------------------------------------------------------------------
 // The port alone

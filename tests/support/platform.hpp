@@ -31,6 +31,13 @@ inline bool running_under_wine() noexcept {
 #endif
 }
 
+// Stresses divide their rounds by this under TSan, which runs everything several times slower.
+#if defined(IOCP_TEST_TSAN)
+inline constexpr int tsan_divisor = 4;
+#else
+inline constexpr int tsan_divisor = 1;
+#endif
+
 // Smaller counts under Wine, where every IOCP call is a round trip to wineserver.
 inline int scaled(int native_count, int wine_count) noexcept {
     return running_under_wine() ? wine_count : native_count;
