@@ -50,6 +50,10 @@
 // 20. thousands of timers cancelled from workers while they fall due: muduo #668, arduino-timer
 //     #93 (cancel racing a timer's firing).
 // 21. sync_wait of a task that completes at once, on a worker: cppcoro #164 (hang in sync_wait).
+// 22. an empty (default-constructed or moved-from) task, or one awaited a second time, given to
+//     co_await, sync_wait, spawn and when_all: qcoro PR #253 (awaiting a default-constructed or
+//     moved-from Task crashed, then hung), ecoro #10 (a null handle resumed).
+// 23. when_all() of no arguments and of tasks of mixed types: taskflow #107, ts-task #5.
 
 #include "iocp/coroutine.hpp"
 
@@ -967,6 +971,95 @@ TEST(user_trial5, sync_wait_on_a_worker_of_a_task_that_never_suspends) {
     std::future<int> f = pool.submit(
         [] { return iocp::sync_wait([]() -> iocp::task<int> { co_return 41; }()) + 1; });
     EXPECT_EQ(iocp_test::await(f, "sync_wait on a worker"), 42);
+}
+
+iocp::task<int> answer() { co_return 42; }
+
+// 22. qcoro #253, ecoro #10: every driver refuses an empty task, or one that has run already,
+// with std::errc::invalid_argument instead of resuming a null or finished frame (a crash); the
+// other tasks given with it are destroyed unstarted, and the pool lives on.
+TEST(user_trial5, empty_or_finished_tasks_are_refused_with_invalid_argument) {
+    const std::error_code invalid = std::make_error_code(std::errc::invalid_argument);
+    auto code_of = [](auto&& f) {
+        try {
+            f();
+        } catch (const std::system_error& e) {
+            return e.code();
+        }
+        return std::error_code{};
+    };
+    iocp::thread_pool pool(2);
+    // sync_wait
+    EXPECT_EQ(code_of([] { iocp::sync_wait(iocp::task<>{}); }), invalid);
+    EXPECT_EQ(code_of([] { (void)iocp::sync_wait(iocp::task<int>{}); }), invalid);
+    iocp::task<int> moved = answer();
+    iocp::task<int> taken = std::move(moved);
+    EXPECT_EQ(code_of([&] { (void)iocp::sync_wait(std::move(moved)); }), invalid);
+    EXPECT_EQ(iocp::sync_wait(std::move(taken)), 42);
+    // co_await: empty, and the same task a second time.
+    auto awaits = [](iocp::thread_pool& p) -> iocp::task<int> {
+        co_await p.schedule();
+        int codes = 0;
+        try {
+            co_await iocp::task<>{};
+        } catch (const std::system_error& e) {
+            codes += e.code() == std::errc::invalid_argument ? 1 : 0;
+        }
+        iocp::task<int> t = answer();
+        const int first = co_await t;
+        try {
+            (void)co_await t;
+        } catch (const std::system_error& e) {
+            codes += e.code() == std::errc::invalid_argument ? 1 : 0;
+        }
+        co_return first + codes;
+    };
+    EXPECT_EQ(iocp::sync_wait(awaits(pool)), 44);
+    // spawn
+    std::error_code ec;
+    iocp::spawn(pool, iocp::task<>{}, ec);
+    EXPECT_EQ(ec, invalid);
+    EXPECT_THROW(iocp::spawn(pool, iocp::task<int>{}), std::system_error);
+    // when_all: the valid tasks given with an empty one never start and are freed.
+    std::atomic<int> frames{0};
+    std::atomic<int> started{0};
+    auto counted = [](std::atomic<int>& s, iocp_test::frame_guard) -> iocp::task<int> {
+        s.fetch_add(1);
+        co_return 1;
+    };
+    {
+        std::vector<iocp::task<int>> v;
+        v.push_back(counted(started, iocp_test::frame_guard(frames)));
+        v.emplace_back();
+        v.push_back(counted(started, iocp_test::frame_guard(frames)));
+        EXPECT_EQ(code_of([&] { (void)iocp::sync_wait(iocp::when_all(std::move(v))); }), invalid);
+        EXPECT_EQ(code_of([&] {
+                      (void)iocp::sync_wait(iocp::when_all(
+                          counted(started, iocp_test::frame_guard(frames)), iocp::task<>{}));
+                  }),
+                  invalid);
+    }
+    EXPECT_EQ(started.load(), 0);
+    EXPECT_EQ(frames.load(), 3);
+    EXPECT_EQ(pool.submit([] { return 1; }).get(), 1);
+}
+
+// 23. taskflow #107, ts-task #5: when_all() of no arguments completes at once with an empty
+// tuple; of mixed types, each result comes back in argument order.
+TEST(user_trial5, when_all_of_no_arguments_and_of_mixed_types) {
+    iocp::thread_pool pool(2);
+    std::tuple<> none = iocp::sync_wait(iocp::when_all());
+    (void)none;
+    auto mixed = [](iocp::thread_pool& p) -> iocp::task<int> {
+        co_await p.schedule();
+        std::tuple<> nothing = co_await iocp::when_all();
+        (void)nothing;
+        auto [a, b, c] = co_await iocp::when_all(
+            value_after_hop(p, 3), []() -> iocp::task<> { co_return; }(), answer());
+        (void)b;
+        co_return a + c;
+    };
+    EXPECT_EQ(iocp::sync_wait(mixed(pool)), 45);
 }
 
 } // namespace
