@@ -54,6 +54,12 @@
 //     co_await, sync_wait, spawn and when_all: qcoro PR #253 (awaiting a default-constructed or
 //     moved-from Task crashed, then hung), ecoro #10 (a null handle resumed).
 // 23. when_all() of no arguments and of tasks of mixed types: taskflow #107, ts-task #5.
+// 24. a pending timer's callable whose destructor posts to the pool, abandoned by join or stop:
+//     ClickHouse #80066 and PR #80069 (a delayed task's teardown touched its shutting-down
+//     pool).
+// 25. the pool destroyed by its own worker (the last shared_ptr released in a work item) or from
+//     inside its own join: PhotonLibOS #1561 (self-join, then std::terminate from a noexcept
+//     destructor): the documented message, then std::terminate, never a hang.
 
 #include "iocp/coroutine.hpp"
 
@@ -899,7 +905,7 @@ iocp::task<int> nested_catch_and_rethrow(iocp::thread_pool& pool, int depth,
 // tasks travels up every level (no stack overflow, each level sees it once), on the awaiting
 // thread and after a hop to a worker.
 TEST(user_trial5, an_exception_climbs_a_deep_chain_of_nested_tasks) {
-    const int depth = 20000 / iocp_test::tsan_divisor;
+    const int depth = iocp_test::scaled(20000, 5000) / iocp_test::tsan_divisor;
     EXPECT_THROW((void)iocp::sync_wait(nested_throw(depth)), std::out_of_range);
     iocp::thread_pool pool(2);
     std::atomic<int> caught{0};
@@ -974,6 +980,61 @@ TEST(user_trial5, sync_wait_on_a_worker_of_a_task_that_never_suspends) {
 }
 
 iocp::task<int> answer() { co_return 42; }
+
+// 24. ClickHouse #80066/#80069: pending timers whose callables post from their destructor when
+// join() or stop() abandons them: the posts are taken (join runs them, stop runs or abandons
+// them) or refused, each exactly once.
+TEST(user_trial5, abandoned_timers_whose_destructor_posts_are_counted_once) {
+    const int n = 500 / iocp_test::tsan_divisor;
+    for (int mode = 0; mode < 2; ++mode) {
+        ledger timers;
+        ledger children;
+        std::atomic<int> refused{0};
+        {
+            iocp::thread_pool pool(2);
+            for (int i = 0; i < n; ++i)
+                (void)pool.post_after(
+                    1h, [t = tracked(timers),
+                         p = posts_on_destruction(pool, children, refused)]() mutable { t(); });
+            if (mode == 0) {
+                pool.join();
+                EXPECT_EQ(children.ran.load() + refused.load(), n);
+            } else {
+                (void)pool.stop();
+            }
+        }
+        EXPECT_EQ(timers.ran.load(), 0) << mode;
+        EXPECT_EQ(timers.abandoned.load(), n) << mode;
+        EXPECT_EQ(children.settled(), n) << mode;
+    }
+}
+
+// 25. PhotonLibOS #1561: a pool destroyed by its own worker, or by code its own join() runs,
+// cannot wait for itself: the destructor says so on stderr and calls std::terminate.
+TEST(user_trial5, destroying_the_pool_from_its_worker_or_its_own_join_terminates_with_a_message) {
+    if (iocp_test::running_under_wine())
+        GTEST_SKIP() << "death tests re-run the whole test binary under Wine: minutes per case";
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_DEATH(
+        {
+            auto pool = std::make_shared<iocp::thread_pool>(1);
+            std::promise<void> released;
+            std::shared_future<void> ready = released.get_future().share();
+            // The item holds a reference; once it has run, the worker frees it with the last.
+            pool->post([keep = pool, ready] { ready.wait(); });
+            pool.reset();
+            released.set_value();
+            std::this_thread::sleep_for(10s);
+        },
+        "destroyed from one of its own workers");
+    EXPECT_DEATH(
+        {
+            auto* pool = new iocp::thread_pool(1);
+            (void)pool->post_after(1h, calls_back_when_abandoned([pool] { delete pool; }));
+            pool->join();
+        },
+        "destroyed from one of its own workers or from inside its own join");
+}
 
 // 22. qcoro #253, ecoro #10: every driver refuses an empty task, or one that has run already,
 // with std::errc::invalid_argument instead of resuming a null or finished frame (a crash); the
