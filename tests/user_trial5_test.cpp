@@ -869,8 +869,8 @@ TEST(user_trial5, spawned_tasks_that_never_finish_on_their_own_end_at_shutdown) 
                     }(*pool, started, first_closed, second_closed, iocp_test::frame_guard(frames)));
             }
             iocp_test::wait_until([&] { return started.load() == n; }, "every task to start");
-            if (mode == 0)
-                EXPECT_EQ(pool->stop(), static_cast<std::size_t>(n)); // the sleeps' timers
+            if (mode == 0) // the sleeps' timers (a task that started may not have armed its own)
+                EXPECT_LE(pool->stop(), static_cast<std::size_t>(n));
             else if (mode == 1)
                 pool->join();
             pool.reset();
@@ -960,11 +960,23 @@ TEST(user_trial5, thousands_of_due_timers_cancelled_from_workers_while_they_fire
     std::vector<iocp::timer_id> ids(static_cast<std::size_t>(n));
     std::vector<std::atomic<int>> cancelled(static_cast<std::size_t>(n));
     const auto when = iocp::thread_pool::clock::now() + 2ms;
-    for (std::size_t k = 0; k < ids.size(); ++k)
-        ids[k] = pool.post_at(when, [&runs, k] { runs[k].fetch_add(1); });
+    std::atomic<int> settled{0};
+    for (std::size_t k = 0; k < ids.size(); ++k) {
+        ids[k] = pool.post_at(when, [&runs, &settled, k] {
+            runs[k].fetch_add(1);
+            settled.fetch_add(1);
+        });
+    }
     std::this_thread::sleep_until(when);
-    for (std::size_t k = 0; k < ids.size(); ++k)
-        pool.post([&, k] { cancelled[k] = pool.cancel(ids[k]) ? 1 : 0; });
+    for (std::size_t k = 0; k < ids.size(); ++k) {
+        pool.post([&, k] {
+            cancelled[k] = pool.cancel(ids[k]) ? 1 : 0;
+            settled += cancelled[k].load();
+        });
+    }
+    // Every timer is past due: each one not cancelled runs (join would abandon the late ones).
+    iocp_test::wait_until([&] { return settled.load() == n; },
+                          "every timer to run or be cancelled");
     pool.join();
     for (std::size_t k = 0; k < ids.size(); ++k)
         EXPECT_EQ(runs[k].load(), cancelled[k].load() == 1 ? 0 : 1) << k;
