@@ -299,7 +299,10 @@ public:
             // The shared state and the result slot in recycled blocks, as the work item is.
             std::promise<R> promise(std::allocator_arg, detail::block_allocator<std::byte>{});
             std::future<R> future = promise.get_future();
+            // The closure's move may throw when F's does: make_item catches that (the post
+            // is refused with invalid_argument), so nothing escapes this noexcept call.
             post(
+                // NOLINTNEXTLINE(bugprone-exception-escape)
                 [promise = std::move(promise), fn = std::forward<F>(f)]() mutable {
                     try {
                         if constexpr (std::is_void_v<R>) {
