@@ -60,6 +60,9 @@
 // 25. the pool destroyed by its own worker (the last shared_ptr released in a work item) or from
 //     inside its own join: PhotonLibOS #1561 (self-join, then std::terminate from a noexcept
 //     destructor): the documented message, then std::terminate, never a hang.
+// 26. pools created and destroyed in a loop with timers pending, due, and being cancelled from
+//     another thread: Bosma/Scheduler #2 (the timer thread used the scheduler's state after its
+//     destructor ran).
 
 #include "iocp/coroutine.hpp"
 
@@ -993,6 +996,37 @@ TEST(user_trial5, sync_wait_on_a_worker_of_a_task_that_never_suspends) {
 }
 
 iocp::task<int> answer() { co_return 42; }
+
+// 26. Bosma/Scheduler #2: short-lived pools whose timers are pending, falling due and being
+// cancelled from another thread as the pool is destroyed: each timer runs or is destroyed unrun
+// exactly once, cancel() is believed, and nothing outlives the pool.
+TEST(user_trial5, short_lived_pools_with_timers_due_and_cancelled_as_they_are_destroyed) {
+    const int rounds = iocp_test::scaled(150, 30) / iocp_test::tsan_divisor;
+    ledger l;
+    int timers = 0;
+    int cancelled_true = 0;
+    for (int r = 0; r < rounds; ++r) {
+        std::vector<iocp::timer_id> ids;
+        std::future<int> canceller;
+        {
+            iocp::thread_pool pool(1);
+            for (int i = 0; i < 8; ++i, ++timers)
+                ids.push_back(
+                    pool.post_after(std::chrono::microseconds((r % 4) * 100 * i), tracked(l)));
+            ids.push_back(pool.post_after(1h, tracked(l)));
+            ++timers;
+            canceller = std::async(std::launch::async, [&pool, &ids] {
+                int n = 0;
+                for (const iocp::timer_id id : ids)
+                    n += pool.cancel(id) ? 1 : 0;
+                return n;
+            });
+            cancelled_true += iocp_test::await(canceller, "the canceller", r);
+        } // destroyed: joins, abandons what is still pending
+    }
+    EXPECT_EQ(l.settled(), timers);
+    EXPECT_GE(l.abandoned.load(), cancelled_true);
+}
 
 // 24. ClickHouse #80066/#80069: pending timers whose callables post from their destructor when
 // join() or stop() abandons them: the posts are taken (join runs them, stop runs or abandons

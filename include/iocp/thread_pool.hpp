@@ -135,7 +135,12 @@ struct thread_pool_options {
     std::function<void(std::size_t)> on_thread_stop;
     /// Receives exceptions thrown by posted callables, by the destructors of abandoned ones,
     /// and by the hooks above. The worker lives on. Default: print the exception to stderr.
-    /// It must not throw.
+    /// Called on the thread where the exception was thrown: usually a worker (several may call
+    /// it at once, so it must be thread-safe); for a callable that a post refuses or `cancel`
+    /// destroys, the calling thread; for a timer's callable that `join()`/`stop()` abandons,
+    /// the thread running it.
+    /// It must not throw: it is called from noexcept code, so an exception leaving it calls
+    /// `std::terminate`.
     std::function<void(std::exception_ptr)> exception_handler;
 };
 
