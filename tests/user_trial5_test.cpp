@@ -63,6 +63,10 @@
 // 26. pools created and destroyed in a loop with timers pending, due, and being cancelled from
 //     another thread: Bosma/Scheduler #2 (the timer thread used the scheduler's state after its
 //     destructor ran).
+// 27. a server object whose pool member's on_thread_start posts, submits, arms a timer and
+//     spawns, while the pool is still being constructed, then the server is destroyed (join or
+//     stop) at once: RediSearch PR #9781 and #10337 (a worker submitting to its own pool while
+//     the pool was still starting deadlocked it).
 
 #include "iocp/coroutine.hpp"
 
@@ -996,6 +1000,67 @@ TEST(user_trial5, sync_wait_on_a_worker_of_a_task_that_never_suspends) {
 }
 
 iocp::task<int> answer() { co_return 42; }
+
+// 27. RediSearch #9781/#10337: the pool is a member of the user's object and its
+// on_thread_start hook uses it before the pool's constructor has returned. Every callable the
+// hooks hand over runs or is destroyed unrun exactly once, whether the owner joins or stops.
+class warm_server {
+public:
+    warm_server(ledger& l, std::atomic<int>& frames, bool stop_at_once)
+        : ledger_(l), frames_(frames), stop_(stop_at_once), pool_(options(this)) {}
+    warm_server(const warm_server&) = delete;
+    warm_server& operator=(const warm_server&) = delete;
+    ~warm_server() {
+        if (stop_)
+            (void)pool_.stop();
+        else
+            pool_.join();
+    }
+
+private:
+    static iocp::thread_pool_options options(warm_server* self) {
+        iocp::thread_pool_options o;
+        o.threads = 4;
+        o.exception_handler = [](const std::exception_ptr&) {};
+        o.on_thread_start = [self](std::size_t) { self->warm_up(); };
+        return o;
+    }
+
+    void warm_up() {
+        std::error_code ec;
+        pool_.post(tracked(ledger_), ec);
+        std::future<void> f = pool_.submit(tracked(ledger_), ec);
+        (void)pool_.post_after(0ms, tracked(ledger_), ec);
+        iocp::spawn(
+            pool_,
+            [](iocp::thread_pool& p, iocp_test::frame_guard) -> iocp::task<> {
+                co_await p.schedule();
+            }(pool_, iocp_test::frame_guard(frames_)),
+            ec);
+    }
+
+    ledger& ledger_;
+    std::atomic<int>& frames_;
+    bool stop_;
+    iocp::thread_pool pool_; // last: its hooks use the members above
+};
+
+TEST(user_trial5, hooks_that_use_the_pool_while_it_is_constructed_hand_over_everything_once) {
+    const int rounds = iocp_test::scaled(60, 10) / iocp_test::tsan_divisor;
+    for (int r = 0; r < rounds; ++r) {
+        ledger l;
+        std::atomic<int> frames{0};
+        const bool stop_at_once = r % 2 == 1;
+        { warm_server server(l, frames, stop_at_once); }
+        // 4 workers x (post, submit, timer): each ran or was destroyed unrun once.
+        EXPECT_EQ(l.settled(), 12) << r;
+        if (!stop_at_once) {
+            // join waits for the hooks, then runs what they posted (a timer may be abandoned).
+            EXPECT_GE(l.ran.load(), 8) << r;
+        }
+        EXPECT_EQ(frames.load(), 4) << r;
+    }
+}
 
 // 26. Bosma/Scheduler #2: short-lived pools whose timers are pending, falling due and being
 // cancelled from another thread as the pool is destroyed: each timer runs or is destroyed unrun
