@@ -135,7 +135,12 @@ struct thread_pool_options {
     std::function<void(std::size_t)> on_thread_stop;
     /// Receives exceptions thrown by posted callables, by the destructors of abandoned ones,
     /// and by the hooks above. The worker lives on. Default: print the exception to stderr.
-    /// It must not throw.
+    /// Called on the thread where the exception was thrown: usually a worker (several may call
+    /// it at once, so it must be thread-safe); for a callable that a post refuses or `cancel`
+    /// destroys, the calling thread; for a timer's callable that `join()`/`stop()` abandons,
+    /// the thread running it.
+    /// It must not throw: it is called from noexcept code, so an exception leaving it calls
+    /// `std::terminate`.
     std::function<void(std::exception_ptr)> exception_handler;
 };
 
@@ -173,8 +178,10 @@ struct pool_io_access;
 /// A thread pool on an I/O completion port.
 ///
 /// Thread safety: every member may be called from any thread, including the pool's workers,
-/// except that `wait()`, `join()` and `stop()` report an error when called from a worker (they
-/// would wait for themselves), and the destructor must not race other calls.
+/// except that `wait()`, `join()` and `stop()` report an error when called from a worker or
+/// from code that a `join()` or `stop()` runs on its own thread (the destructor of a timer's
+/// callable it abandons, the exception handler it calls): they would wait for themselves. The
+/// destructor must not race other calls, nor run on a worker or inside `join()`/`stop()`.
 class thread_pool {
 public:
     /// The clock of `post_at` and `post_after`.
@@ -218,14 +225,19 @@ public:
     thread_pool(const thread_pool&) = delete;
     thread_pool& operator=(const thread_pool&) = delete;
 
-    /// Joins (see `join()`).
+    /// Joins (see `join()`). Destroying the pool on one of its own workers, or from code its
+    /// own `join()`/`stop()` runs, cannot wait for itself: it prints why and calls
+    /// `std::terminate`.
     // Only std::mutex/condition_variable can throw in here, on OS resource exhaustion, where
     // terminating is all a destructor can do.
     ~thread_pool() { // NOLINT(bugprone-exception-escape)
-        if (is_worker()) {
-            // Destroying the pool from its own worker cannot join that worker: a bug in the
-            // caller, reported the only way a destructor can.
-            std::fputs("iocp::thread_pool destroyed from one of its own workers\n", stderr);
+        if (is_worker() || in_own_shutdown()) {
+            // Destroying the pool from its own worker cannot join that worker (nor can a
+            // shutdown wait for itself): a bug in the caller, reported the only way a
+            // destructor can.
+            std::fputs("iocp::thread_pool destroyed from one of its own workers or from inside "
+                       "its own join()/stop()\n",
+                       stderr);
             std::terminate();
         }
         shutdown(false);
@@ -292,7 +304,10 @@ public:
             // The shared state and the result slot in recycled blocks, as the work item is.
             std::promise<R> promise(std::allocator_arg, detail::block_allocator<std::byte>{});
             std::future<R> future = promise.get_future();
+            // The closure's move may throw when F's does: make_item catches that (the post
+            // is refused with invalid_argument), so nothing escapes this noexcept call.
             post(
+                // NOLINTNEXTLINE(bugprone-exception-escape)
                 [promise = std::move(promise), fn = std::forward<F>(f)]() mutable {
                     try {
                         if constexpr (std::is_void_v<R>) {
@@ -328,9 +343,10 @@ public:
     /// Blocks until every work item posted so far has finished (run or abandoned). It may
     /// also wait for items posted while it waits. Can be called again, from several threads.
     /// Errors: `std::errc::resource_deadlock_would_occur` when called from one of the pool's
-    /// workers (it would wait for itself).
+    /// workers, or from code that this pool's `join()`/`stop()` runs on its own thread (it
+    /// would wait for itself).
     void wait(std::error_code& ec) noexcept {
-        if (is_worker()) {
+        if (is_worker() || in_own_shutdown()) {
             ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
             return;
         }
@@ -353,12 +369,15 @@ public:
     /// waits for it, then stops the workers. Idempotent; the destructor calls it. A `join()` or
     /// `stop()` that runs while another is under way waits for it to end, then returns (a
     /// `stop()` then returns 0: the first call decided what ran and what was abandoned).
-    /// Errors: `std::errc::resource_deadlock_would_occur` when called from a worker.
+    /// Errors: `std::errc::resource_deadlock_would_occur` when called from a worker, or from
+    /// code that a `join()`/`stop()` of this pool runs on its own thread: the destructor of a
+    /// timer's callable it abandons, the exception handler that destructor's exception reaches
+    /// (an exception handler that stops the pool on a fatal error must expect this code).
     // Only std::mutex/condition_variable can throw in shutdown(), on OS resource exhaustion,
     // where terminating is all a noexcept call can do (as for the destructor).
     // NOLINTNEXTLINE(bugprone-exception-escape)
     void join(std::error_code& ec) noexcept {
-        if (is_worker()) {
+        if (is_worker() || in_own_shutdown()) {
             ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
             return;
         }
@@ -376,10 +395,11 @@ public:
     /// pending I/O and waits for it, then stops the workers. Items already running finish.
     /// Returns how many work items (and timers) this call abandoned: 0 when the pool was
     /// already shut down or another `join()`/`stop()` was under way (this call waits for it).
-    /// Errors: `std::errc::resource_deadlock_would_occur` when called from a worker (returns 0).
+    /// Errors: `std::errc::resource_deadlock_would_occur` when called from a worker, or from
+    /// code that a `join()`/`stop()` of this pool runs on its own thread (returns 0).
     // NOLINTNEXTLINE(bugprone-exception-escape): as join(std::error_code&)
     std::size_t stop(std::error_code& ec) noexcept {
-        if (is_worker()) {
+        if (is_worker() || in_own_shutdown()) {
             ec = std::make_error_code(std::errc::resource_deadlock_would_occur);
             return 0;
         }
@@ -735,6 +755,17 @@ private:
             return f == nullptr;
         else
             return false;
+    }
+
+    // True on the thread that runs this pool's shutdown(), while it runs it: in user code that
+    // shutdown calls there (the destructor of an abandoned timer callable, the exception
+    // handler). A join() or stop() from there would wait on shutdown_mutex_, which this thread
+    // holds: a deadlock (std::mutex is not recursive), so they refuse instead.
+    // TRICKY: relaxed is enough: only this thread ever stores its own id, and its own later
+    // store (the reset) is sequenced before anything else it reads; another thread's id never
+    // compares equal, stale or not.
+    bool in_own_shutdown() const noexcept {
+        return shutdown_thread_.load(std::memory_order_relaxed) == std::this_thread::get_id();
     }
 
     void check_not_worker(const char* what) const {
@@ -1244,6 +1275,17 @@ private:
         std::lock_guard shutdown_lock(shutdown_mutex_);
         if (phase_.at_least(phase::joined))
             return 0;
+        // This thread runs user code from here on (timer callables' destructors, the
+        // exception handler): in_own_shutdown() lets join()/stop()/wait() called there refuse.
+        struct owner_mark {
+            std::atomic<std::thread::id>& owner;
+            explicit owner_mark(std::atomic<std::thread::id>& o) noexcept : owner(o) {
+                owner.store(std::this_thread::get_id(), std::memory_order_relaxed);
+            }
+            owner_mark(const owner_mark&) = delete;
+            owner_mark& operator=(const owner_mark&) = delete;
+            ~owner_mark() { owner.store(std::thread::id(), std::memory_order_relaxed); }
+        } mark(shutdown_thread_);
         const std::size_t abandoned_before = abandoned_.load();
         // 1. No more timers; pending ones are abandoned.
         abandoned_.fetch_add(timers_.shutdown());
@@ -1384,6 +1426,8 @@ private:
     std::atomic<std::uint64_t> port_polls_{0};
     std::atomic<std::uint64_t> recoveries_{0};
     std::mutex shutdown_mutex_;
+    // The thread inside shutdown() (under shutdown_mutex_), or none: in_own_shutdown().
+    std::atomic<std::thread::id> shutdown_thread_{};
 
     detail::timer_queue timers_; // last: its thread calls enqueue, so it goes first
 };

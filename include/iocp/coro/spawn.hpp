@@ -70,9 +70,14 @@ struct detached_starter {
 /// frame frees itself when the task ends.
 /// Errors: as `thread_pool::post` (`errc::closed` once shutdown began); the task is then
 /// destroyed without running. `std::errc::not_enough_memory` when the frame cannot be allocated.
+/// `std::errc::invalid_argument` for an empty task or one that has run already.
 /// Thread safety: as `thread_pool::post`.
 template <class T>
 void spawn(thread_pool& pool, task<T> t, std::error_code& ec) noexcept {
+    if (!detail::coro::startable(t.handle())) {
+        ec = std::make_error_code(std::errc::invalid_argument); // nothing to start
+        return;
+    }
     std::coroutine_handle<> h;
     try {
         h = detail::coro::run_detached(pool, std::move(t)).handle;

@@ -81,9 +81,12 @@ sync_driver drive_sync(task<T>& t, sync_signal&) {
 /// Runs `t` on the calling thread until its first suspension, then blocks until it has ended
 /// (wherever it ends: usually on a pool worker). Returns its result, or rethrows its exception.
 /// Must not be called from a pool worker whose pool the task needs (it would block that worker).
-/// @throws whatever the task throws; `std::bad_alloc`.
+/// @throws whatever the task throws; `std::bad_alloc`; `std::system_error`
+/// (`std::errc::invalid_argument`) for an empty task or one that has run already.
 template <class T>
 T sync_wait(task<T> t) {
+    if (!detail::coro::startable(t.handle()))
+        detail::coro::throw_not_awaitable("iocp::sync_wait: empty or finished task");
     detail::coro::sync_signal signal;
     detail::coro::sync_driver d = detail::coro::drive_sync(t, signal);
     detail::resume_loop(d.handle); // its own loop: this thread may be inside a coroutine

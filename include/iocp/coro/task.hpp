@@ -20,12 +20,16 @@
 /// - An exception that leaves the body is rethrown by the `co_await` in the awaiter.
 /// - The task object owns the frame: destroying a task that was never started frees it; a task
 ///   may be awaited once. Destroying a task while it runs is a bug (as for any coroutine).
+/// - Awaiting an empty task (default-constructed or moved from) or one that has already run
+///   throws `std::system_error` (`std::errc::invalid_argument`) from the `co_await`; so do
+///   `iocp::sync_wait` and `iocp::when_all` given one, and `iocp::spawn` reports it.
 ///
 /// Thread safety: a task is one object; use it from one thread at a time. The body may move to
 /// other threads at its `co_await`s (a worker resumes it).
 
 #include <coroutine>
 #include <exception>
+#include <system_error>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -38,6 +42,16 @@ template <class T = void>
 class task;
 
 namespace detail::coro {
+
+// A task that holds no frame (default-constructed, moved from) or whose frame has run already
+// cannot be started: every driver (co_await, sync_wait, when_all) throws this instead of
+// resuming a null or finished frame (a crash, or undefined behaviour).
+[[noreturn]] inline void throw_not_awaitable(const char* what) {
+    throw std::system_error(std::make_error_code(std::errc::invalid_argument), what);
+}
+
+// True when `h` can be started: it holds a frame that has not run yet.
+inline bool startable(std::coroutine_handle<> h) noexcept { return h && !h.done(); }
 
 // What every task promise shares: the awaiter to return to, and the exception.
 class promise_base {
@@ -112,7 +126,7 @@ public:
     /// The coroutine handle of the frame.
     using handle_type = std::coroutine_handle<promise_type>;
 
-    /// An empty task (holds no frame; not awaitable).
+    /// An empty task (holds no frame; awaiting it throws `std::errc::invalid_argument`).
     task() noexcept = default;
     /// Takes over `other`'s frame.
     task(task&& other) noexcept : h_(std::exchange(other.h_, nullptr)) {}
@@ -138,16 +152,29 @@ public:
 
     /// The awaiter of `co_await task`: starts the body by symmetric transfer.
     struct awaiter {
-        handle_type h; ///< the awaited frame
-        /// Never ready: a task is lazy.
-        bool await_ready() const noexcept { return false; }
+        handle_type h;        ///< the awaited frame
+        bool refused = false; ///< no frame, or a frame that has run already: await_resume throws
+        /// Not ready for a task that can be started (a task is lazy). Ready for an empty task
+        /// or one that has run already (awaited before): there is nothing to start, and
+        /// resuming a finished frame is undefined behaviour; `await_resume` then throws.
+        bool await_ready() noexcept {
+            refused = !h || h.done();
+            return refused;
+        }
         /// Records the awaiter and transfers to the task's body.
         std::coroutine_handle<> await_suspend(std::coroutine_handle<> c) noexcept {
             h.promise().set_continuation(c);
             return detail::transfer(c, h);
         }
         /// The result, or the body's exception.
-        T await_resume() { return h.promise().take(); }
+        /// @throws std::system_error (`std::errc::invalid_argument`) for an empty task or a
+        /// task awaited a second time.
+        T await_resume() {
+            if (refused)
+                detail::coro::throw_not_awaitable(h ? "iocp::task: awaited twice"
+                                                    : "iocp::task: empty task awaited");
+            return h.promise().take();
+        }
     };
 
     /// Starts the task; the awaiter resumes when the body has finished. The task object must

@@ -16,6 +16,7 @@
 /// task still runs to its end, then the exception of the first one (in argument order) is
 /// rethrown and the other results are discarded.
 
+#include <array>
 #include <atomic>
 #include <coroutine>
 #include <cstddef>
@@ -126,23 +127,35 @@ result_or_monostate<T> take_result(task<T>& t) {
 
 /// Runs `tasks` concurrently and returns their results as a tuple, in argument order (`void`
 /// tasks give `std::monostate`). Rethrows the first exception (in argument order) after all
-/// have ended. Each task must hold a frame. @throws what the tasks throw; `std::bad_alloc`.
+/// have ended. With no tasks, completes at once with an empty tuple.
+/// @throws what the tasks throw; `std::bad_alloc`; `std::system_error`
+/// (`std::errc::invalid_argument`), before any task starts, if one is empty or has run already.
 template <class... Ts>
 task<std::tuple<detail::coro::result_or_monostate<Ts>...>> when_all(task<Ts>... tasks) {
+    if (!(detail::coro::startable(tasks.handle()) && ...))
+        detail::coro::throw_not_awaitable("iocp::when_all: empty or finished task");
     detail::coro::when_all_counter counter{};
-    detail::coro::when_all_driver drivers[] = {detail::coro::drive_when_all(tasks, counter)...};
-    co_await detail::coro::when_all_awaiter{drivers, sizeof...(Ts), &counter};
+    // std::array: a built-in array of no tasks (when_all()) would be ill-formed.
+    std::array<detail::coro::when_all_driver, sizeof...(Ts)> drivers{
+        detail::coro::drive_when_all(tasks, counter)...};
+    co_await detail::coro::when_all_awaiter{drivers.data(), sizeof...(Ts), &counter};
     // Braced: the results are taken in argument order, so the first exception wins.
     co_return std::tuple<detail::coro::result_or_monostate<Ts>...>{
         detail::coro::take_result(tasks)...};
 }
 
 /// Runs every task of `tasks` concurrently; the results in the same order (nothing for `void`
-/// tasks). Rethrows the first exception (in vector order) after all have ended.
-/// @throws what the tasks throw; `std::bad_alloc`.
+/// tasks). Rethrows the first exception (in vector order) after all have ended. An empty
+/// vector completes at once.
+/// @throws what the tasks throw; `std::bad_alloc`; `std::system_error`
+/// (`std::errc::invalid_argument`), before any task starts, if one is empty or has run already.
 template <class T>
 task<std::conditional_t<std::is_void_v<T>, void, std::vector<T>>>
 when_all(std::vector<task<T>> tasks) {
+    for (const task<T>& t : tasks) {
+        if (!detail::coro::startable(t.handle()))
+            detail::coro::throw_not_awaitable("iocp::when_all: empty or finished task");
+    }
     detail::coro::when_all_counter counter{};
     std::vector<detail::coro::when_all_driver> drivers;
     drivers.reserve(tasks.size());
