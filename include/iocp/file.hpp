@@ -336,15 +336,27 @@ private:
                           const detail::io::request& req) noexcept {
         if (pool_ == nullptr)
             return std::make_error_code(std::errc::invalid_argument);
-        return detail::io::io_access::start(*pool_, state_, op,
-                                            requested > 0 ? &finish_read : nullptr, requested, req);
+        return detail::io::io_access::start(*pool_, state_, op, &finish, requested, req);
     }
 
     // A successful read of 0 bytes into a non-empty buffer is the end of the file, as
     // ERROR_HANDLE_EOF is (that one is mapped with the other errors).
-    static bool finish_read(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
+    //
+    // A write through a file opened for reading only (or a read through one opened for writing
+    // only): Linux's pwrite/pread say EBADF, "fd is not open for writing/reading" (write(2),
+    // read(2)), which the error table reads as a handle that is not open; Windows says
+    // ERROR_ACCESS_DENIED. The handle is open and we did not close it, so say what Windows says
+    // rather than send the user looking for a closed file. (A file closed before the start
+    // has no state here and keeps `errc::invalid_handle`; one we closed under the operation
+    // reports `errc::operation_aborted`.)
+    static bool finish(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
         if (!ec && bytes == 0 && detail::io::io_access::requested(*op) > 0)
             ec = make_error_code(errc::eof);
+        if (ec == errc::invalid_handle) {
+            const detail::io::io_state* st = detail::io::io_access::state(*op);
+            if (st != nullptr && !st->ours())
+                ec = std::make_error_code(std::errc::permission_denied);
+        }
         return true;
     }
 
