@@ -51,6 +51,15 @@
 // 21. cancel racing file reads from another thread: each completes once, data intact.
 // 22. closing the acceptor inside an accept handler aborts the other pending accepts once
 //     (cpprestsdk#546; yrmcds#91 "Fix busy loop when FDs are exhausted").
+// 23. a server restarted on its port while its old connection sits in TIME_WAIT listens again
+//     (AntelopeIO/leap#470 restart path; the classic "Address already in use" after restart).
+// 24. a datagram received into an empty buffer: truncation reported (or the empty buffer
+//     refused) and the next receive gets the next datagram (zephyr#31100 "Recvfrom not
+//     returning -1 if UDP and len is too small"; PowerDNS#2939; envoy#14122).
+// 25. thousands of file reads in flight at once on one file, each with its own bytes
+//     (liburing#175 "Requesting reads larger than file size"; Mooncake#2719).
+// 26. shutdown on a socket never connected, or closed: an error, not a crash (libuv#884
+//     "assert did not call uv_close()").
 
 #include "iocp/config.hpp"
 
@@ -64,6 +73,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -82,6 +92,7 @@
 #include "iocp/coro/io.hpp"
 #include "iocp/coro/sync_wait.hpp"
 #include "iocp/coro/task.hpp"
+#include "iocp/datagram_socket.hpp"
 #include "iocp/endpoint.hpp"
 #include "iocp/error.hpp"
 #include "iocp/file.hpp"
@@ -936,6 +947,140 @@ TEST(user_trial6, closing_the_acceptor_in_an_accept_handler_aborts_the_other_acc
         EXPECT_EQ(aborted.load(), pending - 1);
         EXPECT_EQ(other.load(), 0);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 23-26. Restarts, empty datagram buffers, thousands of file reads, unconnected shutdown
+// ---------------------------------------------------------------------------------------------
+
+TEST(user_trial6, a_server_restarted_on_its_port_while_old_connections_linger_listens_again) {
+    iocp::thread_pool pool(2);
+    std::uint16_t port = 0;
+    {
+        iocp::acceptor first(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+        port = first.local_endpoint().port();
+        std::promise<iocp::socket> accepted;
+        first.accept([&](std::error_code ec, iocp::socket conn) {
+            EXPECT_FALSE(ec) << ec.message();
+            accepted.set_value(std::move(conn));
+        });
+        iocp::socket client(pool);
+        completion c;
+        client.connect(first.local_endpoint(), c.handler());
+        ASSERT_FALSE(c.get("connect").ec);
+        iocp::socket server = await(accepted.get_future(), "accept");
+        server.close(); // the server closes first: its side waits in TIME_WAIT
+        std::array<char, 1> b{};
+        completion eof;
+        client.recv(iocp::buffer(b), eof.handler());
+        EXPECT_EQ(eof.get("eof").ec, iocp::errc::eof);
+    }
+    iocp::acceptor again(pool);
+    std::error_code ec;
+    again.open(iocp::endpoint::loopback(address_family::ipv4, port), 16, ec);
+    ASSERT_FALSE(ec) << "re-listening on port " << port << ": " << ec.message();
+    iocp::socket client(pool);
+    completion c;
+    client.connect(again.local_endpoint(), c.handler());
+    std::promise<std::error_code> accepted;
+    again.accept([&](std::error_code aec, iocp::socket) { accepted.set_value(aec); });
+    EXPECT_FALSE(c.get("connect to the restarted server").ec);
+    EXPECT_FALSE(await(accepted.get_future(), "accept on the restarted server"));
+}
+
+TEST(user_trial6, a_datagram_received_into_an_empty_buffer_is_reported_truncated_and_consumed) {
+    iocp::thread_pool pool(2);
+    iocp::datagram_socket rx(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+    iocp::datagram_socket tx(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+    for (const char* text : {"first datagram", "second"}) {
+        completion s;
+        tx.send_to(iocp::buffer(text, std::strlen(text)), rx.local_endpoint(), s.handler());
+        ASSERT_FALSE(s.get("send_to").ec);
+    }
+    char nothing = 0;
+    completion r0;
+    std::error_code thrown;
+    try {
+        rx.recv_from(
+            iocp::buffer(&nothing, 0),
+            [&](std::error_code ec, std::size_t n, const iocp::endpoint&) { r0.handler()(ec, n); });
+    } catch (const std::system_error& e) {
+        thrown = e.code(); // refusing an empty buffer up front is also clear
+    }
+    if (!thrown) {
+        const outcome o = r0.get("receive into 0 bytes");
+        EXPECT_EQ(o.ec, std::errc::message_size) << o.ec.message();
+        EXPECT_EQ(o.bytes, 0u);
+        EXPECT_EQ(r0.calls(), 1);
+    } else {
+        EXPECT_EQ(thrown, std::errc::invalid_argument) << thrown.message();
+        std::array<char, 32> skip{};
+        completion first;
+        rx.recv(iocp::buffer(skip), first.handler());
+        EXPECT_EQ(first.get("first datagram").bytes, std::strlen("first datagram"));
+    }
+    // Whichever way: the next receive gets the next datagram, whole.
+    std::array<char, 32> buf{};
+    completion r1;
+    rx.recv(iocp::buffer(buf), r1.handler());
+    const outcome o1 = r1.get("the next datagram");
+    EXPECT_FALSE(o1.ec) << o1.ec.message();
+    EXPECT_EQ(std::string(buf.data(), o1.bytes), "second");
+}
+
+TEST(user_trial6, thousands_of_file_reads_in_flight_at_once_each_get_their_own_bytes) {
+    iocp::thread_pool pool(2);
+    const auto path = temp_path("many");
+    const int count = iocp_test::scaled(8192, 512) / tsan_divisor;
+    constexpr std::size_t chunk = 16;
+    {
+        std::FILE* f = std::fopen(path.string().c_str(), "wb");
+        ASSERT_NE(f, nullptr);
+        for (int i = 0; i < count; ++i) {
+            char block[chunk];
+            std::snprintf(block, sizeof block, "%015d", i);
+            ASSERT_EQ(std::fwrite(block, 1, chunk, f), chunk);
+        }
+        std::fclose(f);
+    }
+    iocp::file f(pool, path, iocp::file_mode::read);
+    std::vector<std::array<char, chunk>> bufs(static_cast<std::size_t>(count));
+    std::vector<std::atomic<int>> calls(static_cast<std::size_t>(count));
+    std::atomic<int> bad{0};
+    std::atomic<int> done{0};
+    for (int i = 0; i < count; ++i)
+        f.read_at(static_cast<std::uint64_t>(i) * chunk,
+                  iocp::buffer(bufs[static_cast<std::size_t>(i)]),
+                  [&, i](std::error_code ec, std::size_t n) {
+                      if (ec || n != chunk)
+                          ++bad;
+                      ++calls[static_cast<std::size_t>(i)];
+                      ++done;
+                  });
+    wait_until([&] { return done.load() == count; }, "every file read");
+    EXPECT_EQ(bad.load(), 0);
+    for (int i = 0; i < count; ++i) {
+        char want[chunk];
+        std::snprintf(want, sizeof want, "%015d", i);
+        ASSERT_EQ(calls[static_cast<std::size_t>(i)].load(), 1) << i;
+        ASSERT_EQ(std::memcmp(bufs[static_cast<std::size_t>(i)].data(), want, chunk), 0) << i;
+    }
+    f.close();
+    std::filesystem::remove(path);
+}
+
+TEST(user_trial6, shutdown_of_a_socket_never_connected_or_closed_is_an_error_not_a_crash) {
+    iocp::thread_pool pool(2);
+    iocp::socket s(pool, address_family::ipv4);
+    std::error_code ec;
+    s.shutdown(iocp::shutdown_type::both, ec);
+    EXPECT_EQ(ec, std::errc::not_connected) << ec.message();
+    s.close();
+    s.shutdown(iocp::shutdown_type::send, ec);
+    EXPECT_EQ(ec, iocp::errc::invalid_handle) << ec.message();
+    EXPECT_THROW(s.shutdown(iocp::shutdown_type::receive), std::system_error);
+    s.set_linger(true, 0, ec);
+    EXPECT_EQ(ec, iocp::errc::invalid_handle) << ec.message();
 }
 
 } // namespace

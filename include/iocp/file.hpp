@@ -77,8 +77,11 @@ class file;
 /// file's pool with the bytes read, or `errc::eof` when `offset` is at or past the end of the
 /// file (whether Windows reports it at once or in the packet; a read of 0 bytes is never eof: it
 /// completes with 0 bytes), `errc::operation_aborted`
-/// after `cancel`/`close`, `errc::invalid_handle` if the file is not open, `errc::closed`
-/// while the pool shuts down. At most 2 GiB are read per call.
+/// after `cancel`/`close`, `errc::invalid_handle` if the file is not open,
+/// `std::errc::permission_denied` for a read through a file opened without read access (or a
+/// write without write access: Win32's ERROR_ACCESS_DENIED; Linux's EBADF, which the library
+/// reports the same way), `errc::closed` while the pool shuts down. At most 2 GiB are read
+/// per call.
 /// @returns an error only if nothing was started: the file has no pool, or `offset` (or
 /// `offset` + the size) lies above INT64_MAX, an offset no file can have and that Windows
 /// would read as "append" or "current position" (`std::errc::invalid_argument`), or its pool
@@ -151,7 +154,8 @@ public:
     /// the file meanwhile.
     /// Errors: the system's (ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND, ERROR_ACCESS_DENIED,
     /// ERROR_FILE_EXISTS, ERROR_SHARING_VIOLATION...); `std::errc::invalid_argument` if
-    /// `mode` has no access bit or the file has no pool.
+    /// `mode` has no access bit or the file has no pool; on Linux EISDIR for a directory and
+    /// ESPIPE for a FIFO or socket (refused at once: a FIFO is never waited for in open(2)).
     void open(const std::filesystem::path& path, file_mode mode, std::error_code& ec) noexcept {
         close(ec);
         if (pool_ == nullptr ||
