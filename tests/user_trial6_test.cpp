@@ -60,6 +60,11 @@
 //     (liburing#175 "Requesting reads larger than file size"; Mooncake#2719).
 // 26. shutdown on a socket never connected, or closed: an error, not a crash (libuv#884
 //     "assert did not call uv_close()").
+// 27. connect on a socket already connected, to another address: an error, and the first
+//     connection carries on (a non-blocking connect retried reads EISCONN as success: libuv's
+//     and Asio's connect paths; Tmds.LinuxAsync).
+// 28. a second listener on a port in use: address_in_use, the first unharmed (SO_REUSEADDR
+//     must not let two servers share a port: Asio reuse_address reports).
 
 #include "iocp/config.hpp"
 
@@ -84,6 +89,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -155,6 +161,15 @@ void busy_wait(int rounds) {
     static std::atomic<int> sink{0};
     for (int k = 0; k < rounds; ++k)
         sink.fetch_add(1, std::memory_order_relaxed);
+}
+
+// A handle's number, to compare a socket's with a file's (Win32: a SOCKET and a HANDLE).
+template <class Handle>
+std::uint64_t handle_number(Handle h) {
+    if constexpr (std::is_pointer_v<Handle>)
+        return reinterpret_cast<std::uintptr_t>(h);
+    else
+        return static_cast<std::uint64_t>(h);
 }
 
 // Runs `body` on the pool's threads as a coroutine and waits for it.
@@ -247,14 +262,14 @@ TEST(user_trial6, a_receive_left_on_a_closed_socket_never_reads_the_file_that_re
     int reused = 0;
     for (int i = 0; i < rounds; ++i) {
         auto pair = iocp_test::make_socket_pair(pool);
-        const auto old_number = static_cast<std::uint64_t>(pair.server.native_handle());
+        const auto old_number = handle_number(pair.server.native_handle());
         auto buf = std::make_shared<std::array<char, 8>>();
         completion stale;
         pair.server.recv(iocp::buffer(*buf),
                          [&, buf](std::error_code ec, std::size_t n) { stale.handler()(ec, n); });
         pair.server.close();
         iocp::file f(pool, path, iocp::file_mode::read);
-        if (static_cast<std::uint64_t>(f.native_handle()) == old_number)
+        if (handle_number(f.native_handle()) == old_number)
             ++reused;
         std::array<char, 8> data{};
         completion read;
@@ -1081,6 +1096,51 @@ TEST(user_trial6, shutdown_of_a_socket_never_connected_or_closed_is_an_error_not
     EXPECT_THROW(s.shutdown(iocp::shutdown_type::receive), std::system_error);
     s.set_linger(true, 0, ec);
     EXPECT_EQ(ec, iocp::errc::invalid_handle) << ec.message();
+}
+
+TEST(user_trial6, connecting_a_connected_socket_elsewhere_fails_and_keeps_the_first_peer) {
+    iocp::thread_pool pool(2);
+    iocp::acceptor a(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+    iocp::acceptor b(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+    std::promise<iocp::socket> at_a;
+    a.accept([&](std::error_code ec, iocp::socket conn) {
+        EXPECT_FALSE(ec) << ec.message();
+        at_a.set_value(std::move(conn));
+    });
+    iocp::socket client(pool);
+    completion first;
+    client.connect(a.local_endpoint(), first.handler());
+    ASSERT_FALSE(first.get("first connect").ec);
+    iocp::socket server = await(at_a.get_future(), "accept at a");
+    completion second;
+    std::error_code thrown;
+    try {
+        client.connect(b.local_endpoint(), second.handler());
+    } catch (const std::system_error& e) {
+        thrown = e.code();
+    }
+    const std::error_code ec = thrown ? thrown : second.get("second connect").ec;
+    EXPECT_TRUE(ec) << "a connected socket reported connecting to another address";
+    EXPECT_EQ(client.remote_endpoint().port(), a.local_endpoint().port());
+    // Still the first connection.
+    completion sent;
+    client.send(iocp::buffer("a", 1), sent.handler());
+    std::array<char, 1> got{};
+    completion recv;
+    server.recv(iocp::buffer(got), recv.handler());
+    EXPECT_EQ(recv.get("receive at a").bytes, 1u);
+    EXPECT_EQ(sent.get("send").bytes, 1u);
+}
+
+TEST(user_trial6, a_second_listener_on_a_port_in_use_is_refused_with_address_in_use) {
+    iocp::thread_pool pool(2);
+    iocp::acceptor first(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+    iocp::acceptor second(pool);
+    std::error_code ec;
+    second.open(first.local_endpoint(), 16, ec);
+    EXPECT_EQ(ec, std::errc::address_in_use) << ec.message();
+    EXPECT_FALSE(second.is_open());
+    EXPECT_TRUE(first.is_open());
 }
 
 } // namespace
