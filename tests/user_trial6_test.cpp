@@ -466,7 +466,7 @@ TEST(user_trial6, zero_byte_send_and_send_all_complete_with_0_and_the_peer_sees_
 TEST(user_trial6, half_close_reads_everything_then_eof_in_both_directions) {
     iocp::thread_pool pool(2);
     auto pair = iocp_test::make_socket_pair(pool);
-    constexpr std::size_t size = 256 * 1024;
+    constexpr std::size_t size = std::size_t{256} * 1024;
     std::vector<char> out(size);
     for (std::size_t i = 0; i < size; ++i)
         out[i] = static_cast<char>(i * 7 + 1);
@@ -649,14 +649,18 @@ TEST(user_trial6, thousands_of_operations_in_flight_across_sockets_are_each_abor
     std::vector<iocp_test::socket_pair> pairs;
     for (int i = 0; i < sockets; ++i)
         pairs.push_back(iocp_test::make_socket_pair(pool));
-    std::vector<char> sink(static_cast<std::size_t>(sockets * per_socket));
+    std::vector<char> sink(static_cast<std::size_t>(sockets) *
+                           static_cast<std::size_t>(per_socket));
     std::atomic<int> aborted{0};
     std::atomic<int> other{0};
     std::atomic<int> done{0};
     for (int s = 0; s < sockets; ++s)
         for (int k = 0; k < per_socket; ++k)
             pairs[static_cast<std::size_t>(s)].server.recv(
-                iocp::buffer(&sink[static_cast<std::size_t>(s * per_socket + k)], 1),
+                iocp::buffer(
+                    &sink[(static_cast<std::size_t>(s) * static_cast<std::size_t>(per_socket)) +
+                          static_cast<std::size_t>(k)],
+                    1),
                 [&](std::error_code ec, std::size_t) {
                     (ec == iocp::errc::operation_aborted ? aborted : other)++;
                     ++done;
@@ -885,7 +889,7 @@ TEST(user_trial6, cancel_from_another_thread_racing_receives_completes_each_once
 TEST(user_trial6, cancel_from_another_thread_racing_file_reads_completes_each_once) {
     iocp::thread_pool pool(2);
     const auto path = temp_path("cancel");
-    std::vector<char> content(64 * 1024);
+    std::vector<char> content(std::size_t{64} * 1024);
     for (std::size_t i = 0; i < content.size(); ++i)
         content[i] = static_cast<char>(i % 239);
     {
