@@ -65,6 +65,11 @@
 //     and Asio's connect paths; Tmds.LinuxAsync).
 // 28. a second listener on a port in use: address_in_use, the first unharmed (SO_REUSEADDR
 //     must not let two servers share a port: Asio reuse_address reports).
+// 29. every call that opens a descriptor (file, socket, connect, acceptor, datagram socket)
+//     out of descriptors: EMFILE, no handler run, and each works once descriptors are free
+//     (nanomsg#152 "Need to delay accepting connections on EMFILE"; pg_doorman#262).
+// 30. a datagram sent to the other family: an error once, and the socket goes on (zig-aio#67
+//     "Operations has inconsistent behavior with io_uring & posix").
 
 #include "iocp/config.hpp"
 
@@ -1154,6 +1159,106 @@ TEST(user_trial6, a_second_listener_on_a_port_in_use_is_refused_with_address_in_
     EXPECT_TRUE(is(ec, std::errc::address_in_use, 10048)) << ec.message();
     EXPECT_FALSE(second.is_open());
     EXPECT_TRUE(first.is_open());
+}
+
+TEST(user_trial6, every_opening_call_out_of_descriptors_reports_emfile_and_runs_no_handler) {
+#if IOCP_WINDOWS
+    GTEST_SKIP() << "RLIMIT_NOFILE is Linux's";
+#else
+    iocp::thread_pool pool(2);
+    iocp::acceptor listener(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+    const iocp::endpoint where = listener.local_endpoint();
+    const auto path = temp_path("emfile");
+    {
+        std::FILE* f = std::fopen(path.string().c_str(), "wb");
+        ASSERT_NE(f, nullptr);
+        std::fclose(f);
+    }
+    try {
+        // UBSan checks an object's type through a pipe(2) the first time it meets the type:
+        // meet std::system_error (and the error categories) while descriptors remain.
+        throw std::system_error(std::make_error_code(std::errc::too_many_files_open), "warm-up");
+    } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), std::errc::too_many_files_open);
+        EXPECT_FALSE(e.code() == iocp::errc::eof);
+    }
+    rlimit old_limit{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit), 0);
+    rlimit low = old_limit;
+    low.rlim_cur = std::min<rlim_t>(old_limit.rlim_cur, 256);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+    std::vector<int> fillers;
+    for (;;) {
+        const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            break;
+        fillers.push_back(fd);
+    }
+    std::error_code file_ec;
+    iocp::file f(pool);
+    f.open(path, iocp::file_mode::read, file_ec);
+    std::error_code socket_ec;
+    iocp::socket s(pool);
+    s.open(address_family::ipv4, socket_ec);
+    std::error_code connect_ec;
+    std::atomic<int> connect_handler_runs{0};
+    iocp::socket c(pool);
+    try {
+        c.connect(where, [&](std::error_code) { ++connect_handler_runs; });
+    } catch (const std::system_error& e) {
+        connect_ec = e.code();
+    }
+    std::error_code acceptor_ec;
+    iocp::acceptor a(pool);
+    a.open(iocp::endpoint::loopback(address_family::ipv4, 0), 16, acceptor_ec);
+    std::error_code datagram_ec;
+    iocp::datagram_socket d(pool);
+    d.open(address_family::ipv4, datagram_ec);
+    for (int fd : fillers)
+        ::close(fd);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old_limit), 0);
+    EXPECT_EQ(file_ec, std::errc::too_many_files_open) << file_ec.message();
+    EXPECT_EQ(socket_ec, std::errc::too_many_files_open) << socket_ec.message();
+    EXPECT_EQ(connect_ec, std::errc::too_many_files_open) << connect_ec.message();
+    EXPECT_EQ(acceptor_ec, std::errc::too_many_files_open) << acceptor_ec.message();
+    EXPECT_EQ(datagram_ec, std::errc::too_many_files_open) << datagram_ec.message();
+    EXPECT_FALSE(f.is_open() || s.is_open() || c.is_open() || a.is_open() || d.is_open());
+    EXPECT_EQ(connect_handler_runs.load(), 0);
+    // And each works again once descriptors are free.
+    f.open(path, iocp::file_mode::read);
+    s.open(address_family::ipv4);
+    completion connected;
+    c.connect(where, connected.handler());
+    EXPECT_FALSE(connected.get("connect after descriptors came back").ec);
+    f.close();
+    std::filesystem::remove(path);
+#endif
+}
+
+TEST(user_trial6, a_datagram_to_the_other_family_fails_once_and_the_socket_goes_on) {
+    iocp::thread_pool pool(2);
+    iocp::datagram_socket v4(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+    iocp::datagram_socket v6(pool, iocp::endpoint::loopback(address_family::ipv6, 0));
+    completion wrong;
+    std::error_code thrown;
+    try {
+        v4.send_to(iocp::buffer("6", 1), v6.local_endpoint(), wrong.handler());
+    } catch (const std::system_error& e) {
+        thrown = e.code();
+    }
+    const std::error_code ec = thrown ? thrown : wrong.get("send_to across families").ec;
+    EXPECT_TRUE(ec) << "an IPv4 socket sent to an IPv6 address";
+    EXPECT_LE(wrong.calls(), 1);
+    // The same socket still sends to its own family.
+    iocp::datagram_socket other(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+    completion ok;
+    v4.send_to(iocp::buffer("4", 1), other.local_endpoint(), ok.handler());
+    EXPECT_FALSE(ok.get("send_to its own family").ec);
+    std::array<char, 4> buf{};
+    completion got;
+    other.recv(iocp::buffer(buf), got.handler());
+    EXPECT_EQ(got.get("receive").bytes, 1u);
+    EXPECT_EQ(buf[0], '4');
 }
 
 } // namespace
