@@ -70,6 +70,9 @@
 //     (nanomsg#152 "Need to delay accepting connections on EMFILE"; pg_doorman#262).
 // 30. a datagram sent to the other family: an error once, and the socket goes on (zig-aio#67
 //     "Operations has inconsistent behavior with io_uring & posix").
+// 31. SO_LINGER times the platforms cannot hold (negative, over Win32's u_short) are refused,
+//     not truncated or read as "for ever" (libuv#2409's dont_linger review; Asio linger
+//     option reports).
 
 #include "iocp/config.hpp"
 
@@ -88,6 +91,7 @@
 #include <filesystem>
 #include <functional>
 #include <future>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -1259,6 +1263,29 @@ TEST(user_trial6, a_datagram_to_the_other_family_fails_once_and_the_socket_goes_
     other.recv(iocp::buffer(buf), got.handler());
     EXPECT_EQ(got.get("receive").bytes, 1u);
     EXPECT_EQ(buf[0], '4');
+}
+
+TEST(user_trial6, linger_times_the_platforms_cannot_hold_are_refused) {
+    iocp::thread_pool pool(2);
+    auto pair = iocp_test::make_socket_pair(pool);
+    for (const int seconds : {-1, -65536, 65536, 70000, std::numeric_limits<int>::max(),
+                              std::numeric_limits<int>::min()}) {
+        std::error_code ec;
+        pair.client.set_linger(true, seconds, ec);
+        EXPECT_EQ(ec, std::errc::invalid_argument) << seconds << ": " << ec.message();
+    }
+    EXPECT_THROW(pair.client.set_linger(true, -1), std::system_error);
+    std::error_code ec;
+    pair.client.set_linger(true, 65535, ec);
+    EXPECT_FALSE(ec) << ec.message();
+    pair.client.set_linger(false, 0, ec);
+    EXPECT_FALSE(ec) << ec.message();
+    // The refused calls changed nothing: a graceful close, the peer reads eof.
+    pair.client.close();
+    std::array<char, 1> b{};
+    completion eof;
+    pair.server.recv(iocp::buffer(b), eof.handler());
+    EXPECT_EQ(eof.get("eof after a graceful close").ec, iocp::errc::eof);
 }
 
 } // namespace
