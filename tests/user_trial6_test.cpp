@@ -39,8 +39,9 @@
 //     (liburing#1192; Mooncake#2719 oversized io_uring batches).
 // 15. file reads and writes at offsets past 4 GiB (compio#600 "silent length truncation to u32";
 //     liburing#403 "How to read/write large files").
-// 16. a write to a file opened read-only fails once with a clear error (node#4386 family of
-//     file-error reports; uvwasi#257 bad-argument handling).
+// 16. a write to a file opened read-only (a read from one opened write-only) fails once with
+//     a clear error, not "bad handle" (nodejs/node#38607 "Correct the error type of
+//     fs.writeFile with read-only mode"; crystal-lang#1281; ziglang/zig#3880).
 // 17. opening a directory as a file is refused (liburing#175 / libuv fs error paths).
 // 18. /dev/null reads eof at once and takes writes (WSL#975 "zero-length read() should return
 //     immediately"; liburing#184 reading stdin at EOF).
@@ -61,8 +62,8 @@
 // 26. shutdown on a socket never connected, or closed: an error, not a crash (libuv#884
 //     "assert did not call uv_close()").
 // 27. connect on a socket already connected, to another address: an error, and the first
-//     connection carries on (a non-blocking connect retried reads EISCONN as success: libuv's
-//     and Asio's connect paths; Tmds.LinuxAsync).
+//     connection carries on (liburing#980 "connect() doesn't return EISCONN"; microsoft/WSL#2949
+//     "non blocking connect() never succeeds"; xjdrew/levent#27).
 // 28. a second listener on a port in use: address_in_use, the first unharmed (SO_REUSEADDR
 //     must not let two servers share a port: Asio reuse_address reports).
 // 29. every call that opens a descriptor (file, socket, connect, acceptor, datagram socket)
