@@ -16,6 +16,14 @@
 /// accept_next();
 /// @endcode
 ///
+/// Out of descriptors: on Linux an accept that finds the process (EMFILE) or the system
+/// (ENFILE) out of descriptors completes with that error (`== std::errc::too_many_files_open`
+/// / `too_many_files_open_in_system`) and leaves the client in the listen backlog (accept(2)),
+/// so the next accept fails the same way at once: a loop like the one above, restarted at
+/// once on every error, then spins until a descriptor is freed. Wait before accepting again
+/// on those two errors (`pool.post_after(std::chrono::milliseconds(100), accept_next)`); the
+/// waiting client is accepted once a descriptor is free.
+///
 /// Available wherever `IOCP_HAS_IO` is 1 (Win32: AcceptEx; Linux: accept4 through io_uring or
 /// epoll).
 

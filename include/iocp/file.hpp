@@ -77,8 +77,11 @@ class file;
 /// file's pool with the bytes read, or `errc::eof` when `offset` is at or past the end of the
 /// file (whether Windows reports it at once or in the packet; a read of 0 bytes is never eof: it
 /// completes with 0 bytes), `errc::operation_aborted`
-/// after `cancel`/`close`, `errc::invalid_handle` if the file is not open, `errc::closed`
-/// while the pool shuts down. At most 2 GiB are read per call.
+/// after `cancel`/`close`, `errc::invalid_handle` if the file is not open,
+/// `std::errc::permission_denied` for a read through a file opened without read access (or a
+/// write without write access: Win32's ERROR_ACCESS_DENIED; Linux's EBADF, which the library
+/// reports the same way), `errc::closed` while the pool shuts down. At most 2 GiB are read
+/// per call.
 /// @returns an error only if nothing was started: the file has no pool, or `offset` (or
 /// `offset` + the size) lies above INT64_MAX, an offset no file can have and that Windows
 /// would read as "append" or "current position" (`std::errc::invalid_argument`), or its pool
@@ -151,7 +154,8 @@ public:
     /// the file meanwhile.
     /// Errors: the system's (ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND, ERROR_ACCESS_DENIED,
     /// ERROR_FILE_EXISTS, ERROR_SHARING_VIOLATION...); `std::errc::invalid_argument` if
-    /// `mode` has no access bit or the file has no pool.
+    /// `mode` has no access bit or the file has no pool; on Linux EISDIR for a directory and
+    /// ESPIPE for a FIFO or socket (refused at once: a FIFO is never waited for in open(2)).
     void open(const std::filesystem::path& path, file_mode mode, std::error_code& ec) noexcept {
         close(ec);
         if (pool_ == nullptr ||
@@ -336,15 +340,27 @@ private:
                           const detail::io::request& req) noexcept {
         if (pool_ == nullptr)
             return std::make_error_code(std::errc::invalid_argument);
-        return detail::io::io_access::start(*pool_, state_, op,
-                                            requested > 0 ? &finish_read : nullptr, requested, req);
+        return detail::io::io_access::start(*pool_, state_, op, &finish, requested, req);
     }
 
     // A successful read of 0 bytes into a non-empty buffer is the end of the file, as
     // ERROR_HANDLE_EOF is (that one is mapped with the other errors).
-    static bool finish_read(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
+    //
+    // A write through a file opened for reading only (or a read through one opened for writing
+    // only): Linux's pwrite/pread say EBADF, "fd is not open for writing/reading" (write(2),
+    // read(2)), which the error table reads as a handle that is not open; Windows says
+    // ERROR_ACCESS_DENIED. The handle is open and we did not close it, so say what Windows says
+    // rather than send the user looking for a closed file. (A file closed before the start
+    // has no state here and keeps `errc::invalid_handle`; one we closed under the operation
+    // reports `errc::operation_aborted`.)
+    static bool finish(io_operation* op, std::error_code& ec, std::size_t& bytes) noexcept {
         if (!ec && bytes == 0 && detail::io::io_access::requested(*op) > 0)
             ec = make_error_code(errc::eof);
+        if (ec == errc::invalid_handle) {
+            const detail::io::io_state* st = detail::io::io_access::state(*op);
+            if (st != nullptr && !st->ours())
+                ec = std::make_error_code(std::errc::permission_denied);
+        }
         return true;
     }
 

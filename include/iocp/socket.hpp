@@ -351,9 +351,17 @@ public:
     /// SO_LINGER. `on` with 0 seconds makes `close` reset the connection (the peer's pending
     /// and next receives fail with `errc::connection_reset`) instead of a graceful close.
     /// Avoid a non-zero timeout: `close` may then block that long.
+    /// Errors: `errc::invalid_handle` when closed; `std::errc::invalid_argument` for `seconds`
+    /// outside 0..65535 (Win32's `linger::l_linger` is a u_short: a larger value would be
+    /// truncated, a negative one wrap to 65535; Linux reads a negative one as "linger for
+    /// ever"); the system's.
     void set_linger(bool on, int seconds, std::error_code& ec) noexcept {
         if (state_ == nullptr) {
             ec = make_error_code(errc::invalid_handle);
+            return;
+        }
+        if (seconds < 0 || seconds > 65535) {
+            ec = std::make_error_code(std::errc::invalid_argument);
             return;
         }
         ec.clear();

@@ -237,6 +237,13 @@ inline bool attempt_socket_op(linux_op& op, int& res) noexcept {
                 ::sockaddr_storage peer{};
                 ::socklen_t peer_len = sizeof peer;
                 if (::getpeername(op.fd, reinterpret_cast<::sockaddr*>(&peer), &peer_len) == 0) {
+                    // Connected. The call again, as connect(2) describes for EINPROGRESS (and as
+                    // the io_uring backend does): until then Linux keeps the socket marked
+                    // "connecting" (inet_stream_connect), and a later connect to any other
+                    // address would return 0 as if it had connected there; after it, EISCONN.
+                    // It returns 0 (or EISCONN): connected either way.
+                    (void)::connect(op.fd, reinterpret_cast<const ::sockaddr*>(&op.addr),
+                                    op.addr_len);
                     res = 0;
                     return true;
                 }

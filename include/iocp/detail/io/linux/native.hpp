@@ -149,15 +149,25 @@ inline handle_type open_file(const std::filesystem::path& path, open_flags f,
         flags |= O_EXCL;
     if (f.truncate)
         flags |= O_TRUNC;
+    // O_NONBLOCK for the open alone: opening a FIFO for reading waits in open(2) until a
+    // writer opens it, for writing until a reader does (fifo(7)), and a FIFO is refused
+    // below anyway; without it such an open would block the caller for ever. With it, a
+    // FIFO without a reader fails with ENXIO (open(2)), reported as the FIFO it is. Regular
+    // files ignore the flag; it is cleared again before the descriptor is handed out.
     int fd;
     do
-        fd = ::open(path.c_str(), flags, 0666);
+        fd = ::open(path.c_str(), flags | O_NONBLOCK, 0666);
     while (fd < 0 && errno == EINTR);
     if (fd < 0) {
         ec = last_errno();
+        struct ::stat st {};
+        if (errno == ENXIO && ::stat(path.c_str(), &st) == 0 && S_ISFIFO(st.st_mode))
+            ec = errno_code(ESPIPE);
         return fd;
     }
-    if (!check_file(fd, ec)) {
+    if (!check_file(fd, ec) || ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+        if (!ec)
+            ec = last_errno();
         ::close(fd);
         return -1;
     }
