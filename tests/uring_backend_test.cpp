@@ -1600,3 +1600,121 @@ TEST_F(uring_backend_test, stress_issuers_exit_while_others_cancel_by_user_data_
     create(options);
     exit_stress(*backend_);
 }
+
+// --- IORING_SETUP_COOP_TASKRUN (uring_options::coop_taskrun) ----------------------------------
+// io_uring finishes a recv whose socket became ready as task work of the thread that submitted
+// it. With COOP_TASKRUN the kernel no longer interrupts that thread while it runs, but it still
+// wakes it when it sleeps: neither a sleeping nor a computing submitter may hold the completion
+// back for good (the reaper here is the backend's watchdog, a different thread).
+
+TEST_F(uring_backend_test, coop_taskrun_is_on_by_default_and_can_be_turned_off) {
+    EXPECT_TRUE(backend_->coop_taskrun())
+        << "this kernel predates IORING_SETUP_COOP_TASKRUN (5.19)";
+    uring_options options;
+    options.coop_taskrun = false;
+    create(options);
+    EXPECT_FALSE(backend_->coop_taskrun());
+}
+
+// The scheduler state of thread `tid` of this process ('R', 'S', ...), from /proc.
+char thread_state(pid_t tid) {
+    const std::string path = "/proc/self/task/" + std::to_string(tid) + "/stat";
+    std::FILE* f = std::fopen(path.c_str(), "r");
+    if (f == nullptr)
+        return '?';
+    char line[512] = {};
+    const bool read = std::fgets(line, sizeof line, f) != nullptr;
+    std::fclose(f);
+    const char* end = read ? std::strrchr(line, ')') : nullptr; // "pid (comm) S ..."
+    return end != nullptr && end[1] == ' ' ? end[2] : '?';
+}
+
+// A thread issues a recv that must wait for data, then sleeps on a condition variable until it
+// completes. The bytes arrive only once it sleeps: its task work must wake it.
+void recv_completes_while_submitter_sleeps(uring_backend& backend) {
+    auto fds = make_socketpair();
+    fd_closer a(fds[0]), b(fds[1]);
+    ASSERT_FALSE(backend.attach(fds[0]));
+    for (int round = 0; round < 20; ++round) {
+        completion_counter done;
+        test_op op(done);
+        char byte = 0;
+        op.what = linux_op::kind::recv;
+        op.fd = fds[0];
+        op.iov[0] = {&byte, 1};
+        op.iov_count = 1;
+        std::atomic<pid_t> tid{0};
+        std::thread submitter([&] {
+            op.issued_by = std::this_thread::get_id();
+            backend.issue(op); // nothing to read yet: the ring arms a poll for it
+            tid.store(::gettid());
+            done.wait_for(1); // asleep in the kernel (a futex) until the watchdog reaps it
+        });
+        while (op.calls.load() == 0 && (tid.load() == 0 || thread_state(tid.load()) != 'S'))
+            std::this_thread::yield();
+        ASSERT_EQ(op.calls.load(), 0)
+            << "a recv completed with nothing to read: " << op.result.load();
+        const char sent = static_cast<char>('a' + round);
+        ASSERT_EQ(::send(fds[1], &sent, 1, MSG_NOSIGNAL), 1);
+        submitter.join();
+        EXPECT_EQ(op.calls.load(), 1);
+        EXPECT_EQ(op.result.load(), 1);
+        EXPECT_FALSE(op.on_issuing_thread.load());
+        EXPECT_EQ(byte, sent);
+    }
+    backend.detach(fds[0]);
+}
+
+// A thread issues a recv, then computes (loads an atomic, no system call) until the recv has
+// completed: the kernel must run its task work anyway (at the next interrupt, with
+// COOP_TASKRUN), or this never ends.
+void recv_completes_while_submitter_computes(uring_backend& backend) {
+    auto fds = make_socketpair();
+    fd_closer a(fds[0]), b(fds[1]);
+    ASSERT_FALSE(backend.attach(fds[0]));
+    for (int round = 0; round < 20; ++round) {
+        completion_counter done;
+        test_op op(done);
+        char byte = 0;
+        op.what = linux_op::kind::recv;
+        op.fd = fds[0];
+        op.iov[0] = {&byte, 1};
+        op.iov_count = 1;
+        std::atomic<bool> issued{false};
+        std::thread submitter([&] {
+            op.issued_by = std::this_thread::get_id();
+            backend.issue(op);
+            issued.store(true);
+            while (op.calls.load() == 0) {
+                // user code: no system call
+            }
+        });
+        while (!issued.load())
+            std::this_thread::yield();
+        const char sent = static_cast<char>('A' + round);
+        ASSERT_EQ(::send(fds[1], &sent, 1, MSG_NOSIGNAL), 1);
+        submitter.join();
+        done.wait_for(1);
+        EXPECT_EQ(op.calls.load(), 1);
+        EXPECT_EQ(op.result.load(), 1);
+        EXPECT_FALSE(op.on_issuing_thread.load());
+        EXPECT_EQ(byte, sent);
+    }
+    backend.detach(fds[0]);
+}
+
+TEST_F(uring_backend_test, a_recv_completes_while_its_submitter_sleeps) {
+    recv_completes_while_submitter_sleeps(*backend_);
+    uring_options options;
+    options.coop_taskrun = false;
+    create(options);
+    recv_completes_while_submitter_sleeps(*backend_);
+}
+
+TEST_F(uring_backend_test, a_recv_completes_while_its_submitter_computes) {
+    recv_completes_while_submitter_computes(*backend_);
+    uring_options options;
+    options.coop_taskrun = false;
+    create(options);
+    recv_completes_while_submitter_computes(*backend_);
+}

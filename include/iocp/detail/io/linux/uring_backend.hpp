@@ -11,8 +11,10 @@
 //
 // Why this shape (LINUX-IO-NOTES "Threads and rings", model A): liburing is not thread-safe, but
 // one submitter at a time (the mutex) plus one reaper is [liburing#562, #784]. A ring per worker
-// would reap nothing while its worker sleeps on the port, and COOP_TASKRUN/DEFER_TASKRUN need the
-// submitter to be the waiter, which it is not here (io_uring_setup(2)). Waiting with a timeout
+// would reap nothing while its worker sleeps on the port, and DEFER_TASKRUN needs the submitter to
+// be the waiter, which it is not here (io_uring_setup(2)). COOP_TASKRUN does not: the kernel still
+// wakes a submitter that sleeps to run its task work, and only stops interrupting one that runs
+// (see uring_options::coop_taskrun for what that buys and costs). Waiting with a timeout
 // and no SQE needs IORING_FEAT_EXT_ARG (5.11); without it the watchdog is the only reaper, blocked
 // in io_uring_wait_cqe, and workers never poll (the design before 5.11 could have).
 //
@@ -56,6 +58,8 @@
 #include <csignal>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -84,6 +88,18 @@ struct uring_options {
     /// it (the kernel keeps overflowed CQEs, IORING_FEAT_NODROP), but a CQ that holds a burst
     /// saves the reaper an enter to flush the overflow list.
     unsigned cq_entries = 4096;
+    /// IORING_SETUP_COOP_TASKRUN (5.19; ignored before): the kernel no longer interrupts a
+    /// thread running user code to finish an operation that thread submitted. io_uring finishes
+    /// a recv, a send or an accept whose socket became ready as "task work" of the submitting
+    /// thread; without this flag a thread that is running gets an inter-processor interrupt for
+    /// it, with it the work waits for that thread's next system call or interrupt return (a
+    /// sleeping thread is woken either way: kernel/task_work.c, TWA_SIGNAL_NO_IPI). Measured on
+    /// the echo ping-pong of bench/ (KVM guest, 2 vCPUs): about 10 % more round trips per second.
+    /// The price: an operation whose submitter runs user code without a system call (a long
+    /// computation after starting a recv) completes up to one scheduler tick late (1-4 ms,
+    /// CONFIG_HZ) instead of at once. `IOCP_IO_URING_COOP_TASKRUN=0` in the environment turns it
+    /// off for the process-wide backend.
+    bool coop_taskrun = true;
     /// Tests only: cancel each operation by user_data even where the kernel cancels by fd
     /// (IORING_ASYNC_CANCEL_FD, 5.19+), to exercise the path older kernels take.
     bool force_cancel_by_user_data = false;
@@ -104,7 +120,10 @@ public:
     /// start. The contract's entry point, used by select.hpp.
     static std::unique_ptr<backend> try_create() noexcept {
         std::error_code ignored;
-        return create(uring_options{}, ignored);
+        uring_options options;
+        if (const char* coop = std::getenv("IOCP_IO_URING_COOP_TASKRUN"))
+            options.coop_taskrun = std::strcmp(coop, "0") != 0;
+        return create(options, ignored);
     }
 
     /// As try_create(), with sizes, and the reason in `why` when it returns nullptr (the errno of
@@ -296,6 +315,10 @@ public:
     /// Whether cancel() uses IORING_ASYNC_CANCEL_FD (false before 5.19 and when forced).
     bool cancels_by_fd() const noexcept { return cancel_by_fd_; }
 
+    /// Whether the ring was set up with IORING_SETUP_COOP_TASKRUN (uring_options::coop_taskrun,
+    /// on a 5.19+ kernel).
+    bool coop_taskrun() const noexcept { return coop_taskrun_; }
+
     /// completion_poller: reaps as the one reaper of the process, waiting up to `timeout` for
     /// the first CQE (io_uring_wait_cqe_timeout). False at once when another thread reaps, and
     /// always false without IORING_FEAT_EXT_ARG (the watchdog reaps alone there).
@@ -413,8 +436,19 @@ private:
     std::error_code init(const uring_options& options) noexcept {
         ::io_uring_params params{};
         params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+        if (options.coop_taskrun)
+            params.flags |= IORING_SETUP_COOP_TASKRUN;
         params.cq_entries = options.cq_entries;
-        const int r = ::io_uring_queue_init_params(options.sq_entries, &ring_, &params);
+        int r = ::io_uring_queue_init_params(options.sq_entries, &ring_, &params);
+        if (r == -EINVAL && options.coop_taskrun) {
+            // Before 5.19 an unknown setup flag is EINVAL: the ring without it.
+            params = ::io_uring_params{};
+            params.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+            params.cq_entries = options.cq_entries;
+            r = ::io_uring_queue_init_params(options.sq_entries, &ring_, &params);
+        } else if (r >= 0) {
+            coop_taskrun_ = options.coop_taskrun;
+        }
         if (r < 0)
             return {-r, std::system_category()};
         ring_ready_ = true;
@@ -1145,6 +1179,7 @@ private:
     bool ext_arg_ = false;          // IORING_FEAT_EXT_ARG: timed waits need no SQE (5.11)
     bool cancel_by_fd_ = false;     // ASYNC_CANCEL takes IORING_ASYNC_CANCEL_FD (5.19)
     bool force_poll_first_ = false; // uring_options::force_poll_first
+    bool coop_taskrun_ = false;     // IORING_SETUP_COOP_TASKRUN (uring_options::coop_taskrun)
     int wake_fd_ = -1;              // eventfd the ring polls: wake() without an SQE
     std::mutex mutex_;              // around every SQ access, fds_, done_*
     std::vector<fd_slot> fds_;      // indexed by fd
