@@ -94,7 +94,8 @@ struct uring_options {
     /// thread; without this flag a thread that is running gets an inter-processor interrupt for
     /// it, with it the work waits for that thread's next system call or interrupt return (a
     /// sleeping thread is woken either way: kernel/task_work.c, TWA_SIGNAL_NO_IPI). Measured on
-    /// the echo ping-pong of bench/ (KVM guest, 2 vCPUs): about 10 % more round trips per second.
+    /// the echo ping-pong of bench/ (KVM guest, 2 vCPUs): 0.87× → 0.99× the round trips per
+    /// second of asio::io_context on epoll (medians of 8 pairs of runs, bench/README.md).
     /// The price: an operation whose submitter runs user code without a system call (a long
     /// computation after starting a recv) completes up to one scheduler tick late (1-4 ms,
     /// CONFIG_HZ) instead of at once. `IOCP_IO_URING_COOP_TASKRUN=0` in the environment turns it
