@@ -12,6 +12,7 @@
 #include <iocp/socket.hpp>
 #include <iocp/thread_pool.hpp>
 
+#include <chrono>
 #include <climits>
 #include <condition_variable>
 #include <cstdio>
@@ -72,7 +73,8 @@ private:
 // The accept loop: one accept pending at a time; each connection starts a session.
 class server {
 public:
-    server(iocp::thread_pool& pool, const iocp::endpoint& where) : acceptor_(pool, where) {}
+    server(iocp::thread_pool& pool, const iocp::endpoint& where)
+        : pool_(pool), acceptor_(pool, where) {}
 
     server(const server&) = delete;
     server& operator=(const server&) = delete;
@@ -92,7 +94,8 @@ public:
         accept_next();
     }
 
-    // Stops accepting and waits until the pending accept has completed (it refers to us).
+    // Stops accepting and waits until the pending accept has completed (it refers to us), or
+    // the pending retry after running out of descriptors has run (at most 100 ms).
     // Accepts restart from the pool's workers, so closing and restarting are serialised by
     // the mutex: a socket object is never used from two threads at once.
     void stop() {
@@ -127,6 +130,14 @@ private:
                     changed_.notify_all();
                     return;
                 }
+                if (ec == std::errc::too_many_files_open ||
+                    ec == std::errc::too_many_files_open_in_system) {
+                    // Out of descriptors: the client stays in the backlog and an accept now
+                    // would fail the same way at once (acceptor.hpp). Try again shortly.
+                    std::fprintf(stderr, "accept: %s (again in 100 ms)\n", ec.message().c_str());
+                    retry_later();
+                    return;
+                }
                 if (ec)
                     std::fprintf(stderr, "accept: %s\n", ec.message().c_str());
                 else
@@ -139,6 +150,27 @@ private:
         });
     }
 
+    void retry_later() { // with mutex_ held
+        std::error_code ec;
+        pool_.post_after(
+            std::chrono::milliseconds(100),
+            [this] {
+                std::lock_guard lock(mutex_);
+                if (stopping_) {
+                    accepting_ = false;
+                    changed_.notify_all();
+                    return;
+                }
+                accept_next();
+            },
+            ec);
+        if (ec) { // the pool is shutting down: no more accepts
+            accepting_ = false;
+            changed_.notify_all();
+        }
+    }
+
+    iocp::thread_pool& pool_;
     iocp::acceptor acceptor_;
     std::mutex mutex_;
     std::condition_variable changed_;

@@ -9,6 +9,11 @@
 /// std::function<void()> accept_next = [&] {
 ///     listener.accept([&](std::error_code ec, iocp::socket conn, iocp::endpoint peer) {
 ///         if (ec == iocp::errc::operation_aborted) return;     // listener closed
+///         if (ec == std::errc::too_many_files_open ||
+///             ec == std::errc::too_many_files_open_in_system) { // see below
+///             pool.post_after(std::chrono::milliseconds(100), [&] { accept_next(); });
+///             return;
+///         }
 ///         if (!ec) serve(std::move(conn), peer);
 ///         accept_next();
 ///     });
@@ -19,10 +24,9 @@
 /// Out of descriptors: on Linux an accept that finds the process (EMFILE) or the system
 /// (ENFILE) out of descriptors completes with that error (`== std::errc::too_many_files_open`
 /// / `too_many_files_open_in_system`) and leaves the client in the listen backlog (accept(2)),
-/// so the next accept fails the same way at once: a loop like the one above, restarted at
-/// once on every error, then spins until a descriptor is freed. Wait before accepting again
-/// on those two errors (`pool.post_after(std::chrono::milliseconds(100), accept_next)`); the
-/// waiting client is accepted once a descriptor is free.
+/// so the next accept fails the same way at once: a loop that accepts again at once on every
+/// error spins until a descriptor is freed. Wait before accepting again on those two errors,
+/// as above; the waiting client is accepted once a descriptor is free.
 ///
 /// Available wherever `IOCP_HAS_IO` is 1 (Win32: AcceptEx; Linux: accept4 through io_uring or
 /// epoll).
