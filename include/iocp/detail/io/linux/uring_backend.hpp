@@ -88,18 +88,19 @@ struct uring_options {
     /// it (the kernel keeps overflowed CQEs, IORING_FEAT_NODROP), but a CQ that holds a burst
     /// saves the reaper an enter to flush the overflow list.
     unsigned cq_entries = 4096;
-    /// IORING_SETUP_COOP_TASKRUN (5.19; ignored before): the kernel no longer interrupts a
-    /// thread running user code to finish an operation that thread submitted. io_uring finishes
-    /// a recv, a send or an accept whose socket became ready as "task work" of the submitting
-    /// thread; without this flag a thread that is running gets an inter-processor interrupt for
-    /// it, with it the work waits for that thread's next system call or interrupt return (a
-    /// sleeping thread is woken either way: kernel/task_work.c, TWA_SIGNAL_NO_IPI). Measured on
-    /// the echo ping-pong of bench/ (KVM guest, 2 vCPUs): 0.87× → 0.99× the round trips per
-    /// second of asio::io_context on epoll (medians of 8 pairs of runs, bench/README.md).
-    /// The price: an operation whose submitter runs user code without a system call (a long
-    /// computation after starting a recv) completes up to one scheduler tick late (1-4 ms,
-    /// CONFIG_HZ) instead of at once. `IOCP_IO_URING_COOP_TASKRUN=0` in the environment turns it
-    /// off for the process-wide backend.
+    /// IORING_SETUP_COOP_TASKRUN (5.19; ignored before): the kernel no longer interrupts a thread
+    /// running user code to finish an operation that thread submitted. io_uring finishes a recv, a
+    /// send or an accept whose socket became ready as "task work" of the submitting thread; without
+    /// this flag a thread that is running gets an inter-processor interrupt for it, with it the
+    /// work waits for that thread's next system call or interrupt return (io_uring_setup(2)); a
+    /// sleeping thread is woken either way (task_work_add's TWA_SIGNAL_NO_IPI still wakes an
+    /// interruptible sleeper: __set_notify_signal in the kernel's include/linux/sched/signal.h).
+    /// Measured on the echo ping-pong of bench/ (KVM guest, 2 vCPUs): 0.87× → 0.99× the round trips
+    /// per second of asio::io_context on epoll (medians of 8 pairs of runs, bench/README.md). The
+    /// price: an operation whose submitter runs user code without a system call (a long computation
+    /// after starting a recv) completes up to one scheduler tick late (1-4 ms by CONFIG_HZ; later
+    /// still on a nohz_full CPU) instead of at once. `IOCP_IO_URING_COOP_TASKRUN=0` in the
+    /// environment turns it off for the process-wide backend.
     bool coop_taskrun = true;
     /// Tests only: cancel each operation by user_data even where the kernel cancels by fd
     /// (IORING_ASYNC_CANCEL_FD, 5.19+), to exercise the path older kernels take.
