@@ -281,8 +281,8 @@ TEST(user_trial5, a_callables_captures_are_released_when_it_has_run) {
     }
 }
 
-// Posts `child` to the pool from its destructor (once): what a capture holding an RAII
-// "notify when done" object does.
+// Posts `child` to the pool from its destructor (once): what a capture (or a coroutine frame's
+// parameter) holding an RAII "notify when done" object does.
 struct posts_on_destruction {
     iocp::thread_pool* pool;
     ledger* children;
@@ -782,27 +782,8 @@ TEST(user_trial5, when_all_waits_for_suspended_tasks_when_others_throw_at_once) 
     }
 }
 
-// A frame parameter whose destructor posts a tracked item to the pool.
-struct posts_from_frame {
-    iocp::thread_pool* pool;
-    ledger* l;
-    std::atomic<int>* refused;
-    posts_from_frame(iocp::thread_pool& p, ledger& led, std::atomic<int>& r)
-        : pool(&p), l(&led), refused(&r) {}
-    posts_from_frame(posts_from_frame&& o) noexcept
-        : pool(std::exchange(o.pool, nullptr)), l(o.l), refused(o.refused) {}
-    posts_from_frame& operator=(posts_from_frame&&) = delete;
-    ~posts_from_frame() {
-        if (pool == nullptr)
-            return;
-        std::error_code ec;
-        pool->post(tracked(*l), ec);
-        if (ec)
-            refused->fetch_add(1);
-    }
-};
-
-iocp::task<> hops_then_returns(iocp::thread_pool& pool, posts_from_frame, std::atomic<int>& ran) {
+iocp::task<> hops_then_returns(iocp::thread_pool& pool, posts_on_destruction,
+                               std::atomic<int>& ran) {
     co_await pool.schedule();
     ran.fetch_add(1);
 }
@@ -825,15 +806,15 @@ TEST(user_trial5, frames_whose_destructor_posts_are_counted_once_however_they_en
             iocp::thread_pool pool(o);
             // Never awaited, destroyed here.
             for (int i = 0; i < n; ++i, ++frames)
-                (void)hops_then_returns(pool, posts_from_frame(pool, posted, refused), ran);
+                (void)hops_then_returns(pool, posts_on_destruction(pool, posted, refused), ran);
             // Never awaited, destroyed on a worker.
             for (int i = 0; i < n; ++i, ++frames)
-                pool.post(
-                    [t = hops_then_returns(pool, posts_from_frame(pool, posted, refused), ran)] {});
+                pool.post([t = hops_then_returns(pool, posts_on_destruction(pool, posted, refused),
+                                                 ran)] {});
             // Spawned: run (join) or maybe abandoned unstarted (stop).
             for (int i = 0; i < n; ++i, ++frames)
-                iocp::spawn(pool,
-                            hops_then_returns(pool, posts_from_frame(pool, posted, refused), ran));
+                iocp::spawn(pool, hops_then_returns(
+                                      pool, posts_on_destruction(pool, posted, refused), ran));
             if (mode == 0)
                 pool.join();
             else

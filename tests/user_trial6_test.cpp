@@ -201,47 +201,78 @@ void run(F body) {
 // 1. Out of descriptors
 // ---------------------------------------------------------------------------------------------
 
+#if !IOCP_WINDOWS
+// UBSan's vptr check (GCC 12's libubsan) makes a pipe(2) to look at the vtable of a type pair it
+// has not cached; with no descriptor left it reports a false "invalid vptr" error, for a call in
+// the library or in the test, and a warm-up does not help (its cache of 128 entries evicts by
+// hash: 3 of 12 runs failed with one). So the tests that use up every descriptor skip there;
+// the other builds (TSan, release, -O2) run them.
+#if defined(IOCP_TEST_UBSAN)
+constexpr bool under_ubsan = true;
+#else
+constexpr bool under_ubsan = false;
+#endif
+constexpr const char* ubsan_needs_descriptors =
+    "UBSan's vptr check needs a free descriptor (a pipe) and would report a false error";
+
+// Every descriptor of the process in use until give_back() (or the destructor): RLIMIT_NOFILE
+// lowered to at most 256, and what is left under it filled with /dev/null.
+class descriptors_used_up {
+public:
+    descriptors_used_up() {
+        EXPECT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit_), 0);
+        rlimit low = old_limit_;
+        low.rlim_cur = std::min<rlim_t>(old_limit_.rlim_cur, 256);
+        EXPECT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+        for (;;) {
+            const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                break;
+            fillers_.push_back(fd);
+        }
+    }
+    descriptors_used_up(const descriptors_used_up&) = delete;
+    descriptors_used_up& operator=(const descriptors_used_up&) = delete;
+    ~descriptors_used_up() { give_back(); }
+
+    void give_back() {
+        for (int fd : fillers_)
+            ::close(fd);
+        fillers_.clear();
+        if (!restored_) {
+            EXPECT_EQ(::setrlimit(RLIMIT_NOFILE, &old_limit_), 0);
+            restored_ = true;
+        }
+    }
+
+private:
+    rlimit old_limit_{};
+    std::vector<int> fillers_;
+    bool restored_ = false;
+};
+#endif
+
 TEST(user_trial6, accept_out_of_descriptors_reports_emfile_once_then_accepts_the_client) {
 #if IOCP_WINDOWS
     GTEST_SKIP() << "RLIMIT_NOFILE is Linux's: AcceptEx takes a socket made before the call";
 #else
+    if (under_ubsan)
+        GTEST_SKIP() << ubsan_needs_descriptors;
     iocp::thread_pool pool(2);
-    {
-        // An error through the same path first: UBSan checks a virtual call's object the first
-        // time it sees its type, through a pipe(2) it could not make without descriptors.
-        iocp::socket refused_client(pool);
-        completion refused_connect;
-        refused_client.connect(iocp::endpoint::loopback(address_family::ipv4, 0),
-                               refused_connect.handler());
-        ASSERT_TRUE(refused_connect.get("connect to port 0").ec);
-    }
     iocp::acceptor listener(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
     iocp::socket client(pool);
     completion connected;
     client.connect(listener.local_endpoint(), connected.handler());
     ASSERT_FALSE(connected.get("connect").ec); // the kernel completed the handshake: backlog
 
-    rlimit old_limit{};
-    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit), 0);
-    rlimit low = old_limit;
-    low.rlim_cur = std::min<rlim_t>(old_limit.rlim_cur, 256);
-    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
-    std::vector<int> fillers;
-    for (;;) {
-        const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            break;
-        fillers.push_back(fd);
-    }
+    descriptors_used_up used_up;
     completion refused;
     listener.accept([&](std::error_code ec, iocp::socket conn) {
         EXPECT_FALSE(conn.is_open());
         refused.handler()(ec);
     });
     const outcome r = refused.get("accept without descriptors");
-    for (int fd : fillers)
-        ::close(fd);
-    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old_limit), 0);
+    used_up.give_back();
     EXPECT_EQ(r.ec, std::errc::too_many_files_open) << r.ec.message();
 
     // The client still waits in the backlog: the next accept takes it.
@@ -1170,6 +1201,8 @@ TEST(user_trial6, every_opening_call_out_of_descriptors_reports_emfile_and_runs_
 #if IOCP_WINDOWS
     GTEST_SKIP() << "RLIMIT_NOFILE is Linux's";
 #else
+    if (under_ubsan)
+        GTEST_SKIP() << ubsan_needs_descriptors;
     iocp::thread_pool pool(2);
     iocp::acceptor listener(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
     const iocp::endpoint where = listener.local_endpoint();
@@ -1179,26 +1212,7 @@ TEST(user_trial6, every_opening_call_out_of_descriptors_reports_emfile_and_runs_
         ASSERT_NE(f, nullptr);
         std::fclose(f);
     }
-    try {
-        // UBSan checks an object's type through a pipe(2) the first time it meets the type:
-        // meet std::system_error (and the error categories) while descriptors remain.
-        throw std::system_error(std::make_error_code(std::errc::too_many_files_open), "warm-up");
-    } catch (const std::system_error& e) {
-        EXPECT_EQ(e.code(), std::errc::too_many_files_open);
-        EXPECT_FALSE(e.code() == iocp::errc::eof);
-    }
-    rlimit old_limit{};
-    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit), 0);
-    rlimit low = old_limit;
-    low.rlim_cur = std::min<rlim_t>(old_limit.rlim_cur, 256);
-    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
-    std::vector<int> fillers;
-    for (;;) {
-        const int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            break;
-        fillers.push_back(fd);
-    }
+    descriptors_used_up used_up;
     std::error_code file_ec;
     iocp::file f(pool);
     f.open(path, iocp::file_mode::read, file_ec);
@@ -1219,9 +1233,7 @@ TEST(user_trial6, every_opening_call_out_of_descriptors_reports_emfile_and_runs_
     std::error_code datagram_ec;
     iocp::datagram_socket d(pool);
     d.open(address_family::ipv4, datagram_ec);
-    for (int fd : fillers)
-        ::close(fd);
-    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old_limit), 0);
+    used_up.give_back();
     EXPECT_EQ(file_ec, std::errc::too_many_files_open) << file_ec.message();
     EXPECT_EQ(socket_ec, std::errc::too_many_files_open) << socket_ec.message();
     EXPECT_EQ(connect_ec, std::errc::too_many_files_open) << connect_ec.message();
