@@ -604,16 +604,19 @@ private:
             post_ready(op, -EBADF);
             return false;
         }
-        // TRICKY: the state's lock is taken before the table's is released, so detach()
-        // (which removes the state from the table, then takes the state's lock) cannot retire
-        // it in between. The non-blocking call is made under the state's lock: an edge that
-        // the reaper handles before this point happened before the call (which then sees the
-        // data); one after it finds the operation queued. Either way no readiness is lost.
-        // An edge the reaper sees while this thread holds the lock is left to it
+        // TRICKY: the table's shared lock is held until unlock_state() has returned, as in
+        // cancel(): detach() removes the state from the table under the table's exclusive lock
+        // before it retires it, and unlock_state() still reads the state after releasing the
+        // state's lock (its look for deferred events), so a detach() and the reaper's next
+        // round could otherwise free the state under that read (ThreadSanitizer saw it). The
+        // table's lock is shared: other issuers and cancels are not held up, only attach() and
+        // detach(), for the length of one non-blocking call. The call is made under the state's
+        // lock: an edge that the reaper handles before this point happened before the call (which
+        // then sees the data); one after it finds the operation queued. Either way no readiness is
+        // lost. An edge the reaper sees while this thread holds the lock is left to it
         // (defer_or_lock): unlock_state performs it before the lock is released, and the
         // operations it finishes go to the ready list (on_complete never runs inside issue()).
         state->mutex.lock();
-        table.unlock();
         epoll_detail::op_queue& queue =
             epoll_detail::waits_to_read(op) ? state->read_ops : state->write_ops;
         epoll_detail::op_queue finished;
@@ -632,6 +635,7 @@ private:
             queue.push(&op); // waits for the next edge
         }
         epoll_detail::unlock_state(*state, finished);
+        table.unlock(); // the state is not touched after this (it may be retired now)
         post_finished(finished);
         if (!done_now)
             return false;
