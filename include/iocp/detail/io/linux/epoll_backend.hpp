@@ -241,10 +241,14 @@ inline bool attempt_socket_op(linux_op& op, int& res) noexcept {
                     // the io_uring backend does): until then Linux keeps the socket marked
                     // "connecting" (inet_stream_connect), and a later connect to any other
                     // address would return 0 as if it had connected there; after it, EISCONN.
-                    // It returns 0 (or EISCONN): connected either way.
-                    (void)::connect(op.fd, reinterpret_cast<const ::sockaddr*>(&op.addr),
-                                    op.addr_len);
-                    res = 0;
+                    // It returns 0 (or EISCONN) while the connection stands. A reset that came
+                    // after the handshake makes it fail: it then takes the socket's pending
+                    // error and disconnects the socket, so that error is the connect's result
+                    // (reported as 0, it would be lost: the next recv would say "not
+                    // connected" instead of "reset").
+                    const int again = ::connect(
+                        op.fd, reinterpret_cast<const ::sockaddr*>(&op.addr), op.addr_len);
+                    res = again == 0 || errno == EISCONN ? 0 : -errno;
                     return true;
                 }
                 if (errno == ENOTCONN)
