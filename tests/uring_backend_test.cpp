@@ -1703,3 +1703,65 @@ TEST_F(uring_backend_test, a_recv_completes_while_its_submitter_computes) {
     create(options);
     recv_completes_while_submitter(*backend_, submitter_then::computes);
 }
+
+TEST_F(uring_backend_test, direct_recvs_skip_their_try_after_misses_and_try_again_when_data_waits) {
+    // issue_now tries a recv with recvmsg(MSG_DONTWAIT) first. A request-reply connection's recv
+    // finds no data almost every time, so after misses in a row the next recvs go straight to
+    // the ring (up to 15 of them); a recv that then finds data waiting resets that. Either way
+    // every byte arrives once, in order.
+    auto fds = make_socketpair();
+    fd_closer a(fds[0]), b(fds[1]);
+    ASSERT_FALSE(backend_->attach(fds[0]));
+    ASSERT_FALSE(backend_->attach(fds[1]));
+    std::size_t completions = 0;
+    char next = 'a';
+    // One 1-byte recv on `a`; writes the byte to `b` after (nothing waits) or before (data
+    // waits). Returns whether issue_now finished it directly.
+    const auto one_recv = [&](bool data_waits) {
+        test_op op(done_);
+        op.what = linux_op::kind::recv;
+        op.fd = fds[0];
+        char got = 0;
+        op.iov[0] = {&got, 1};
+        op.iov_count = 1;
+        op.issued_by = std::this_thread::get_id();
+        const char sent = next++;
+        if (data_waits) {
+            EXPECT_EQ(::write(fds[1], &sent, 1), 1) << std::strerror(errno);
+        }
+        int res = 0;
+        const bool direct = backend_->issue_now(op, res);
+        if (!data_waits) {
+            EXPECT_FALSE(direct) << "a recv finished with nothing sent: " << res;
+        }
+        if (!direct) {
+            if (!data_waits) {
+                EXPECT_EQ(::write(fds[1], &sent, 1), 1) << std::strerror(errno);
+            }
+            done_.wait_for(++completions);
+            res = completed_once(op);
+        } else {
+            EXPECT_EQ(op.calls.load(), 0); // a direct result never reaches on_complete
+        }
+        EXPECT_EQ(res, 1);
+        EXPECT_EQ(got, sent);
+        return direct;
+    };
+    // Data waits, no miss yet: the try finds it.
+    EXPECT_TRUE(one_recv(true));
+    // Eight recvs in a row with nothing to read: three tries miss (the 1st, 3rd and 7th), the
+    // others skip their try.
+    for (int i = 0; i < 8; ++i)
+        one_recv(false);
+    // Now data waits before each recv: the first ones still skip their try (the ring reads the
+    // data), then one tries, finds the data, and every later one tries again.
+    int skipped = 0;
+    while (!one_recv(true) && skipped < 16)
+        ++skipped;
+    EXPECT_GE(skipped, 1) << "no recv skipped its try after 3 misses in a row";
+    EXPECT_LE(skipped, 15) << "recvs kept skipping their try while data waited";
+    for (int i = 0; i < 20; ++i)
+        EXPECT_TRUE(one_recv(true)) << "recv " << i << " after a hit skipped its try";
+    backend_->detach(fds[0]);
+    backend_->detach(fds[1]);
+}
