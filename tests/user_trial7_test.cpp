@@ -52,10 +52,14 @@
 //     stop requested by the pool's only worker.
 // 17. README: "an exception it throws goes to the pool's exception handler (by default printed
 //     to stderr)".
+// 18. post_after: "Runs `f` on the pool once `delay` ... has passed"; Thread safety: "every
+//     member may be called from any thread" -- timers posted and cancelled from 4 threads at
+//     once: each runs once on a worker, or its cancel was true and it never runs.
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -98,6 +102,14 @@ using namespace std::chrono_literals;
 using iocp_test::frame_guard;
 using iocp_test::ledger;
 using iocp_test::tracked;
+
+// The calling thread's id, also inside a coroutine. TRICKY: glibc declares pthread_self()
+// `const`, so Clang may reuse a std::this_thread::get_id() from before a co_await after it
+// (the frame resumed on another thread): a call through a volatile pointer cannot be merged.
+std::thread::id thread_id() {
+    static std::thread::id (*volatile get)() = [] { return std::this_thread::get_id(); };
+    return get();
+}
 
 // Spins until `flag` is set (a worker held on purpose); aborts after the tests' deadline.
 void hold_until(const std::atomic<bool>& flag, const char* what) {
@@ -192,12 +204,12 @@ struct holder {
 TEST(user_trial7, a_timer_refused_after_shutdown_destroys_its_callable_on_the_calling_thread) {
     std::atomic<int> handled{0};
     std::atomic<bool> handled_elsewhere{false};
-    const std::thread::id me = std::this_thread::get_id();
+    const std::thread::id me = thread_id();
     iocp::thread_pool_options o;
     o.threads = 1;
     o.exception_handler = [&](const std::exception_ptr&) {
         handled.fetch_add(1);
-        if (std::this_thread::get_id() != me)
+        if (thread_id() != me)
             handled_elsewhere = true;
     };
     for (const bool use_stop : {false, true}) {
@@ -232,6 +244,19 @@ TEST(user_trial7, a_timer_refused_after_shutdown_destroys_its_callable_on_the_ca
         EXPECT_EQ(b.value, 0u);
         EXPECT_EQ(state.use_count(), 1) << "post_at neither ran nor destroyed its callable";
 
+        // A callable too large for a work item's inline storage, and a submit: the same.
+        std::array<char, 256> big{};
+        ec.clear();
+        (void)pool.post_after(
+            1ms, [state, big, &ran] { ran.fetch_add(static_cast<int>(big.size())); }, ec);
+        EXPECT_EQ(ec, iocp::errc::closed);
+        EXPECT_EQ(state.use_count(), 1) << "a large refused timer callable kept its state";
+        ec.clear();
+        std::future<void> refused = pool.submit([state] {}, ec);
+        EXPECT_EQ(ec, iocp::errc::closed);
+        EXPECT_FALSE(refused.valid());
+        EXPECT_EQ(state.use_count(), 1);
+
         // The throwing forms: the exception says closed, the state is released.
         holder thrown(state, ran, false);
         try {
@@ -264,7 +289,7 @@ TEST(user_trial7, cancel_destroys_the_callable_at_once_and_reports_its_destructo
     iocp::thread_pool_options o;
     o.threads = 2;
     o.exception_handler = [&](const std::exception_ptr& e) {
-        handler_thread = std::this_thread::get_id();
+        handler_thread = thread_id();
         try {
             std::rethrow_exception(e);
         } catch (const std::runtime_error& ex) {
@@ -284,7 +309,7 @@ TEST(user_trial7, cancel_destroys_the_callable_at_once_and_reports_its_destructo
     EXPECT_TRUE(pool.cancel(loud));
     EXPECT_EQ(state.use_count(), 1);
     EXPECT_EQ(handled.load(), 1);
-    EXPECT_EQ(handler_thread, std::this_thread::get_id());
+    EXPECT_EQ(handler_thread, thread_id());
     EXPECT_FALSE(pool.cancel(loud));
     pool.join();
     EXPECT_EQ(ran.load(), 0);
@@ -488,8 +513,7 @@ TEST(user_trial7, timer_ids_are_unique_and_cancel_is_false_for_every_id_it_canno
     iocp_test::wait_until([&] { return l.ran.load() == 150; }, "the due timers");
     for (std::uint64_t v : ids) {
         const iocp::timer_id id{v};
-        const bool was_pending =
-            std::find(pending.begin(), pending.end(), id) != pending.end();
+        const bool was_pending = std::find(pending.begin(), pending.end(), id) != pending.end();
         EXPECT_EQ(pool.cancel(id), was_pending) << "timer " << v;
         EXPECT_FALSE(pool.cancel(id)) << "timer " << v << " cancelled twice";
     }
@@ -507,8 +531,8 @@ TEST(user_trial7, timer_ids_are_unique_and_cancel_is_false_for_every_id_it_canno
     EXPECT_EQ(l.settled(), 300);
 }
 
-iocp::task<std::vector<std::pair<std::error_code, bool>>> sleeps_in_the_past(
-    iocp::thread_pool& pool) {
+iocp::task<std::vector<std::pair<std::error_code, bool>>>
+sleeps_in_the_past(iocp::thread_pool& pool) {
     std::vector<std::pair<std::error_code, bool>> r;
     using clock = iocp::thread_pool::clock;
     r.emplace_back(co_await pool.sleep_until(clock::time_point::min()), pool.is_worker());
@@ -543,7 +567,7 @@ TEST(user_trial7, sleeps_in_the_past_resume_on_a_worker_with_no_error) {
 iocp::task<std::pair<std::error_code, std::thread::id>>
 sleep_with(iocp::thread_pool& pool, std::chrono::nanoseconds d, std::stop_token t) {
     std::error_code ec = co_await pool.sleep_for(d, std::move(t));
-    co_return std::pair{ec, std::this_thread::get_id()};
+    co_return std::pair{ec, thread_id()};
 }
 
 // 11. sleep_for: "a stop requested before the co_await resumes at once without a timer".
@@ -551,30 +575,30 @@ TEST(user_trial7, a_stop_requested_before_the_sleep_resumes_at_once_with_operati
     iocp::thread_pool pool(1);
     std::stop_source src;
     src.request_stop();
-    for (const auto d : {std::chrono::nanoseconds(0), std::chrono::nanoseconds(-5),
-                         std::chrono::nanoseconds(std::chrono::hours(1)),
-                         std::chrono::nanoseconds::max()}) {
+    for (const auto d :
+         {std::chrono::nanoseconds(0), std::chrono::nanoseconds(-5),
+          std::chrono::nanoseconds(std::chrono::hours(1)), std::chrono::nanoseconds::max()}) {
         const auto [ec, where] = iocp::sync_wait(sleep_with(pool, d, src.get_token()));
         EXPECT_EQ(ec, iocp::errc::operation_aborted);
-        EXPECT_EQ(where, std::this_thread::get_id()) << "it did not resume at once";
+        EXPECT_EQ(where, thread_id()) << "it did not resume at once";
     }
     pool.join();
     // A pool already joined has no timers to refuse: the stop request decides first.
     const auto [ec, where] =
         iocp::sync_wait(sleep_with(pool, std::chrono::hours(1), src.get_token()));
     EXPECT_EQ(ec, iocp::errc::operation_aborted);
-    EXPECT_EQ(where, std::this_thread::get_id());
+    EXPECT_EQ(where, thread_id());
     // Without a stop request, the joined pool refuses the timer: closed, at once.
     const auto [ec2, where2] = iocp::sync_wait(sleep_with(pool, std::chrono::hours(1), {}));
     EXPECT_EQ(ec2, iocp::errc::closed);
-    EXPECT_EQ(where2, std::this_thread::get_id());
+    EXPECT_EQ(where2, thread_id());
 }
 
 iocp::task<int> record_then_hop(iocp::thread_pool& pool, std::thread::id& before,
                                 std::thread::id& after, bool& after_on_worker) {
-    before = std::this_thread::get_id();
+    before = thread_id();
     co_await pool.schedule();
-    after = std::this_thread::get_id();
+    after = thread_id();
     after_on_worker = pool.is_worker();
     co_return 7;
 }
@@ -588,8 +612,8 @@ TEST(user_trial7, sync_wait_starts_the_task_on_the_calling_thread) {
         std::thread::id after;
         bool after_on_worker = false;
         EXPECT_EQ(iocp::sync_wait(record_then_hop(pool, before, after, after_on_worker)), 7);
-        EXPECT_EQ(before, std::this_thread::get_id());
-        EXPECT_NE(after, std::this_thread::get_id());
+        EXPECT_EQ(before, thread_id());
+        EXPECT_NE(after, thread_id());
         EXPECT_TRUE(after_on_worker);
     }
 }
@@ -607,28 +631,28 @@ struct when_all_log {
 
 iocp::task<int> part_a(iocp::thread_pool& pool, when_all_log& log, bool hop) {
     log.a_start = log.seq++;
-    log.a_start_thread = std::this_thread::get_id();
+    log.a_start_thread = thread_id();
     log.a_before_suspend = log.seq++;
     if (hop)
         co_await pool.schedule();
-    log.a_end_thread = std::this_thread::get_id();
+    log.a_end_thread = thread_id();
     co_return 1;
 }
 
 iocp::task<> part_b(when_all_log& log) {
     log.b_start = log.seq++;
-    log.b_start_thread = std::this_thread::get_id();
-    log.b_end_thread = std::this_thread::get_id();
+    log.b_start_thread = thread_id();
+    log.b_end_thread = thread_id();
     co_return;
 }
 
 iocp::task<std::thread::id> run_when_all(iocp::thread_pool& pool, when_all_log& log, bool hop,
                                          std::thread::id& awaiting) {
-    awaiting = std::this_thread::get_id();
+    awaiting = thread_id();
     auto [x, y] = co_await iocp::when_all(part_a(pool, log, hop), part_b(log));
     EXPECT_EQ(x, 1);
     (void)y;
-    co_return std::this_thread::get_id();
+    co_return thread_id();
 }
 
 // 13. when_all: "started one after the other on the awaiting thread, each running until its
@@ -804,6 +828,51 @@ TEST(user_trial7, the_default_exception_handler_prints_to_stderr) {
     EXPECT_NE(err.find("trial7-boom"), std::string::npos) << err;
     EXPECT_NE(err.find("non-standard exception"), std::string::npos) << err;
     EXPECT_NE(err.find("trial7-timer-boom"), std::string::npos) << err;
+}
+
+// 18. Timers posted and cancelled from 4 threads at once: each runs once, on a worker, or
+//     cancel() returned true and it never runs.
+TEST(user_trial7, timers_posted_and_cancelled_from_many_threads_settle_once_on_workers) {
+    constexpr int producers = 4;
+    constexpr int per_thread = 300;
+    ledger l;
+    std::atomic<int> off_worker{0};
+    std::atomic<int> cancelled{0};
+    {
+        iocp::thread_pool pool(2);
+        struct on_worker_check {
+            iocp::thread_pool* pool;
+            std::atomic<int>* off;
+            tracked t;
+            void operator()() {
+                if (!pool->is_worker())
+                    off->fetch_add(1);
+                t();
+            }
+        };
+        std::vector<std::thread> threads;
+        for (int p = 0; p < producers; ++p) {
+            threads.emplace_back([&, p] {
+                std::vector<iocp::timer_id> ids;
+                for (int i = 0; i < per_thread; ++i) {
+                    const auto delay = std::chrono::microseconds((i * 37 + p * 11) % 3000);
+                    ids.push_back(
+                        pool.post_after(delay, on_worker_check{&pool, &off_worker, tracked(l)}));
+                    if (i % 3 == 0 && pool.cancel(ids[static_cast<std::size_t>(i / 2)]))
+                        cancelled.fetch_add(1);
+                }
+            });
+        }
+        for (auto& t : threads)
+            t.join();
+        iocp_test::wait_until(
+            [&] { return l.ran.load() + cancelled.load() == producers * per_thread; },
+            "every timer not cancelled to run");
+        pool.join();
+    }
+    EXPECT_EQ(l.abandoned.load(), cancelled.load());
+    EXPECT_EQ(l.ran.load() + l.abandoned.load(), producers * per_thread);
+    EXPECT_EQ(off_worker.load(), 0);
 }
 
 } // namespace
