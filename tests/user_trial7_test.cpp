@@ -55,6 +55,9 @@
 // 18. post_after: "Runs `f` on the pool once `delay` ... has passed"; Thread safety: "every
 //     member may be called from any thread" -- timers posted and cancelled from 4 threads at
 //     once: each runs once on a worker, or its cancel was true and it never runs.
+// 19. cancel(): "false if it already ran, is running, or was cancelled before" -- after join()
+//     or stop() a pending timer's cancel is false too, though it never ran: join abandoned it
+//     (FOUND, docs: a user reading "false: it ran" was wrong; the doc now names abandonment).
 
 #include <gtest/gtest.h>
 
@@ -267,7 +270,12 @@ TEST(user_trial7, a_timer_refused_after_shutdown_destroys_its_callable_on_the_ca
         }
         EXPECT_EQ(state.use_count(), 1);
 
-        // A destructor that throws: the handler gets it once, on this thread.
+        // A destructor that throws: the handler gets it once, on this thread (post() as the
+        // baseline, then both timer calls).
+        ec.clear();
+        pool.post(holder(state, ran, true), ec);
+        EXPECT_EQ(ec, iocp::errc::closed);
+        EXPECT_EQ(handled.load(), 1);
         ec.clear();
         (void)pool.post_after(1ms, holder(state, ran, true), ec);
         EXPECT_EQ(ec, iocp::errc::closed);
@@ -275,7 +283,7 @@ TEST(user_trial7, a_timer_refused_after_shutdown_destroys_its_callable_on_the_ca
         (void)pool.post_at(iocp::thread_pool::clock::time_point::max(), holder(state, ran, true),
                            ec);
         EXPECT_EQ(ec, iocp::errc::closed);
-        EXPECT_EQ(handled.load(), 2);
+        EXPECT_EQ(handled.load(), 3);
         EXPECT_FALSE(handled_elsewhere.load());
         EXPECT_EQ(ran.load(), 0);
         EXPECT_EQ(state.use_count(), 1);
@@ -873,6 +881,24 @@ TEST(user_trial7, timers_posted_and_cancelled_from_many_threads_settle_once_on_w
     EXPECT_EQ(l.abandoned.load(), cancelled.load());
     EXPECT_EQ(l.ran.load() + l.abandoned.load(), producers * per_thread);
     EXPECT_EQ(off_worker.load(), 0);
+}
+
+// 19. cancel() after join()/stop(): false for a timer that never ran (shutdown abandoned it).
+TEST(user_trial7, cancel_after_shutdown_is_false_for_a_timer_that_never_ran) {
+    for (const bool use_stop : {false, true}) {
+        ledger l;
+        iocp::thread_pool pool(1);
+        const iocp::timer_id never = pool.post_after(iocp::infinite, tracked(l));
+        const iocp::timer_id later = pool.post_after(1h, tracked(l));
+        if (use_stop)
+            EXPECT_EQ(pool.stop(), 2u);
+        else
+            pool.join();
+        EXPECT_EQ(l.abandoned.load(), 2);
+        EXPECT_FALSE(pool.cancel(never));
+        EXPECT_FALSE(pool.cancel(later));
+        EXPECT_EQ(l.ran.load(), 0) << "cancel said false, and the timer never ran";
+    }
 }
 
 } // namespace

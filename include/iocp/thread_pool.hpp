@@ -493,7 +493,8 @@ public:
     }
 
     /// Cancels a pending timer: true if it will never run (its callable is destroyed), false
-    /// if it already ran, is running, or was cancelled before.
+    /// if it already ran, is running, was cancelled before, or was abandoned by `join()` /
+    /// `stop()` (so after shutdown, false does not mean that it ran).
     bool cancel(timer_id id) noexcept { return timers_.cancel(id); }
 
     // --- coroutines --------------------------------------------------------------------------
