@@ -58,6 +58,9 @@
 // 19. cancel(): "false if it already ran, is running, or was cancelled before" -- after join()
 //     or stop() a pending timer's cancel is false too, though it never ran: join abandoned it
 //     (FOUND, docs: a user reading "false: it ran" was wrong; the doc now names abandonment).
+// 20. exception_handler: "for a timer's callable that `join()`/`stop()` abandons, the thread
+//     running it" -- a throwing destructor of an abandoned timer reaches the handler once, on
+//     the thread that called join() or stop() (or ran the destructor).
 
 #include <gtest/gtest.h>
 
@@ -898,6 +901,44 @@ TEST(user_trial7, cancel_after_shutdown_is_false_for_a_timer_that_never_ran) {
         EXPECT_FALSE(pool.cancel(never));
         EXPECT_FALSE(pool.cancel(later));
         EXPECT_EQ(l.ran.load(), 0) << "cancel said false, and the timer never ran";
+    }
+}
+
+// 20. An abandoned timer's throwing destructor reaches the handler on the thread that shuts the
+//     pool down.
+TEST(user_trial7, an_abandoned_timers_destructor_reports_on_the_thread_shutting_down) {
+    for (int how = 0; how < 3; ++how) { // join(), stop(), the destructor
+        std::atomic<int> handled{0};
+        std::mutex m;
+        std::vector<std::thread::id> handler_threads;
+        std::atomic<int> ran{0};
+        auto state = std::make_shared<int>(0);
+        iocp::thread_pool_options o;
+        o.threads = 2;
+        o.exception_handler = [&](const std::exception_ptr&) {
+            const std::lock_guard lock(m);
+            handler_threads.push_back(thread_id());
+            handled.fetch_add(1);
+        };
+        std::thread::id shutter;
+        auto pool = std::make_unique<iocp::thread_pool>(o);
+        (void)pool->post_after(iocp::infinite, holder(state, ran, true));
+        (void)pool->post_at(iocp::thread_pool::clock::now() + 1h, holder(state, ran, true));
+        std::thread t([&] {
+            shutter = thread_id();
+            if (how == 0)
+                pool->join();
+            else if (how == 1)
+                EXPECT_EQ(pool->stop(), 2u);
+            else
+                pool.reset();
+        });
+        t.join();
+        EXPECT_EQ(handled.load(), 2) << "shutdown " << how;
+        for (const std::thread::id id : handler_threads)
+            EXPECT_EQ(id, shutter) << "shutdown " << how;
+        EXPECT_EQ(ran.load(), 0);
+        EXPECT_EQ(state.use_count(), 1);
     }
 }
 
