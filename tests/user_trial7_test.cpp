@@ -43,7 +43,12 @@
 //     until it has ended (wherever it ends)".
 // 13. when_all.hpp: "The tasks are started one after the other on the awaiting thread, each
 //     running until its first suspension; the awaiter resumes once all have ended, on the
-//     thread that ended the last."
+//     thread that ended the last." (FOUND, docs: 1 run in 24 under load resumed on the
+//     awaiting thread, not on the worker where part_a ended. The awaiter holds a count of its
+//     own until it has started every task, so a task that ends on a worker before that count
+//     is dropped leaves the resumption to the awaiting thread, though it ended last; the run
+//     cannot tell whether that or part_b's end came last. The code is right; the doc now
+//     names the case.)
 // 14. spawn.hpp: "Errors: as `thread_pool::post` (`errc::closed` once shutdown began); the
 //     task is then destroyed without running" -- spawns from 4 threads racing join().
 // 15. spawn.hpp: "If the pool abandons the start (`stop()`), the task is destroyed without
@@ -675,7 +680,7 @@ TEST(user_trial7, when_all_starts_in_argument_order_here_and_resumes_where_the_l
         for (const bool hop : {false, true}) {
             when_all_log log;
             std::thread::id awaiting;
-            // Hold the only worker until both tasks have started: part_a then ends last, there.
+            // Hold the only worker until both tasks have started: part_a usually ends last, there.
             std::atomic<bool> release{false};
             if (hop)
                 pool.post([&] { hold_until(release, "both when_all tasks to start"); });
@@ -694,8 +699,12 @@ TEST(user_trial7, when_all_starts_in_argument_order_here_and_resumes_where_the_l
             EXPECT_EQ(log.a_start_thread, awaiting);
             EXPECT_EQ(log.b_start_thread, awaiting);
             if (hop) {
+                // The awaiter holds a count of its own while it starts the tasks: when the
+                // worker ends part_a before part_b's end and that count are in (the awaiting
+                // thread was preempted), it goes on at once on the awaiting thread.
                 EXPECT_NE(log.a_end_thread, awaiting);
-                EXPECT_EQ(where, log.a_end_thread) << "not resumed where the last task ended";
+                EXPECT_TRUE(where == log.a_end_thread || where == awaiting)
+                    << "resumed on a thread that ended no task";
             } else {
                 EXPECT_EQ(where, awaiting);
             }
