@@ -124,7 +124,8 @@ struct thread_pool_options {
     /// spins, down to a short pure spin (64 pause instructions: a few microseconds), until
     /// spinning finds work again.
     std::chrono::microseconds spin = std::chrono::microseconds(50);
-    /// Workers are named "<thread_name>-<index>" (empty: left unnamed).
+    /// Workers are named "<thread_name>-<index>" (empty: left unnamed). Linux keeps 15
+    /// characters of a thread's name: a longer one is shortened there, the index kept whole.
     std::string thread_name = "iocp-worker";
     /// Called on each worker, with its index, before it runs anything / after its last item.
     /// `join()` and `stop()` wait for every worker's `on_thread_start` to return before they
@@ -421,8 +422,10 @@ public:
     /// runs `f` as soon as a worker is free; a delay that passes `steady_clock::time_point::max()`
     /// (e.g. `iocp::infinite`, `duration::max()`) never runs it: it stays pending until
     /// `cancel` or shutdown abandons it.
-    /// Errors: as `post`; `std::errc::not_enough_memory` or the OS error when the timer thread
-    /// cannot be started. A refused `f` is destroyed, never run, and the id is empty (0).
+    /// Errors: as `post`, except that `errc::closed` comes from every thread, the pool's workers
+    /// included, once shutdown has begun (`join()` abandons timers, so it takes no new ones);
+    /// `std::errc::not_enough_memory` or the OS error when the timer thread cannot be started.
+    /// A refused `f` is destroyed, never run, and the id is empty (0).
     template <class Rep, class Period, class F>
     timer_id post_after(std::chrono::duration<Rep, Period> delay, F&& f,
                         std::error_code& ec) noexcept {
@@ -451,6 +454,12 @@ public:
             return {};
         }
         if (phase_.current() != phase::running) {
+            // Refused: `f` is destroyed here, as post() destroys what it refuses (its state
+            // released now, an exception from its destructor to the handler on this thread).
+            // Returning without taking it left what the caller moved in alive in the caller's
+            // variable, and a throwing destructor went to the caller instead of the handler.
+            if (detail::work_item* refused = make_item(std::forward<F>(f), ec))
+                abandon(refused);
             ec = make_error_code(errc::closed);
             return {};
         }
@@ -484,7 +493,8 @@ public:
     }
 
     /// Cancels a pending timer: true if it will never run (its callable is destroyed), false
-    /// if it already ran, is running, or was cancelled before.
+    /// if it already ran, is running, was cancelled before, or was abandoned by `join()` /
+    /// `stop()` (so after shutdown, false does not mean that it ran).
     bool cancel(timer_id id) noexcept { return timers_.cancel(id); }
 
     // --- coroutines --------------------------------------------------------------------------
@@ -923,7 +933,7 @@ private:
         current() = {this, index};
         if (!options_.thread_name.empty()) {
             try {
-                detail::set_current_thread_name(options_.thread_name + "-" + std::to_string(index));
+                detail::set_current_thread_name(worker_name(options_.thread_name, index));
             } catch (...) {
                 handle_exception(std::current_exception()); // no memory for the name
             }
@@ -937,6 +947,20 @@ private:
         run_loop();
         call_hook(options_.on_thread_stop, index);
         current() = {};
+    }
+
+    // "<name>-<index>". Linux keeps 15 characters of a thread's name (set_current_thread_name
+    // cuts the rest): shorten the name, not the index, or workers 1 and 10..19 of a pool
+    // named "orders-database-pool" would all be "orders-database".
+    static std::string worker_name(const std::string& name, std::size_t index) {
+        const std::string suffix = "-" + std::to_string(index);
+#if defined(__linux__)
+        constexpr std::size_t linux_name_max = 15;
+        if (name.size() + suffix.size() > linux_name_max)
+            return name.substr(0, linux_name_max - (std::min)(suffix.size(), linux_name_max)) +
+                   suffix;
+#endif
+        return name + suffix;
     }
 
     void call_hook(const std::function<void(std::size_t)>& hook, std::size_t index) noexcept {

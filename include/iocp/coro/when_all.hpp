@@ -11,7 +11,9 @@
 /// @endcode
 ///
 /// The tasks are started one after the other on the awaiting thread, each running until its
-/// first suspension; the awaiter resumes once all have ended, on the thread that ended the last.
+/// first suspension; the awaiter resumes once all have ended, on the thread that ended the last
+/// one -- or, if every task has ended before the awaiting thread has finished starting them (a
+/// task that hopped to a worker may end there first), at once on the awaiting thread.
 /// Results come back in argument order (`void` ones as `std::monostate`). If tasks throw, every
 /// task still runs to its end, then the exception of the first one (in argument order) is
 /// rethrown and the other results are discarded.
