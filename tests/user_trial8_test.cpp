@@ -507,8 +507,8 @@ TEST(user_trial8, start_send_all_copies_the_buffer_descriptors) {
     } op;
     // A small send buffer and nobody reading yet: the sequence cannot go out in one send.
     p.client.set_send_buffer_size(4096);
-    std::vector<char> a(256 * 1024, 'a');
-    std::vector<char> b(256 * 1024, 'b');
+    std::vector<char> a(std::size_t{256} * 1024, 'a');
+    std::vector<char> b(std::size_t{256} * 1024, 'b');
     {
         std::array<iocp::const_buffer, 2> parts{iocp::buffer(a), iocp::buffer(b)};
         ASSERT_FALSE(iocp::start_send_all(p.client, op, parts));
@@ -1094,7 +1094,8 @@ TEST(user_trial8, moved_objects_keep_their_pending_operations_and_moved_from_one
     accepted a = await(got.get_future(), "the accept moved along");
     ASSERT_FALSE(a.ec) << a.ec.message();
     counted_accept on_moved_from;
-    ASSERT_FALSE(iocp::start_accept(first, on_moved_from)); // NOLINT(bugprone-use-after-move)
+    // NOLINTNEXTLINE(bugprone-use-after-move): an operation on the moved-from object is the test
+    ASSERT_FALSE(iocp::start_accept(first, on_moved_from));
     wait_until([&] { return on_moved_from.completions.load() == 1; }, "the moved-from accept");
     EXPECT_EQ(on_moved_from.last, iocp::errc::invalid_handle);
 
@@ -1113,7 +1114,8 @@ TEST(user_trial8, moved_objects_keep_their_pending_operations_and_moved_from_one
     EXPECT_FALSE(in.ec) << in.ec.message();
     EXPECT_EQ(std::string(buf, in.bytes), "dg");
     completion on_moved_from_udp;
-    u1.recv(iocp::buffer(buf), on_moved_from_udp.handler()); // NOLINT(bugprone-use-after-move)
+    // NOLINTNEXTLINE(bugprone-use-after-move): an operation on the moved-from object is the test
+    u1.recv(iocp::buffer(buf), on_moved_from_udp.handler());
     EXPECT_EQ(on_moved_from_udp.get("the moved-from receive").ec, iocp::errc::invalid_handle);
 
     // A file: the moved-from one reads nothing.
@@ -1121,7 +1123,8 @@ TEST(user_trial8, moved_objects_keep_their_pending_operations_and_moved_from_one
     iocp::file f1(pool, tmp.path, iocp::file_mode::read_write | iocp::file_mode::create);
     iocp::file f2(std::move(f1));
     ASSERT_FALSE(write_at(f2, 0, "abc", 3).ec);
-    EXPECT_EQ(read_at(f1, 0, buf, 3).ec, iocp::errc::invalid_handle); // NOLINT
+    // NOLINTNEXTLINE(bugprone-use-after-move): a read through the moved-from file is the test
+    EXPECT_EQ(read_at(f1, 0, buf, 3).ec, iocp::errc::invalid_handle);
     pool.join();
     EXPECT_EQ(on_moved_from.completions.load(), 1);
     EXPECT_EQ(r.calls() + on_moved_from_udp.calls(), 2);
