@@ -79,6 +79,9 @@
 //     numbers are octal with a leading 0 or hex with 0x ("010.0.0.1" is 8.0.0.1 there, 10.0.0.1
 //     to a reader), or with fewer parts ("127.1"), are refused rather than read one way on one
 //     system and another way, or not at all, on the other.
+// 29. file.hpp, assign(): "On failure `handle` is closed." (Linux: a socket given to a file
+//     is refused with ESPIPE, and its descriptor closed: the peer's send then fails.)
+// 30. file.hpp, open(): "Sharing: others may read, write and delete the file meanwhile."
 
 #include "iocp/config.hpp"
 
@@ -120,6 +123,8 @@
 
 #if !IOCP_WINDOWS
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #endif
 
 namespace {
@@ -1141,6 +1146,65 @@ TEST(user_trial8, ipv4_text_in_the_old_octal_hex_or_short_forms_is_refused) {
     EXPECT_EQ(iocp::endpoint::parse("10.0.0.1", 1).address(), "10.0.0.1");
     EXPECT_EQ(iocp::endpoint::parse("0.0.0.0", 1).address(), "0.0.0.0");
     EXPECT_EQ(iocp::endpoint::parse("255.255.255.255", 1).address(), "255.255.255.255");
+}
+
+// 29. A refused assign closes the handle it was given.
+TEST(user_trial8, a_refused_assign_closes_the_handle_it_was_given) {
+#if IOCP_WINDOWS
+    GTEST_SKIP() << "the refusals of assign (EISDIR, ESPIPE) are Linux's";
+#else
+    auto owned_pool = make_pool();
+    iocp::thread_pool& pool = *owned_pool;
+    int sv[2] = {-1, -1};
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    iocp::file f(pool);
+    std::error_code ec;
+    f.assign(iocp::unique_handle(sv[0]), ec);
+    EXPECT_EQ(ec, std::errc::invalid_seek) << ec.message();
+    EXPECT_FALSE(f.is_open());
+    // Had sv[0] stayed open, this send would succeed: its peer is closed, so it fails.
+    const char byte = 'x';
+    const ssize_t sent = ::send(sv[1], &byte, 1, MSG_NOSIGNAL);
+    const int err = errno;
+    EXPECT_EQ(sent, -1) << "the refused descriptor is still open";
+    if (sent == -1) {
+        EXPECT_TRUE(err == EPIPE || err == ECONNRESET) << err;
+    }
+    ::close(sv[1]);
+#endif
+}
+
+// 30. Others may read, write and delete a file an iocp::file has open.
+TEST(user_trial8, others_may_read_write_and_delete_an_open_file) {
+    auto owned_pool = make_pool();
+    iocp::thread_pool& pool = *owned_pool;
+    temp_file tmp("shared.bin");
+    iocp::file f(pool, tmp.path, iocp::file_mode::read_write | iocp::file_mode::create);
+    ASSERT_FALSE(write_at(f, 0, "ours", 4).ec);
+    {
+        std::ifstream in(tmp.path, std::ios::binary);
+        ASSERT_TRUE(in.is_open()) << "another reader";
+        std::string text(4, '\0');
+        in.read(text.data(), 4);
+        EXPECT_EQ(text, "ours");
+    }
+    {
+        std::fstream out(tmp.path, std::ios::binary | std::ios::in | std::ios::out);
+        ASSERT_TRUE(out.is_open()) << "another writer";
+        out.seekp(4);
+        out.write("+more", 5);
+    }
+    char buf[16] = {};
+    outcome o = read_at(f, 0, buf, sizeof buf);
+    EXPECT_FALSE(o.ec);
+    EXPECT_EQ(std::string(buf, o.bytes), "ours+more");
+    std::error_code ec;
+    EXPECT_TRUE(std::filesystem::remove(tmp.path, ec)) << "another deleter: " << ec.message();
+    // The open file still reads and writes.
+    EXPECT_FALSE(write_at(f, 0, "OURS", 4).ec);
+    o = read_at(f, 0, buf, sizeof buf);
+    EXPECT_FALSE(o.ec) << o.ec.message();
+    EXPECT_EQ(std::string(buf, o.bytes), "OURS+more");
 }
 
 } // namespace
