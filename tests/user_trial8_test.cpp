@@ -65,10 +65,11 @@
 // 25. buffer.hpp, buffer(Range): "The bytes of a contiguous range of trivially copyable
 //     elements": size in bytes, const ranges give a const_buffer; buffer_size: "Total size".
 // 26. file.hpp, file_mode: "truncate: empty the file if it exists", README: "the same API and
-//     the same rules on every backend". Without write access Windows refuses it (CreateFile:
-//     TRUNCATE_EXISTING needs GENERIC_WRITE, ERROR_INVALID_PARAMETER) while Linux's open(2)
-//     emptied a file opened for reading only (O_RDONLY | O_TRUNC, "unspecified" in POSIX):
-//     a mode that destroys a file its caller asked only to read. Refused on every backend.
+//     the same rules on every backend". Linux's open(2) emptied a file opened for reading only
+//     (O_RDONLY | O_TRUNC, "unspecified" in POSIX), and so did Wine 8's CreateFileW (measured:
+//     TRUNCATE_EXISTING with GENERIC_READ), while Microsoft's CreateFileW documentation requires
+//     GENERIC_WRITE for it: a mode that destroys a file its caller asked only to read. Now
+//     refused on every backend with std::errc::invalid_argument.
 // 27. acceptor.hpp / datagram_socket.hpp / file.hpp move constructors: "Takes over `other`'s
 //     socket, pool and pending accepts" (operations): a pending accept or receive moved with
 //     its object completes through the new one, and an operation started on the moved-from

@@ -160,9 +160,10 @@ public:
     void open(const std::filesystem::path& path, file_mode mode, std::error_code& ec) noexcept {
         close(ec);
         // `truncate` without `write` is refused on every backend, before anything is opened:
-        // Windows refuses it (TRUNCATE_EXISTING needs GENERIC_WRITE: ERROR_INVALID_PARAMETER),
-        // but Linux's open(2) empties a file opened O_RDONLY | O_TRUNC (POSIX leaves it
-        // unspecified), destroying a file its caller asked only to read.
+        // Linux's open(2) empties a file opened O_RDONLY | O_TRUNC (POSIX leaves it
+        // unspecified), and so does Wine 8's CreateFileW (measured), destroying a file its
+        // caller asked only to read, while Microsoft's CreateFileW documentation requires
+        // GENERIC_WRITE for TRUNCATE_EXISTING.
         if (pool_ == nullptr ||
             (!has_mode(mode, file_mode::read) && !has_mode(mode, file_mode::write)) ||
             (has_mode(mode, file_mode::truncate) && !has_mode(mode, file_mode::write))) {
