@@ -83,6 +83,8 @@
 // 29. file.hpp, assign(): "On failure `handle` is closed." (Linux: a socket given to a file
 //     is refused with ESPIPE, and its descriptor closed: the peer's send then fails.)
 // 30. file.hpp, open(): "Sharing: others may read, write and delete the file meanwhile."
+// 31. datagram_socket.hpp, cancel(): "The socket stays open; a datagram that arrives after the
+//     cancel waits for the next receive" (started after the datagram arrived).
 
 #include "iocp/config.hpp"
 
@@ -1206,6 +1208,36 @@ TEST(user_trial8, others_may_read_write_and_delete_an_open_file) {
     o = read_at(f, 0, buf, sizeof buf);
     EXPECT_FALSE(o.ec) << o.ec.message();
     EXPECT_EQ(std::string(buf, o.bytes), "OURS+more");
+}
+
+// 31. A datagram that arrives after a cancel waits for the next receive.
+TEST(user_trial8, a_datagram_arriving_after_a_cancel_waits_for_the_next_receive) {
+    auto owned_pool = make_pool();
+    iocp::thread_pool& pool = *owned_pool;
+    iocp::datagram_socket server(pool, iocp::endpoint::loopback(address_family::ipv4, 0));
+    iocp::datagram_socket client(pool, address_family::ipv4);
+    char buf[16] = {};
+    completion a;
+    completion b;
+    server.recv_from(iocp::buffer(buf), a.handler());
+    server.recv_from(iocp::buffer(buf), b.handler());
+    server.cancel();
+    EXPECT_EQ(a.get("the first cancelled receive").ec, iocp::errc::operation_aborted);
+    EXPECT_EQ(b.get("the second cancelled receive").ec, iocp::errc::operation_aborted);
+    for (const char* text : {"one", "two"}) {
+        completion sent;
+        client.send_to(iocp::buffer(text, 3), server.local_endpoint(), sent.handler());
+        EXPECT_FALSE(sent.get("a send").ec);
+    }
+    for (const char* text : {"one", "two"}) {
+        completion r;
+        server.recv_from(iocp::buffer(buf), r.handler());
+        const outcome o = r.get("a receive after the cancel");
+        EXPECT_FALSE(o.ec) << o.ec.message();
+        EXPECT_EQ(std::string(buf, o.bytes), text);
+    }
+    pool.join();
+    EXPECT_EQ(a.calls() + b.calls(), 2);
 }
 
 } // namespace
