@@ -278,7 +278,8 @@ public:
     /// unspecified endpoint.
     void bind(const endpoint& local, std::error_code& ec) noexcept {
         // Refused here, as datagram_socket and acceptor do: Linux's bind(2) reads an AF_UNSPEC
-        // address with INADDR_ANY as 0.0.0.0:0 and succeeds, where Windows fails.
+        // address whose bytes say INADDR_ANY as 0.0.0.0:0 (a compatibility rule of inet_bind)
+        // and succeeds, binding the socket to an address nobody asked for.
         if (!local.is_specified()) {
             ec = std::make_error_code(std::errc::invalid_argument);
             return;
