@@ -134,7 +134,8 @@ std::error_code start_recv(datagram_socket& s, io_operation& op, mutable_buffer 
 
 /// Starts sending one datagram to a connected socket's peer. Same completion rules and returned
 /// errors as `start_send_to` (the limit is that of the socket's family). On a socket that is
-/// not connected: the system's error in the completion (WSAENOTCONN, EDESTADDRREQ).
+/// not connected: the system's error in the completion (WSAENOTCONN on Windows; Wine 8 says
+/// WSAEINVAL; EDESTADDRREQ on Linux).
 std::error_code start_send(datagram_socket& s, io_operation& op,
                            std::span<const const_buffer> buffers) noexcept;
 /// As above, one buffer.

@@ -75,11 +75,25 @@ public:
         return e;
     }
 
-    /// Parses a numeric IPv4 ("127.0.0.1") or IPv6 ("::1", no brackets) address.
-    /// Errors: `std::errc::invalid_argument` if `address` is neither.
+    /// Parses a numeric IPv4 ("127.0.0.1") or IPv6 ("::1", no brackets) address. An IPv6
+    /// address may end in a numeric scope id ("fe80::1%2", RFC 4007's zone index: the
+    /// interface's number, as `if_nametoindex` gives it; interface names are not looked up).
+    /// Errors: `std::errc::invalid_argument` if `address` is neither (or has a scope id that is
+    /// not a decimal number below 2^32, or one on an IPv4 address).
     static endpoint parse(std::string_view address, std::uint16_t port,
                           std::error_code& ec) noexcept {
         endpoint e;
+        // The scope id: the endpoint holds one and operator== compares it, so it must have a
+        // text form (address() and to_string() print it); inet_pton refuses the '%'.
+        std::uint32_t scope = 0;
+        const std::size_t percent = address.find('%');
+        if (percent != std::string_view::npos) {
+            if (!parse_scope_id(address.substr(percent + 1), scope)) {
+                ec = std::make_error_code(std::errc::invalid_argument);
+                return e;
+            }
+            address = address.substr(0, percent);
+        }
         char text[INET6_ADDRSTRLEN + 1] = {};
         // An embedded NUL would end the text inet_pton reads early: "127.0.0.1\0junk" is not
         // an address, whatever its first part parses as.
@@ -96,12 +110,13 @@ public:
         const int v4 = ::inet_pton(AF_INET, text, &e.addr_.v4.sin_addr);
         const int v6 = v4 == 1 ? 0 : ::inet_pton(AF_INET6, text, &e.addr_.v6.sin6_addr);
         detail::io::net_release();
-        if (v4 == 1) {
+        if (v4 == 1 && percent == std::string_view::npos) {
             e.addr_.v4.sin_family = AF_INET;
             e.addr_.v4.sin_port = ::htons(port);
         } else if (v6 == 1) {
             e.addr_.v6.sin6_family = AF_INET6;
             e.addr_.v6.sin6_port = ::htons(port);
+            e.addr_.v6.sin6_scope_id = scope;
         } else {
             ec = std::make_error_code(std::errc::invalid_argument);
             return {};
@@ -140,7 +155,8 @@ public:
             addr_.v4.sin_port = ::htons(port);
     }
 
-    /// The address in numeric form ("127.0.0.1", "::1"); empty when unspecified.
+    /// The address in numeric form ("127.0.0.1", "::1"), an IPv6 scope id other than 0
+    /// after a '%' ("fe80::1%2", as `parse` reads it); empty when unspecified.
     std::string address() const {
         char text[INET6_ADDRSTRLEN + 1] = {};
         const void* raw = addr_.base.sa_family == AF_INET6
@@ -148,10 +164,16 @@ public:
                               : static_cast<const void*>(&addr_.v4.sin_addr);
         if (!is_specified() || ::inet_ntop(addr_.base.sa_family, raw, text, sizeof text) == nullptr)
             return {};
-        return text;
+        std::string out = text;
+        if (addr_.base.sa_family == AF_INET6 && addr_.v6.sin6_scope_id != 0) {
+            out += '%';
+            out += std::to_string(addr_.v6.sin6_scope_id);
+        }
+        return out;
     }
 
-    /// "address:port", with the IPv6 address in brackets ("[::1]:80").
+    /// "address:port", with the IPv6 address (and its scope id) in brackets ("[::1]:80",
+    /// "[fe80::1%2]:80").
     std::string to_string() const {
         // Appended piece by piece: GCC 12 warns (-Wrestrict, wrongly) on "[" + s + "]:".
         std::string out;
@@ -193,6 +215,22 @@ public:
     }
 
 private:
+    // A scope id's text: 1 to 10 decimal digits, below 2^32.
+    static bool parse_scope_id(std::string_view digits, std::uint32_t& out) noexcept {
+        if (digits.empty() || digits.size() > 10)
+            return false;
+        std::uint64_t v = 0;
+        for (const char c : digits) {
+            if (c < '0' || c > '9')
+                return false;
+            v = v * 10 + static_cast<std::uint64_t>(c - '0');
+        }
+        if (v > 0xFFFFFFFFu)
+            return false;
+        out = static_cast<std::uint32_t>(v);
+        return true;
+    }
+
     union storage {
         sockaddr base;
         sockaddr_in v4;

@@ -55,7 +55,7 @@ enum class file_mode : unsigned {
     write = 2,      ///< write access
     read_write = 3, ///< both
     create = 4,     ///< create the file if it does not exist
-    truncate = 8,   ///< empty the file if it exists
+    truncate = 8,   ///< empty the file if it exists (needs `write`: see `file::open`)
     exclusive = 16, ///< with `create`: fail (ERROR_FILE_EXISTS) if the file exists
 };
 
@@ -154,12 +154,19 @@ public:
     /// the file meanwhile.
     /// Errors: the system's (ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND, ERROR_ACCESS_DENIED,
     /// ERROR_FILE_EXISTS, ERROR_SHARING_VIOLATION...); `std::errc::invalid_argument` if
-    /// `mode` has no access bit or the file has no pool; on Linux EISDIR for a directory and
-    /// ESPIPE for a FIFO or socket (refused at once: a FIFO is never waited for in open(2)).
+    /// `mode` has no access bit, has `truncate` without `write`, or the file has no pool; on
+    /// Linux EISDIR for a directory and ESPIPE for a FIFO or socket (refused at once: a FIFO is
+    /// never waited for in open(2)).
     void open(const std::filesystem::path& path, file_mode mode, std::error_code& ec) noexcept {
         close(ec);
+        // `truncate` without `write` is refused on every backend, before anything is opened:
+        // Linux's open(2) empties a file opened O_RDONLY | O_TRUNC (POSIX leaves it
+        // unspecified), and so does Wine 8's CreateFileW (measured), destroying a file its
+        // caller asked only to read, while Microsoft's CreateFileW documentation requires
+        // GENERIC_WRITE for TRUNCATE_EXISTING.
         if (pool_ == nullptr ||
-            (!has_mode(mode, file_mode::read) && !has_mode(mode, file_mode::write))) {
+            (!has_mode(mode, file_mode::read) && !has_mode(mode, file_mode::write)) ||
+            (has_mode(mode, file_mode::truncate) && !has_mode(mode, file_mode::write))) {
             ec = std::make_error_code(std::errc::invalid_argument);
             return;
         }

@@ -180,8 +180,9 @@ std::error_code start_send_all(socket& s, send_all_operation& op,
 /// first, and an unbound one is bound to the wildcard address. Completes with `errc::
 /// connection_refused` when nobody listens, `errc::operation_aborted` after `close`, or the
 /// system's error.
-/// @returns an error only if nothing was started (as `start_recv`), or if opening or
-/// binding the socket failed.
+/// @returns an error only if nothing was started (as `start_recv`; also
+/// `std::errc::invalid_argument` for an unspecified `peer`), or if opening or binding the
+/// socket failed.
 std::error_code start_connect(socket& s, io_operation& op, const endpoint& peer) noexcept;
 
 /// A TCP socket associated with a `thread_pool`.
@@ -273,8 +274,16 @@ public:
     thread_pool* pool() const noexcept { return pool_; }
 
     /// Binds the socket to a local address (opening it for that family if closed).
-    /// Errors: the system's (WSAEADDRINUSE...).
+    /// Errors: the system's (WSAEADDRINUSE...); `std::errc::invalid_argument` for an
+    /// unspecified endpoint.
     void bind(const endpoint& local, std::error_code& ec) noexcept {
+        // Refused here, as datagram_socket and acceptor do: Linux's bind(2) reads an AF_UNSPEC
+        // address whose bytes say INADDR_ANY as 0.0.0.0:0 (a compatibility rule of inet_bind)
+        // and succeeds, binding the socket to an address nobody asked for.
+        if (!local.is_specified()) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return;
+        }
         if (!ensure_open(local.family(), ec))
             return;
         if (detail::io::native::sock_bind(native_handle(), local.data(), local.size()) != 0) {
@@ -384,8 +393,8 @@ public:
     /// closed socket (it is then opened anew). An exception from the handler goes to the pool's
     /// exception handler.
     /// @throws std::system_error if opening/binding the socket fails, if the socket has no
-    /// pool (`std::errc::invalid_argument`) or the pool has shut down (`errc::closed`): the
-    /// handler is then destroyed without running. `std::bad_alloc`.
+    /// pool or `peer` is unspecified (`std::errc::invalid_argument`) or the pool has shut down
+    /// (`errc::closed`): the handler is then destroyed without running. `std::bad_alloc`.
     template <class Handler>
     void connect(const endpoint& peer, Handler&& handler) {
         detail::io::start_handler_op<io_operation>(
@@ -668,7 +677,10 @@ inline std::error_code start_send_all(socket& s, send_all_operation& op,
 
 inline std::error_code start_connect(socket& s, io_operation& op, const endpoint& peer) noexcept {
     std::error_code ec;
-    if (s.pool_ == nullptr)
+    // An unspecified peer (a default endpoint, what a failed query returns) is refused: Linux's
+    // connect(2) reads AF_UNSPEC as "dissolve the association" and returns 0, so the connect
+    // would report success on a socket that is connected to nothing.
+    if (s.pool_ == nullptr || !peer.is_specified())
         return std::make_error_code(std::errc::invalid_argument);
     if (!s.ensure_open(peer.family(), ec))
         return ec;
