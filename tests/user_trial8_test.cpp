@@ -218,12 +218,14 @@ bool is(const std::error_code& ec, std::errc condition, int winsock_value) {
     return IOCP_WINDOWS && ec.category() == std::system_category() && ec.value() == winsock_value;
 }
 
-// A user operation that counts its completions and keeps the last result.
-struct counted_op : iocp::io_operation {
-    counted_op() : io_operation(&counted_op::done) {}
+// A user operation (an io_operation or a recv_from_operation) that counts its completions and
+// keeps the last result.
+template <class Operation>
+struct counted : Operation {
+    counted() : Operation(&counted::done) {}
     static void done(iocp::io_operation* base, const std::error_code& ec,
                      std::size_t bytes) noexcept {
-        auto* self = static_cast<counted_op*>(base);
+        auto* self = static_cast<counted*>(base);
         self->last = ec;
         self->bytes = bytes;
         self->completions.fetch_add(1);
@@ -232,6 +234,7 @@ struct counted_op : iocp::io_operation {
     std::size_t bytes = 0;
     std::atomic<int> completions{0};
 };
+using counted_op = counted<iocp::io_operation>;
 
 // --- files ---------------------------------------------------------------------------------
 
@@ -822,19 +825,7 @@ TEST(user_trial8, connecting_a_datagram_socket_again_changes_its_peer) {
     EXPECT_EQ(std::string(buf, in.bytes), "new");
 }
 
-struct counted_recv_from : iocp::recv_from_operation {
-    counted_recv_from() : recv_from_operation(&counted_recv_from::done) {}
-    static void done(iocp::io_operation* base, const std::error_code& ec,
-                     std::size_t bytes) noexcept {
-        auto* self = static_cast<counted_recv_from*>(base);
-        self->last = ec;
-        self->bytes = bytes;
-        self->completions.fetch_add(1);
-    }
-    std::error_code last;
-    std::size_t bytes = 0;
-    std::atomic<int> completions{0};
-};
+using counted_recv_from = counted<iocp::recv_from_operation>;
 
 // 17. datagram_socket.hpp sender(): "after any other error, the unspecified endpoint".
 TEST(user_trial8, a_reused_receive_operation_forgets_its_sender_after_an_error) {
