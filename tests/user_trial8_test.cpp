@@ -218,8 +218,8 @@ bool is(const std::error_code& ec, std::errc condition, int winsock_value) {
     return IOCP_WINDOWS && ec.category() == std::system_category() && ec.value() == winsock_value;
 }
 
-// A user operation (an io_operation or a recv_from_operation) that counts its completions and
-// keeps the last result.
+// A user operation (an io_operation, recv_from_operation or send_all_operation) that counts its
+// completions and keeps the last result.
 template <class Operation>
 struct counted : Operation {
     counted() : Operation(&counted::done) {}
@@ -503,19 +503,7 @@ TEST(user_trial8, start_send_all_copies_the_buffer_descriptors) {
     auto owned_pool = make_pool();
     iocp::thread_pool& pool = *owned_pool;
     auto p = iocp_test::make_socket_pair(pool);
-    struct send_all_op : iocp::send_all_operation {
-        send_all_op() : send_all_operation(&send_all_op::done) {}
-        static void done(iocp::io_operation* base, const std::error_code& ec,
-                         std::size_t bytes) noexcept {
-            auto* self = static_cast<send_all_op*>(base);
-            self->last = ec;
-            self->bytes = bytes;
-            self->completions.fetch_add(1);
-        }
-        std::error_code last;
-        std::size_t bytes = 0;
-        std::atomic<int> completions{0};
-    } op;
+    counted<iocp::send_all_operation> op;
     // A small send buffer and nobody reading yet: the sequence cannot go out in one send.
     p.client.set_send_buffer_size(4096);
     std::vector<char> a(std::size_t{256} * 1024, 'a');
