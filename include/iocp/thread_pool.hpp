@@ -953,14 +953,20 @@ private:
     // cuts the rest): shorten the name, not the index, or workers 1 and 10..19 of a pool
     // named "orders-database-pool" would all be "orders-database".
     static std::string worker_name(const std::string& name, std::size_t index) {
-        const std::string suffix = "-" + std::to_string(index);
+        const std::string number = std::to_string(index);
+        std::size_t keep = name.size();
 #if defined(__linux__)
         constexpr std::size_t linux_name_max = 15;
-        if (name.size() + suffix.size() > linux_name_max)
-            return name.substr(0, linux_name_max - (std::min)(suffix.size(), linux_name_max)) +
-                   suffix;
+        if (keep + 1 + number.size() > linux_name_max)
+            keep = linux_name_max - (std::min)(number.size() + 1, linux_name_max);
 #endif
-        return name + suffix;
+        // Appended piece by piece: GCC 12 at -O3 warns (-Wrestrict, wrongly) on
+        // "-" + std::to_string(index), which -Werror turns into a failed build.
+        std::string out;
+        out.append(name, 0, keep);
+        out += '-';
+        out += number;
+        return out;
     }
 
     void call_hook(const std::function<void(std::size_t)>& hook, std::size_t index) noexcept {
