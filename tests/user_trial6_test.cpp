@@ -114,6 +114,7 @@
 #include "iocp/file.hpp"
 #include "iocp/socket.hpp"
 #include "iocp/thread_pool.hpp"
+#include "support/completion.hpp"
 #include "support/platform.hpp"
 #include "support/socket_pair.hpp"
 #include "support/waiting.hpp"
@@ -133,32 +134,8 @@ using iocp_test::await;
 using iocp_test::tsan_divisor;
 using iocp_test::wait_until;
 
-struct outcome {
-    std::error_code ec;
-    std::size_t bytes = 0;
-};
-
-// One handler's result, and how many times the handler ran (must end at exactly 1).
-class completion {
-public:
-    completion() : future_(promise_.get_future()) {}
-    auto handler() {
-        return [this](std::error_code ec, std::size_t n = 0) {
-            if (calls_.fetch_add(1) == 0)
-                promise_.set_value({ec, n});
-        };
-    }
-    outcome get(const char* what, int iteration = -1) {
-        outcome o = await(future_, what, iteration);
-        return o;
-    }
-    int calls() const { return calls_.load(); }
-
-private:
-    std::promise<outcome> promise_;
-    std::future<outcome> future_;
-    std::atomic<int> calls_{0};
-};
+using iocp_test::completion;
+using iocp_test::outcome;
 
 std::filesystem::path temp_path(const char* name) {
     return std::filesystem::temp_directory_path() /

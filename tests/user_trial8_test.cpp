@@ -120,6 +120,7 @@
 #include "iocp/io_operation.hpp"
 #include "iocp/socket.hpp"
 #include "iocp/thread_pool.hpp"
+#include "support/completion.hpp"
 #include "support/platform.hpp"
 #include "support/socket_pair.hpp"
 #include "support/waiting.hpp"
@@ -136,29 +137,8 @@ using iocp::address_family;
 using iocp_test::await;
 using iocp_test::wait_until;
 
-struct outcome {
-    std::error_code ec;
-    std::size_t bytes = 0;
-};
-
-// One handler's result, and how many times it ran (must end at exactly 1).
-class completion {
-public:
-    completion() : future_(promise_.get_future()) {}
-    auto handler() {
-        return [this](std::error_code ec, std::size_t n = 0) {
-            if (calls_.fetch_add(1) == 0)
-                promise_.set_value({ec, n});
-        };
-    }
-    outcome get(const char* what) { return await(future_, what); }
-    int calls() const { return calls_.load(); }
-
-private:
-    std::promise<outcome> promise_;
-    std::future<outcome> future_;
-    std::atomic<int> calls_{0};
-};
+using iocp_test::completion;
+using iocp_test::outcome;
 
 // An accept's result.
 struct accepted {
