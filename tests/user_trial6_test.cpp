@@ -117,6 +117,7 @@
 #include "support/completion.hpp"
 #include "support/platform.hpp"
 #include "support/socket_pair.hpp"
+#include "support/temp_path.hpp"
 #include "support/waiting.hpp"
 
 #if !IOCP_WINDOWS
@@ -138,9 +139,7 @@ using iocp_test::completion;
 using iocp_test::outcome;
 
 std::filesystem::path temp_path(const char* name) {
-    return std::filesystem::temp_directory_path() /
-           (std::string("iocp_user_trial6_") + name + "_" +
-            std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id())));
+    return iocp_test::temp_path("user_trial6", name);
 }
 
 // A few hundred cycles of random length, to move one thread's call against another's.

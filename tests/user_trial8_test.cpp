@@ -123,6 +123,7 @@
 #include "support/completion.hpp"
 #include "support/platform.hpp"
 #include "support/socket_pair.hpp"
+#include "support/temp_path.hpp"
 #include "support/waiting.hpp"
 
 #if !IOCP_WINDOWS
@@ -147,9 +148,7 @@ struct accepted {
 };
 
 std::filesystem::path temp_path(const char* name) {
-    return std::filesystem::temp_directory_path() /
-           (std::string("iocp_user_trial8_") + name + "_" +
-            std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id())));
+    return iocp_test::temp_path("user_trial8", name);
 }
 
 // The test's pool, on the heap: libstdc++'s std::mutex has a trivial destructor, so
@@ -1197,6 +1196,34 @@ TEST(user_trial8, a_datagram_arriving_after_a_cancel_waits_for_the_next_receive)
     }
     pool.join();
     EXPECT_EQ(a.calls() + b.calls(), 2);
+}
+
+// 32. socket.hpp shutdown(): "On Linux, a receive pending when the receiving side is shut down
+// completes with errc::eof"; the sending side goes on working.
+TEST(user_trial8, shutting_down_the_receiving_side_ends_a_pending_receive_with_eof_on_linux) {
+#if IOCP_WINDOWS
+    GTEST_SKIP() << "Windows does not document what a pending receive does after "
+                    "shutdown(SD_RECEIVE); the doc promises eof on Linux only";
+#else
+    auto owned_pool = make_pool();
+    iocp::thread_pool& pool = *owned_pool;
+    auto p = iocp_test::make_socket_pair(pool);
+    char buf[8] = {};
+    completion pending;
+    p.client.recv(iocp::buffer(buf), pending.handler());
+    p.client.shutdown(iocp::shutdown_type::receive);
+    EXPECT_EQ(pending.get("the receive pending at shutdown").ec, iocp::errc::eof);
+    completion sent;
+    p.client.send(iocp::buffer("still", 5), sent.handler());
+    EXPECT_FALSE(sent.get("a send after shutting down the receiving side").ec);
+    completion got;
+    p.server.recv(iocp::buffer(buf), got.handler());
+    const outcome o = got.get("the peer's receive");
+    EXPECT_FALSE(o.ec) << o.ec.message();
+    EXPECT_EQ(std::string(buf, o.bytes), "still");
+    pool.join();
+    EXPECT_EQ(pending.calls() + sent.calls() + got.calls(), 3);
+#endif
 }
 
 } // namespace

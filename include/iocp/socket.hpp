@@ -452,7 +452,11 @@ public:
     }
 
     /// Shuts down one or both directions (graceful: after `shutdown_type::send` the peer's
-    /// receives end with `errc::eof` once it has read everything).
+    /// receives end with `errc::eof` once it has read everything). On Linux a receive pending
+    /// on this socket when its receiving side is shut down (`receive` or `both`) completes with
+    /// `errc::eof`, since recv(2) then returns 0; Windows does not document what happens to it
+    /// (shutdown's page on learn.microsoft.com). To end a pending receive on every system, use
+    /// `cancel()` (`errc::operation_aborted`).
     /// Errors: `errc::invalid_handle` when closed, the system's (WSAENOTCONN...).
     void shutdown(shutdown_type what, std::error_code& ec) noexcept {
         if (state_ == nullptr) {
