@@ -36,6 +36,7 @@
 #include "iocp/thread_pool.hpp"
 #include "support/coroutines.hpp"
 #include "support/platform.hpp"
+#include "support/temp_path.hpp"
 #include "support/waiting.hpp"
 
 #if IOCP_WINDOWS
@@ -656,14 +657,6 @@ TEST(coro_pool_test, schedule_allocates_nothing_per_hop_in_steady_state) {
 
 using iocp::address_family;
 
-unsigned long process_id() {
-#if IOCP_WINDOWS
-    return static_cast<unsigned long>(::GetCurrentProcessId());
-#else
-    return static_cast<unsigned long>(::getpid());
-#endif
-}
-
 // A connected pair, made with the awaitables themselves.
 struct socket_pair {
     iocp::socket client;
@@ -776,9 +769,7 @@ TEST(coro_io_test, connect_refused_and_accept_on_a_closed_acceptor) {
 
 class temp_file {
 public:
-    explicit temp_file(const std::string& name)
-        : path_(std::filesystem::temp_directory_path() /
-                ("iocp_coro_test_" + std::to_string(process_id()) + "_" + name)) {
+    explicit temp_file(const std::string& name) : path_(iocp_test::temp_path("coro_test", name)) {
         std::error_code ec;
         std::filesystem::remove(path_, ec);
     }

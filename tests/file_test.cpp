@@ -30,6 +30,7 @@
 #include "iocp/thread_pool.hpp"
 #include "iocp/unique_handle.hpp"
 #include "support/platform.hpp"
+#include "support/temp_path.hpp"
 #include "support/waiting.hpp"
 
 #if !IOCP_WINDOWS
@@ -45,22 +46,13 @@ namespace {
 using iocp_test::await;
 using iocp_test::deadline;
 
-unsigned long process_id() {
-#if IOCP_WINDOWS
-    return ::GetCurrentProcessId();
-#else
-    return static_cast<unsigned long>(::getpid());
-#endif
-}
-
 // A fresh path in the temporary directory, removed (made writable first) at the end of the
 // test. The process id keeps the io_uring and epoll runs of one test apart when ctest runs
 // them at the same time.
 class temp_path {
 public:
     explicit temp_path(const std::string& name) {
-        path_ = fs::temp_directory_path() /
-                ("iocp_file_test_" + std::to_string(process_id()) + "_" + name);
+        path_ = iocp_test::temp_path("file_test", name);
         std::error_code ec;
         fs::remove(path_, ec);
     }
