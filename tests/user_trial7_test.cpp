@@ -681,9 +681,17 @@ TEST(user_trial7, when_all_starts_in_argument_order_here_and_resumes_where_the_l
             when_all_log log;
             std::thread::id awaiting;
             // Hold the only worker until both tasks have started: part_a usually ends last, there.
+            // The hold must be running before part_a posts its hop: items posted by different
+            // threads have no order in the pool.
             std::atomic<bool> release{false};
-            if (hop)
-                pool.post([&] { hold_until(release, "both when_all tasks to start"); });
+            std::atomic<bool> holding{false};
+            if (hop) {
+                pool.post([&] {
+                    holding = true;
+                    hold_until(release, "both when_all tasks to start");
+                });
+                iocp_test::wait_until([&] { return holding.load(); }, "the worker to be held");
+            }
             auto resumed_on = std::async(std::launch::async, [&] {
                 return iocp::sync_wait(run_when_all(pool, log, hop, awaiting));
             });

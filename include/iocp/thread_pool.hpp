@@ -12,11 +12,13 @@
 /// // ~thread_pool joins: runs what is queued, abandons the timer if it has not fired yet
 /// @endcode
 ///
-/// How it works. Work items go to a user-space FIFO in front of the completion port; the port
-/// carries I/O completions and is where idle workers sleep. A producer touches the port only
-/// when a worker sleeps and no other worker is already looking for work, so under load work
-/// items cost no kernel call at all. Workers look at the port for I/O completions whenever the
-/// FIFO is empty and at least every `port_poll_interval` (64) work items. The items a worker
+/// How it works. Work items go to user-space FIFOs in front of the completion port, one lane
+/// per posting thread (up to 8 lanes; more threads share them), so that producers on different
+/// cores do not write the same counter; the port carries I/O completions and is where idle
+/// workers sleep. A producer touches the port only when a worker sleeps and no other worker is
+/// already looking for work, so under load work items cost no kernel call at all. Workers look
+/// at the port for I/O completions whenever the lanes are empty and at least every
+/// `port_poll_interval` (64) work items. The items a worker
 /// has claimed but not started yet stay visible to idle workers, which take them: N long items
 /// on N idle workers run side by side, never one after another. Busy workers take them too,
 /// ahead of the queue, when their owner has started none of them between two of the busy
@@ -34,11 +36,11 @@
 /// `errc::closed`, never dropped.
 ///
 /// Parts. The class is the public face; its engine's parts are detail types with their own
-/// tests: the work FIFO (detail/work_queue.hpp), recycled work-item blocks (work_item.hpp),
-/// timers (timer_queue.hpp), the wake protocol between producers and idle workers
-/// (detail/pool/wake_protocol.hpp), outstanding-work accounting for `wait()` and `join()`
-/// (outstanding_work.hpp) and the shutdown phases (shutdown_phase.hpp). Tuning constants are
-/// named once in detail/pool/constants.hpp.
+/// tests: the work FIFOs (detail/work_queue.hpp, in lanes: detail/pool/work_lanes.hpp), recycled
+/// work-item blocks (work_item.hpp), timers (timer_queue.hpp), the wake protocol between producers
+/// and idle workers (detail/pool/wake_protocol.hpp), outstanding-work accounting for `wait()` and
+/// `join()` (outstanding_work.hpp) and the shutdown phases (shutdown_phase.hpp). Tuning constants
+/// are named once in detail/pool/constants.hpp.
 ///
 /// A failed port post (PostQueuedCompletionStatus fails when the kernel is out of non-paged
 /// pool) never blocks a caller and never loses anything: a lost wake-up is made up by idle
@@ -74,6 +76,7 @@
 #include "detail/pool/outstanding_work.hpp"
 #include "detail/pool/shutdown_phase.hpp"
 #include "detail/pool/wake_protocol.hpp"
+#include "detail/pool/work_lanes.hpp"
 #include "detail/thread_name.hpp"
 #include "detail/time.hpp"
 #include "detail/timer_queue.hpp"
@@ -110,12 +113,15 @@ struct thread_pool_options {
     /// [1, max_batch]. Larger batches cost fewer shared-counter updates under load; they never
     /// hold back work, since idle workers take the claimed items not started yet.
     std::size_t batch = 16;
-    /// Work items the lock-free queue holds (16 bytes each), clamped to
-    /// [min_queue_capacity, max_queue_capacity] and rounded up to a power of two. Its memory
-    /// follows the backlog: segments of 1,024 slots (16 KiB) are added as posts outrun the
-    /// workers, and reused once emptied (kept until the pool is destroyed); since a segment is
-    /// reused only whole, it surely holds `queue_capacity` - 1,023 items. When it is full,
-    /// posts go to a slower locked overflow list: nothing is refused for lack of room.
+    /// Work items each lane's lock-free queue holds (16 bytes each), clamped to
+    /// [min_queue_capacity, max_queue_capacity] and rounded up to a power of two. A lane is
+    /// made when the first thread that maps to it posts (at most 8 lanes; see `post` on order),
+    /// with a directory of 16 bytes per 1,024 slots of capacity (64 KiB for the default) and
+    /// one segment. Its memory then follows the backlog: segments of 1,024 slots (16 KiB) are
+    /// added as posts outrun the workers, and reused once emptied (kept until the pool is
+    /// destroyed); since a segment is reused only whole, a lane surely holds
+    /// `queue_capacity` - 1,023 items. When it is full, posts to it go to a slower locked
+    /// overflow list: nothing is refused for lack of room.
     std::size_t queue_capacity = std::size_t{1} << 22;
     /// How long an idle worker keeps looking for work before it sleeps on the port, clamped to
     /// [0, max_spin] (0 or negative: no spin). Bounded on purpose: on a machine with few cores
@@ -262,6 +268,11 @@ public:
 
     /// Queues `f` to run once on a worker. Fire-and-forget: an exception from `f` goes to the
     /// exception handler.
+    /// Order: the items one thread posts are started in the order it posted them. Items posted
+    /// by different threads have no order, even when one post happens before the other (each
+    /// posting thread has its own queue, and workers take from them in turn): to order work
+    /// across threads, post the second item from the first, or wait for the first.
+    /// Thread safety: any thread may post at any time, the pool's workers included.
     /// Errors: `errc::closed` once shutdown has begun (after `join()` started, only the
     /// pool's own workers may still post); `std::errc::invalid_argument` for an empty
     /// `std::function` or null function pointer. A refused `f` is destroyed, never run.
@@ -837,7 +848,8 @@ private:
     // Takes ownership of `item` on success only.
     std::error_code enqueue(detail::work_item* item, bool internal) noexcept {
         // The queue checks who may post in the same atomic step that claims the item's slot
-        // (see work_queue::restrict): a post is refused, or queued before any drain.
+        // (see work_queue::restrict and work_lanes::restrict): a post is refused, or queued before
+        // any drain.
         if (!queue_.push(item, internal || is_worker()))
             return make_error_code(errc::closed);
         wake_one_if_needed(); // after the seq_cst publish: the wake-up protocol's first half
@@ -990,7 +1002,7 @@ private:
                 // A continuation posted outside run_items (by an I/O handler, a backlog
                 // entry): only its owner looks here; spinners and sleepers leave it to the owner.
                 ran = run_items(&item, 1);
-            } else if (const detail::work_queue::pop_result got = queue_.pop(options_.batch);
+            } else if (const detail::work_lanes::pop_result got = queue_.pop(options_.batch);
                        got.head != nullptr) {
                 held_.reset_streak(current().index); // the queue had its turn
                 // A full batch hints at more queued work: make sure a worker comes for it (a
@@ -1324,10 +1336,10 @@ private:
         //    The phase moves first: a post the queue refuses then finds the pool shutting down.
         if (abandon_queued) {
             phase_.advance(phase::abandoning, true);
-            queue_.restrict(detail::work_queue::access::closed);
+            queue_.restrict(detail::work_lanes::access::closed);
         } else {
             phase_.advance(phase::draining);
-            queue_.restrict(detail::work_queue::access::privileged_only);
+            queue_.restrict(detail::work_lanes::access::privileged_only);
         }
         // 3. Let the queued work finish, then cancel I/O and wait for every operation to
         //    complete (their handlers may post more work, from a worker: that runs too).
@@ -1346,7 +1358,7 @@ private:
         cancel_io_objects(); // phase cancelling_io
         if (!workers_.empty())
             wait_until_idle(true);
-        queue_.restrict(detail::work_queue::access::closed);
+        queue_.restrict(detail::work_lanes::access::closed);
         // 4. One sentinel per worker; any worker may take any sentinel. A worker whose
         //    sentinel could not be posted leaves at its next periodic look (phase exiting).
         phase_.advance(phase::exiting);
@@ -1374,7 +1386,7 @@ private:
         // or published. They are skipped when no worker ever started (a failed constructor);
         // then an item may still be between its claim and its publication: wait for it.
         while (!queue_.drained()) {
-            const detail::work_queue::pop_result got = queue_.pop(SIZE_MAX);
+            const detail::work_lanes::pop_result got = queue_.pop(SIZE_MAX);
             detail::work_item* chain = got.head;
             const std::size_t n = got.count;
             if (chain == nullptr) {
@@ -1423,8 +1435,9 @@ private:
     std::condition_variable start_cv_;
     std::size_t workers_started_ = 0; // guarded by start_mutex_
 
-    // The FIFO of work items, the shutdown phase and the wake protocol, read on every post.
-    detail::work_queue queue_;
+    // The work items' FIFOs (a lane per posting thread), the shutdown phase and the wake
+    // protocol, read on every post.
+    detail::work_lanes queue_;
     detail::shutdown_phase phase_;
     [[maybe_unused]] detail::cache_line_pad pad0_{};
     detail::wake_protocol wake_;
