@@ -17,8 +17,9 @@
 // Lanes. `lane_count` lanes, a thread's lane being its ordinal (numbered on first post, process
 // wide) modulo the count: more threads than lanes share lanes, which stay correct (each is a
 // multi-producer queue) and only contend again. Lane 0 exists from the start; the others are
-// made on the first post that picks them (their memory follows the producers, not the maximum),
-// or that post falls back to lane 0 if there is no memory for them.
+// made on the first post that picks them (their memory follows the producers, not the maximum).
+// A lane that cannot be made (no memory) becomes another name for lane 0, for good, so that a
+// thread's items never move from one queue to another (which would break their order).
 // Consumers scan the lanes from a per-thread rotating start, so that no lane waits behind a busy
 // one for more than `lane_count` batches.
 
@@ -126,9 +127,11 @@ public:
 
     // Items ever accepted by all lanes. Monotonic.
     std::uint64_t pushed() const noexcept {
-        std::uint64_t n = 0;
-        for (const auto& lane : lanes_)
-            if (const work_queue* q = lane.load(std::memory_order_acquire))
+        const work_queue* first = lanes_[0].load(std::memory_order_acquire);
+        std::uint64_t n = first->pushed();
+        for (std::size_t i = 1; i < lane_count; ++i)
+            if (const work_queue* q = lanes_[i].load(std::memory_order_acquire);
+                q != nullptr && q != first) // another name for lane 0 counts once
                 n += q->pushed();
         return n;
     }
@@ -168,17 +171,19 @@ private:
 
     work_queue& make_lane(std::size_t index) noexcept {
         std::lock_guard lock(make_mutex_);
-        if (owned_[index] == nullptr) {
+        if (lanes_[index].load(std::memory_order_relaxed) == nullptr) {
             try {
                 owned_[index] = std::make_unique<work_queue>(capacity_, segment_slots_);
             } catch (const std::bad_alloc&) {
-                return *owned_[0]; // no memory for a lane: share the first one
+                // No memory for the lane: it is lane 0 from now on (see the file's comment).
+                lanes_[index].store(owned_[0].get(), std::memory_order_seq_cst);
+                return *owned_[0];
             }
             if (access_ != access::open)
                 owned_[index]->restrict(access_);
             lanes_[index].store(owned_[index].get(), std::memory_order_seq_cst);
         }
-        return *owned_[index];
+        return *lanes_[index].load(std::memory_order_relaxed);
     }
 
     const std::size_t capacity_;
