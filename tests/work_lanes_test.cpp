@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/work_items.hpp"
+
 // The pool's lanes alone: a lane per posting thread, each thread's items in its order, every
 // item handed over once with more producer threads than lanes, and restrictions that also bind
 // the lanes made after them (run under TSan in CI).
@@ -19,27 +21,8 @@ namespace {
 using iocp::detail::work_item;
 using iocp::detail::work_lanes;
 
-struct items {
-    explicit items(std::size_t n) : nodes(n) {}
-    std::size_t index(const work_item* w) const {
-        return static_cast<std::size_t>(w - nodes.data());
-    }
-    work_item* at(std::size_t i) { return &nodes[i]; }
-    std::vector<work_item> nodes;
-};
-
-// Pops everything the lanes hold now into `out` (indexes).
-void pop_all(work_lanes& q, items& it, std::size_t max, std::vector<std::size_t>& out) {
-    for (;;) {
-        const work_lanes::pop_result r = q.pop(max);
-        if (r.count == 0)
-            return;
-        std::size_t n = 0;
-        for (work_item* w = r.head; w != nullptr; w = w->next, ++n)
-            out.push_back(it.index(w));
-        EXPECT_EQ(n, r.count);
-    }
-}
+using iocp_test::items;
+using iocp_test::pop_all;
 
 } // namespace
 

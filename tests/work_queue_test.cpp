@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "support/work_items.hpp"
+
 // The pool's FIFO alone: order through many pages and the overflow list, memory that follows the
 // backlog, and exactly-once hand-off with many producers and consumers while pages turn over and
 // the queue closes (run under TSan in CI).
@@ -19,29 +21,8 @@ namespace {
 using iocp::detail::work_item;
 using iocp::detail::work_queue;
 
-// Items are identified by their address in one array.
-struct items {
-    explicit items(std::size_t n) : nodes(n) {}
-    std::size_t index(const work_item* w) const {
-        return static_cast<std::size_t>(w - nodes.data());
-    }
-    work_item* at(std::size_t i) { return &nodes[i]; }
-    std::vector<work_item> nodes;
-};
-
-// Pops everything `q` holds now, in batches of up to `max`, into `out` (indexes).
-void pop_all(work_queue& q, items& it, std::size_t max, std::vector<std::size_t>& out) {
-    for (;;) {
-        const work_queue::pop_result r = q.pop(max);
-        if (r.count == 0)
-            return;
-        std::size_t n = 0;
-        for (work_item* w = r.head; w != nullptr; w = w->next, ++n)
-            out.push_back(it.index(w));
-        EXPECT_EQ(n, r.count);
-        EXPECT_LE(n, max);
-    }
-}
+using iocp_test::items;
+using iocp_test::pop_all;
 
 } // namespace
 
