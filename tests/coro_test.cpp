@@ -388,14 +388,16 @@ TEST(coro_pool_test, spawn_runs_detached_and_reports_exceptions_to_the_pool) {
 // Shutdown while coroutines sleep or wait in schedule(): every frame ends exactly once.
 TEST(coro_pool_test, shutdown_resumes_every_sleeping_coroutine_once) {
     for (bool use_stop : {false, true}) {
+        std::atomic<int> started{0};
         std::atomic<int> resumed{0};
         std::atomic<int> closed{0};
         {
             iocp::thread_pool pool(2);
             for (int i = 0; i < 200; ++i) {
                 iocp::spawn(pool,
-                            [](iocp::thread_pool& p, std::atomic<int>& r, std::atomic<int>& c,
-                               int i, frame_probe) -> iocp::task<> {
+                            [](iocp::thread_pool& p, std::atomic<int>& s, std::atomic<int>& r,
+                               std::atomic<int>& c, int i, frame_probe) -> iocp::task<> {
+                                s.fetch_add(1);
                                 std::error_code ec = co_await p.sleep_for(i % 2 == 0 ? 1h : 1ms);
                                 r.fetch_add(1);
                                 if (ec == iocp::errc::closed)
@@ -405,9 +407,11 @@ TEST(coro_pool_test, shutdown_resumes_every_sleeping_coroutine_once) {
                                 if (!again)
                                     co_return; // the pool was still running for this one
                                 EXPECT_EQ(again, iocp::errc::closed);
-                            }(pool, resumed, closed, i, frame_probe{}));
+                            }(pool, started, resumed, closed, i, frame_probe{}));
             }
-            wait_until([&] { return live_frames.load() == 200 || resumed.load() > 0; }, "spawned");
+            // Every task must be asleep before shutdown: one whose start is still queued is
+            // abandoned unstarted by stop() (its frame destroyed, never resumed).
+            wait_until([&] { return started.load() == 200; }, "every task to start");
             std::this_thread::sleep_for(20ms);
             if (use_stop)
                 (void)pool.stop();
