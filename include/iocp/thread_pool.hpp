@@ -39,8 +39,9 @@
 /// tests: the work FIFOs (detail/work_queue.hpp, in lanes: detail/pool/work_lanes.hpp), recycled
 /// work-item blocks (work_item.hpp), timers (timer_queue.hpp), the wake protocol between producers
 /// and idle workers (detail/pool/wake_protocol.hpp), outstanding-work accounting for `wait()` and
-/// `join()` (outstanding_work.hpp) and the shutdown phases (shutdown_phase.hpp). Tuning constants
-/// are named once in detail/pool/constants.hpp.
+/// `join()` (outstanding_work.hpp), the shutdown phases (shutdown_phase.hpp), the I/O objects
+/// shutdown cancels (io_registry.hpp) and the backlog of completions that did not go through the
+/// port (completion_backlog.hpp). Tuning constants are named once in detail/pool/constants.hpp.
 ///
 /// A failed port post (PostQueuedCompletionStatus fails when the kernel is out of non-paged
 /// pool) never blocks a caller and never loses anything: a lost wake-up is made up by idle
@@ -71,8 +72,10 @@
 #include "detail/block_allocator.hpp"
 #include "detail/pool/adaptive_spin.hpp"
 #include "detail/pool/awaitables.hpp"
+#include "detail/pool/completion_backlog.hpp"
 #include "detail/pool/constants.hpp"
 #include "detail/pool/held_items.hpp"
+#include "detail/pool/io_registry.hpp"
 #include "detail/pool/outstanding_work.hpp"
 #include "detail/pool/shutdown_phase.hpp"
 #include "detail/pool/wake_protocol.hpp"
@@ -167,16 +170,6 @@ struct thread_pool_stats {
 class thread_pool;
 
 namespace detail {
-
-// Intrusive registration of an object that owns pending I/O on a pool (a socket, a file): at
-// shutdown the pool calls `cancel` on each, then waits for their operations to complete. The
-// I/O layer's, through pool_io_access (below the class): not part of the public API.
-struct io_object_hook {
-    // Cancels every pending operation of the object. Must not throw, block, or remove the hook.
-    void (*cancel)(io_object_hook* self) noexcept = nullptr;
-    io_object_hook* prev_ = nullptr; // the pool's list link (owned by the pool)
-    io_object_hook* next_ = nullptr; // the pool's list link (owned by the pool)
-};
 
 struct pool_io_access;
 
@@ -638,8 +631,10 @@ private:
             return;
         }
         ec = deliver();
-        if (ec && ec != errc::closed)
-            push_backlog(op, result, ec);
+        if (ec && ec != errc::closed && backlog_.push(op, result)) {
+            ec.clear();
+            wake_one_if_needed(); // after the seq_cst push: the wake protocol's first half
+        }
         completions_posting_.fetch_sub(1, std::memory_order_release);
     }
 
@@ -678,34 +673,12 @@ private:
     }
 #endif
 
-    // Registers an I/O object to be cancelled at shutdown. A hook registered after the
-    // cancel pass is cancelled at once.
-    void add_io_object(detail::io_object_hook& hook) noexcept {
-        bool cancel_now = false;
-        {
-            std::lock_guard lock(hooks_mutex_);
-            hook.prev_ = nullptr;
-            hook.next_ = hooks_;
-            if (hooks_ != nullptr)
-                hooks_->prev_ = &hook;
-            hooks_ = &hook;
-            cancel_now = phase_.at_least(phase::cancelling_io);
-        }
-        if (cancel_now)
-            hook.cancel(&hook);
-    }
+    // Registers an I/O object to be cancelled at shutdown (detail/pool/io_registry.hpp); one
+    // registered after the cancel pass is cancelled at once.
+    void add_io_object(detail::io_object_hook& hook) noexcept { io_objects_.add(hook); }
 
     // Unregisters an I/O object (before it is destroyed).
-    void remove_io_object(detail::io_object_hook& hook) noexcept {
-        std::lock_guard lock(hooks_mutex_);
-        if (hook.prev_ != nullptr)
-            hook.prev_->next_ = hook.next_;
-        else if (hooks_ == &hook)
-            hooks_ = hook.next_;
-        if (hook.next_ != nullptr)
-            hook.next_->prev_ = hook.prev_;
-        hook.prev_ = hook.next_ = nullptr;
-    }
+    void remove_io_object(detail::io_object_hook& hook) noexcept { io_objects_.remove(hook); }
 
     // Reports an exception to the pool's exception handler (I/O handlers run on the workers).
     void report_exception(std::exception_ptr e) noexcept { handle_exception(std::move(e)); }
@@ -723,13 +696,6 @@ private:
     struct sentinel final : operation {
         sentinel() noexcept : operation(&ignore) {}
         static void ignore(void*, operation*, const completion&) noexcept {}
-    };
-
-    // A completion whose port post failed, waiting in the backlog for a worker.
-    struct backlog_node {
-        operation* op;
-        completion result;
-        backlog_node* next = nullptr;
     };
 
     using phase = detail::shutdown_phase::phase;
@@ -885,58 +851,22 @@ private:
             handle_exception(std::move(e));
     }
 
-    // --- the completion backlog ----------------------------------------------------------
-
-    // Keeps a completion the port refused; `ec` is cleared if it was kept.
-    void push_backlog(operation* op, const completion& result, std::error_code& ec) noexcept {
-        auto* node = new (std::nothrow) backlog_node{op, result};
-        if (node == nullptr)
-            return; // `ec` keeps the port's error: the caller still owns `op`
-        {
-            std::lock_guard lock(backlog_mutex_);
-            if (backlog_tail_ != nullptr)
-                backlog_tail_->next = node;
-            else
-                backlog_head_ = node;
-            backlog_tail_ = node;
-        }
-        // seq_cst: the producer's half of the wake protocol, as a queue publish is.
-        backlog_size_.fetch_add(1, std::memory_order_seq_cst);
-        ec.clear();
-        wake_one_if_needed();
-    }
-
-    // Takes the oldest backlog entry (nullptr when empty).
-    backlog_node* pop_backlog() noexcept {
-        std::lock_guard lock(backlog_mutex_);
-        backlog_node* node = backlog_head_;
-        if (node == nullptr)
-            return nullptr;
-        backlog_head_ = node->next;
-        if (backlog_head_ == nullptr)
-            backlog_tail_ = nullptr;
-        backlog_size_.fetch_sub(1, std::memory_order_seq_cst);
-        return node;
-    }
+    // --- the completion backlog (detail/pool/completion_backlog.hpp) -----------------------
 
     // Runs one backlog entry; others are left for other workers (one long handler must not
     // hold back the rest).
     void run_backlog() noexcept {
-        backlog_node* node = pop_backlog();
-        if (node == nullptr)
+        const std::optional<detail::completion_backlog::entry> e = backlog_.pop();
+        if (!e)
             return;
-        operation* op = node->op;
-        const completion result = node->result;
-        delete node;
-        if (backlog_size_.load(std::memory_order_seq_cst) != 0)
+        if (backlog_.nonempty())
             wake_one_if_needed();
-        op->complete(this, result);
+        e->op->complete(this, e->result);
     }
 
     // Work a worker could take now: queued items, backlog entries, items another worker holds.
     bool has_work() const noexcept {
-        return queue_.maybe_nonempty() || backlog_size_.load(std::memory_order_seq_cst) != 0 ||
-               held_.any();
+        return queue_.maybe_nonempty() || backlog_.nonempty() || held_.any();
     }
 
     // --- workers -------------------------------------------------------------------------
@@ -995,7 +925,7 @@ private:
         std::size_t since_port_check = 0;
         for (;;) {
             // Completions the port refused (rare: a relaxed look costs next to nothing).
-            if (backlog_size_.load(std::memory_order_relaxed) != 0)
+            if (backlog_.maybe_nonempty())
                 run_backlog();
             std::size_t ran = 0;
             if (detail::work_item* item = held_.take_next(current().index)) {
@@ -1132,7 +1062,7 @@ private:
             // Not the other workers' held items: a spinner that took those would split every
             // busy worker's batch and pull its cache lines. Held items are taken once the spin
             // ends (sleep() looks at them), so a long item's neighbours wait at most `spin`.
-            if (queue_.maybe_nonempty() || backlog_size_.load(std::memory_order_seq_cst) != 0) {
+            if (queue_.maybe_nonempty() || backlog_.nonempty()) {
                 found = spin_found::queue;
                 break;
             }
@@ -1302,11 +1232,11 @@ private:
         work_.wait_until_idle(with_io, [this] { return accepted(); });
     }
 
+    // The phase first: an operation started after an object's cancel is then refused
+    // (operation_started), and an object registered after the pass is cancelled at once.
     void cancel_io_objects() noexcept {
-        std::lock_guard lock(hooks_mutex_);
         phase_.advance(phase::cancelling_io);
-        for (detail::io_object_hook* h = hooks_; h != nullptr; h = h->next_)
-            h->cancel(h);
+        io_objects_.cancel_all();
     }
 
     // The one shutdown path, through the phases of detail/pool/shutdown_phase.hpp;
@@ -1418,11 +1348,8 @@ private:
                     operation::from(ov)->destroy(); // wake-ups have no OVERLAPPED
             }
         }
-        while (backlog_node* node = pop_backlog()) {
-            operation* op = node->op;
-            delete node;
-            op->destroy();
-        }
+        while (const std::optional<detail::completion_backlog::entry> e = backlog_.pop())
+            e->op->destroy();
     }
 
     const thread_pool_options options_;
@@ -1451,15 +1378,12 @@ private:
     detail::adaptive_spin spin_{options_.spin};
 
     // I/O objects to cancel at shutdown.
-    std::mutex hooks_mutex_;
-    detail::io_object_hook* hooks_ = nullptr;
+    detail::io_registry io_objects_;
     std::atomic<int> completions_posting_{0}; // post_completion calls under way
 
-    // Completions whose port post failed (post_completion), oldest first.
-    std::mutex backlog_mutex_;
-    backlog_node* backlog_head_ = nullptr;
-    backlog_node* backlog_tail_ = nullptr;
-    std::atomic<std::size_t> backlog_size_{0};
+    // Completions whose port post failed (post_completion) or that the I/O layer queued
+    // (queue_completion), oldest first.
+    detail::completion_backlog backlog_;
 
     std::atomic<std::size_t> abandoned_{0};
     // Port call counts (slow paths only): stats().
