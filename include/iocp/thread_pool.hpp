@@ -80,6 +80,7 @@
 #include "detail/pool/shutdown_phase.hpp"
 #include "detail/pool/wake_protocol.hpp"
 #include "detail/pool/work_lanes.hpp"
+#include "detail/pool/worker_sentinels.hpp"
 #include "detail/thread_name.hpp"
 #include "detail/time.hpp"
 #include "detail/timer_queue.hpp"
@@ -203,8 +204,7 @@ public:
     /// throws, the workers it had started are stopped and joined first.
     explicit thread_pool(thread_pool_options options)
         : options_(normalise(std::move(options))), port_(options_.concurrency),
-          sentinels_(std::make_unique<sentinel[]>(options_.threads)),
-          queue_(options_.queue_capacity),
+          sentinels_(options_.threads), queue_(options_.queue_capacity),
           work_(options_.threads + 1), // one finished count per worker, plus shutdown's
           held_(options_.threads),
           timers_(
@@ -690,13 +690,7 @@ private:
         unsigned char unused = 0;
     };
 
-    // A worker's stop signal: a preallocated operation (shutdown never allocates), posted once
-    // per worker and recognised by the OVERLAPPED it carries. It is never completed nor
-    // destroyed through its function: the pool knows its sentinels by address.
-    struct sentinel final : operation {
-        sentinel() noexcept : operation(&ignore) {}
-        static void ignore(void*, operation*, const completion&) noexcept {}
-    };
+    using sentinel = detail::worker_sentinels::sentinel;
 
     using phase = detail::shutdown_phase::phase;
 
@@ -1168,7 +1162,7 @@ private:
                 if (packets[i].key == &wake_tag_)
                     ++wakeups;
                 // else: a packet without an operation; the pool posts none, nothing to run
-            } else if (sentinel* s = as_sentinel(ov)) {
+            } else if (sentinel* s = sentinels_.find(ov)) {
                 sentinels[n_sentinels++] = s;
             } else {
                 operation::from(ov)->complete(
@@ -1194,20 +1188,6 @@ private:
         for (std::size_t extra = 1; extra < n_sentinels; ++extra)
             post_sentinel(*sentinels[extra]);
         return n_sentinels > 0 ? poll_outcome::exit : poll_outcome::ran;
-    }
-
-    // The sentinel whose OVERLAPPED `ov` is, or nullptr. Integer arithmetic: comparing
-    // pointers into different objects is unspecified.
-    sentinel* as_sentinel(const overlapped* ov) const noexcept {
-        const auto base = reinterpret_cast<std::uintptr_t>(sentinels_.get());
-        const auto addr = reinterpret_cast<std::uintptr_t>(ov);
-        if (addr < base)
-            return nullptr;
-        const std::size_t i = (addr - base) / sizeof(sentinel);
-        if (i >= options_.threads)
-            return nullptr;
-        sentinel* s = &sentinels_[i];
-        return static_cast<const overlapped*>(s) == ov ? s : nullptr;
     }
 
     void handle_exception(std::exception_ptr e) noexcept {
@@ -1344,7 +1324,7 @@ private:
         while (std::size_t n = port_.get_many(packets, std::chrono::milliseconds(0), ec)) {
             for (std::size_t i = 0; i < n; ++i) {
                 overlapped* ov = packets[i].ov;
-                if (ov != nullptr && as_sentinel(ov) == nullptr)
+                if (ov != nullptr && sentinels_.find(ov) == nullptr)
                     operation::from(ov)->destroy(); // wake-ups have no OVERLAPPED
             }
         }
@@ -1354,8 +1334,8 @@ private:
 
     const thread_pool_options options_;
     port<> port_;
-    std::unique_ptr<sentinel[]> sentinels_; // preallocated: shutdown never allocates
-    wake_tag wake_tag_;                     // the key of every wake-up packet
+    detail::worker_sentinels sentinels_; // one per worker, preallocated: shutdown never allocates
+    wake_tag wake_tag_;                  // the key of every wake-up packet
     std::vector<std::thread> workers_;
     // Workers whose on_thread_start hook has returned (shutdown waits for all of them).
     std::mutex start_mutex_;
