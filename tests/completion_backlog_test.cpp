@@ -79,23 +79,21 @@ TEST(completion_backlog_test, destruction_frees_what_was_not_popped_and_leaves_t
 // Producers push while consumers pop: every entry is popped exactly once, and one producer's
 // entries come out in its order (each consumer sees them increasing).
 TEST(completion_backlog_test, stress_every_entry_pushed_from_many_threads_is_popped_once) {
-    constexpr int producers = 4;
+    constexpr std::size_t producers = 4;
     constexpr int consumers = 3;
-    const int per_producer = 20000 / iocp_test::tsan_divisor;
+    const auto per_producer = static_cast<std::size_t>(20000 / iocp_test::tsan_divisor);
+    const std::size_t total = producers * per_producer;
     completion_backlog b;
     // The entries' addresses name them; `bytes` carries the producer's sequence number.
-    auto ops = std::make_unique<inert_op[]>(static_cast<std::size_t>(producers * per_producer));
-    auto seen = std::make_unique<std::atomic<int>[]>(static_cast<std::size_t>(producers) *
-                                                     static_cast<std::size_t>(per_producer));
-    std::atomic<int> popped{0};
+    auto ops = std::make_unique<inert_op[]>(total);
+    auto seen = std::make_unique<std::atomic<int>[]>(total);
+    std::atomic<std::size_t> popped{0};
     std::atomic<int> out_of_order{0};
     std::vector<std::thread> threads;
-    for (int p = 0; p < producers; ++p) {
+    for (std::size_t p = 0; p < producers; ++p) {
         threads.emplace_back([&, p] {
-            for (int i = 0; i < per_producer; ++i) {
-                const std::size_t index = static_cast<std::size_t>(p * per_producer + i);
-                while (!b.push(&ops[index],
-                               iocp::completion{{}, static_cast<std::size_t>(i), nullptr}))
+            for (std::size_t i = 0; i < per_producer; ++i) {
+                while (!b.push(&ops[p * per_producer + i], iocp::completion{{}, i, nullptr}))
                     std::this_thread::yield();
                 if (i % 64 == 0)
                     std::this_thread::yield(); // let the consumers empty it now and then
@@ -105,7 +103,7 @@ TEST(completion_backlog_test, stress_every_entry_pushed_from_many_threads_is_pop
     for (int c = 0; c < consumers; ++c) {
         threads.emplace_back([&] {
             std::vector<long> last(producers, -1);
-            while (popped.load() < producers * per_producer) {
+            while (popped.load() < total) {
                 const std::optional<completion_backlog::entry> e = b.pop();
                 if (!e) {
                     std::this_thread::yield();
@@ -113,8 +111,7 @@ TEST(completion_backlog_test, stress_every_entry_pushed_from_many_threads_is_pop
                 }
                 const auto index =
                     static_cast<std::size_t>(static_cast<inert_op*>(e->op) - ops.get());
-                const auto p =
-                    static_cast<std::size_t>(index) / static_cast<std::size_t>(per_producer);
+                const std::size_t p = index / per_producer;
                 if (static_cast<long>(e->result.bytes) <= last[p])
                     out_of_order.fetch_add(1);
                 last[p] = static_cast<long>(e->result.bytes);
@@ -130,9 +127,9 @@ TEST(completion_backlog_test, stress_every_entry_pushed_from_many_threads_is_pop
     EXPECT_EQ(out_of_order.load(), 0);
     int missing = 0;
     int twice = 0;
-    for (int i = 0; i < producers * per_producer; ++i) {
-        missing += seen[static_cast<std::size_t>(i)].load() == 0 ? 1 : 0;
-        twice += seen[static_cast<std::size_t>(i)].load() > 1 ? 1 : 0;
+    for (std::size_t i = 0; i < total; ++i) {
+        missing += seen[i].load() == 0 ? 1 : 0;
+        twice += seen[i].load() > 1 ? 1 : 0;
     }
     EXPECT_EQ(missing, 0);
     EXPECT_EQ(twice, 0);
