@@ -88,6 +88,7 @@ TEST(completion_backlog_test, stress_every_entry_pushed_from_many_threads_is_pop
     auto ops = std::make_unique<inert_op[]>(total);
     auto seen = std::make_unique<std::atomic<int>[]>(total);
     std::atomic<std::size_t> popped{0};
+    std::atomic<int> producing{static_cast<int>(producers)};
     std::atomic<int> out_of_order{0};
     std::vector<std::thread> threads;
     for (std::size_t p = 0; p < producers; ++p) {
@@ -98,14 +99,20 @@ TEST(completion_backlog_test, stress_every_entry_pushed_from_many_threads_is_pop
                 if (i % 64 == 0)
                     std::this_thread::yield(); // let the consumers empty it now and then
             }
+            producing.fetch_sub(1);
         });
     }
     for (int c = 0; c < consumers; ++c) {
         threads.emplace_back([&] {
             std::vector<long> last(producers, -1);
+            // Until every entry came out, or (an entry lost) the producers are done and the
+            // backlog is empty: then the count below fails instead of the test hanging.
             while (popped.load() < total) {
+                const bool done = producing.load() == 0;
                 const std::optional<completion_backlog::entry> e = b.pop();
                 if (!e) {
+                    if (done)
+                        break;
                     std::this_thread::yield();
                     continue;
                 }

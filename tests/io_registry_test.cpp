@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <random>
@@ -76,7 +75,9 @@ TEST(io_registry_test, removing_an_object_never_added_is_harmless) {
 }
 
 // Threads register objects and remove most of them again while the pass runs at a random
-// moment. Each registration is a fresh object. Afterwards: no object was cancelled twice; every
+// moment of the first three quarters of their work; the last quarter waits for the pass to be
+// done, so every round has registrations before, during and after it. Each registration is a
+// fresh object. Afterwards: no object was cancelled twice; every
 // object registered after its thread saw the pass done was cancelled (inside add); every object
 // still registered at the end was cancelled; every object removed before the pass began was not.
 TEST(io_registry_test, stress_objects_come_and_go_while_the_pass_runs) {
@@ -89,6 +90,8 @@ TEST(io_registry_test, stress_objects_come_and_go_while_the_pass_runs) {
             hooks.push_back(std::make_unique<counted_hook[]>(static_cast<std::size_t>(per_thread)));
         std::atomic<bool> pass_started{false};
         std::atomic<bool> pass_done{false};
+        std::atomic<int> progress{0}; // iterations done, all threads together
+        const int hold_at = per_thread * 3 / 4;
         // Per registration: 1 if it was made after the pass was seen done, 2 if it was removed
         // before the pass was seen starting, 3 if it stays registered, else 0.
         std::vector<std::vector<int>> kind(threads, std::vector<int>(per_thread, 0));
@@ -96,7 +99,11 @@ TEST(io_registry_test, stress_objects_come_and_go_while_the_pass_runs) {
         for (int t = 0; t < threads; ++t) {
             workers.emplace_back([&, t] {
                 std::minstd_rand rng(static_cast<unsigned>(round * threads + t + 1));
-                for (int i = 0; i < per_thread; ++i) {
+                for (int i = 0; i < per_thread; ++i, progress.fetch_add(1)) {
+                    if (i == hold_at) {
+                        while (!pass_done.load())
+                            std::this_thread::yield();
+                    }
                     counted_hook& h =
                         hooks[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)];
                     const bool after = pass_done.load();
@@ -116,8 +123,12 @@ TEST(io_registry_test, stress_objects_come_and_go_while_the_pass_runs) {
                 }
             });
         }
+        // Somewhere between 1/8 and 5/8 of the way to the threads' hold.
         std::minstd_rand rng(static_cast<unsigned>(round));
-        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+        const int target = threads * hold_at / 8 +
+                           static_cast<int>(rng() % static_cast<unsigned>(threads * hold_at / 2));
+        while (progress.load() < target)
+            std::this_thread::yield();
         pass_started = true;
         r.cancel_all();
         pass_done = true;
@@ -126,6 +137,7 @@ TEST(io_registry_test, stress_objects_come_and_go_while_the_pass_runs) {
         int twice = 0;
         int missed = 0;
         int wrong = 0;
+        int after_pass = 0;
         for (int t = 0; t < threads; ++t) {
             for (int i = 0; i < per_thread; ++i) {
                 const int c =
@@ -135,8 +147,10 @@ TEST(io_registry_test, stress_objects_come_and_go_while_the_pass_runs) {
                     ++missed;
                 if (kind[t][i] == 2 && c != 0)
                     ++wrong;
+                after_pass += kind[t][i] == 1 ? 1 : 0;
             }
         }
+        EXPECT_GE(after_pass, threads * (per_thread - hold_at)) << "round " << round;
         EXPECT_EQ(twice, 0) << "round " << round;
         EXPECT_EQ(missed, 0) << "round " << round;
         EXPECT_EQ(wrong, 0) << "round " << round;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -18,8 +19,12 @@ struct other_op final : iocp::operation {
     static void ignore(void*, iocp::operation*, const iocp::completion&) noexcept {}
 };
 
-const iocp::overlapped* as_overlapped(const void* p) {
-    return static_cast<const iocp::overlapped*>(p);
+// An address `offset` bytes past `base`, made with integers (as find() compares them): a packet
+// never carries such an address, and pointer arithmetic past an object would not be defined.
+const iocp::overlapped* at_offset(const void* base, std::size_t offset) {
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): an address from an integer is the point here
+    return reinterpret_cast<const iocp::overlapped*>(reinterpret_cast<std::uintptr_t>(base) +
+                                                     offset);
 }
 
 } // namespace
@@ -43,11 +48,12 @@ TEST(worker_sentinels_test, nothing_else_is_a_sentinel) {
         EXPECT_EQ(s.find(&heap[i]), nullptr) << i;
     // Addresses inside the array that are not a sentinel's OVERLAPPED, and the one just past it
     // (a packet never carries these; the check must still say no rather than guess).
-    const auto* bytes = reinterpret_cast<const unsigned char*>(&s[0]);
+    const void* first = &s[0];
     const std::size_t size = sizeof(worker_sentinels::sentinel);
-    for (std::size_t off : {std::size_t{1}, size / 2, size - 1, size + 1})
-        EXPECT_EQ(s.find(as_overlapped(bytes + off)), nullptr) << off;
-    EXPECT_EQ(s.find(as_overlapped(bytes + 3 * size)), nullptr) << "one past the last";
+    const std::size_t align = alignof(iocp::overlapped);
+    for (std::size_t off : {std::size_t{1}, align, size / 2, size - align, size - 1, size + align})
+        EXPECT_EQ(s.find(at_offset(first, off)), nullptr) << off;
+    EXPECT_EQ(s.find(at_offset(first, 3 * size)), nullptr) << "one past the last";
 }
 
 TEST(worker_sentinels_test, sentinels_of_two_sets_are_told_apart) {

@@ -1213,7 +1213,8 @@ private:
     }
 
     // The phase first: an operation started after an object's cancel is then refused
-    // (operation_started), and an object registered after the pass is cancelled at once.
+    // (operation_started). An object registered after the pass is cancelled at once by the
+    // registry itself (io_registry::add).
     void cancel_io_objects() noexcept {
         phase_.advance(phase::cancelling_io);
         io_objects_.cancel_all();

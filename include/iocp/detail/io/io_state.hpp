@@ -51,8 +51,10 @@ struct io_state : io_object_hook {
                pool_cancelling.load(std::memory_order_seq_cst);
     }
 
-    // Called by the pool at shutdown, under its hook lock (so never concurrently with our
-    // remove_io_object in close(), which closes the handle only after that returns).
+    // Called at the pool's shutdown by its I/O registry's cancel pass, under the registry's lock
+    // (so never concurrently with our remove_io_object in close(), which closes the handle only
+    // after that returns); or, for a state registered after the pass, by io_registry::add,
+    // outside the lock, before the owner has the state (so close() cannot run meanwhile).
     static void on_pool_shutdown(io_object_hook* hook) noexcept {
         auto* self = static_cast<io_state*>(hook);
         // TRICKY: the flag is set before the cancel, and an initiator reads it after handing

@@ -17,7 +17,8 @@ namespace iocp::detail {
 // of the public API.
 struct io_object_hook {
     // Cancels every pending operation of the object. Must not throw, block, or remove the hook:
-    // the registry calls it under its lock.
+    // the registry's cancel pass calls it under the registry's lock (add(), after the pass,
+    // calls it outside).
     void (*cancel)(io_object_hook* self) noexcept = nullptr;
     io_object_hook* prev_ = nullptr; // the registry's list link (owned by the registry)
     io_object_hook* next_ = nullptr; // the registry's list link (owned by the registry)
