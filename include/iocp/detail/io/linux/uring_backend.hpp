@@ -639,8 +639,15 @@ private:
         // (op's among them) is consumed before they return. A cancel by user_data is likewise
         // consumed, and run, before any SQE published after it (a re-issue at op's address).
         // A worker running a batch of completions enters once, when the batch ends
-        // (submission_batch.hpp): the SQEs its handlers published go over in one call.
-        if (!submission_batch::defer(&uring_backend::enter_deferred, this))
+        // (submission_batch.hpp): the SQEs its handlers published go over in one call. Not while
+        // a reaper waits in the kernel: its enter took the SQEs published before it, not op's,
+        // and a handler that blocks until op completes would wait for that reaper's timeout
+        // (up to thread_pool::idle_recheck). Otherwise, whoever reaps next, a worker or the
+        // watchdog (every tick while no worker reaps), enters op's SQE with its own round.
+        // TRICKY: a reaper that starts to wait as op is published may miss it, and op then waits
+        // for the batch's end: a delay, never a loss.
+        if (reaping_.role.blocking() ||
+            !submission_batch::defer(&uring_backend::enter_deferred, this))
             enter_published();
     }
 
