@@ -4,7 +4,7 @@
 // batch ends, instead of one per operation.
 //
 // Why: on io_uring, an operation started from a completion handler (an echo server's next recv,
-// a coroutine's next send) is an SQE that takes an io_uring_enter to reach the kernel. A worker
+// a coroutine's next accept) is an SQE that takes an io_uring_enter to reach the kernel. A worker
 // that runs eight completions in a row starts eight operations; entering once after the eighth
 // hands over all eight in one system call (io_uring_enter(2) takes any number of SQEs). Asio's
 // io_uring service batches the same way (it submits its pending SQEs once the handlers queued
@@ -16,11 +16,11 @@
 // already (a second backend in the process: the backends' own tests), it returns false and the
 // backend enters now. The cost of an open scope to everything else: two thread-local stores.
 //
-// The price, documented where the backend defers: an operation started by a handler reaches the
-// kernel when the handlers after it in the same batch (at most thread_pool_options::batch) have
-// run, not at once, so a handler that blocks delays the operations started before it in its
-// batch. Another thread's io_uring_enter hands them over earlier (published SQEs belong to the
-// shared ring, whoever enters).
+// The price, documented where the backend defers (uring_backend::issue_impl, README): an
+// operation started by a handler may reach the kernel only when the handlers after it in the same
+// batch (at most thread_pool_options::batch) have run, so a handler that blocks delays the
+// operations started before it in its batch until another thread's io_uring_enter hands them over
+// (published SQEs belong to the shared ring, whoever enters).
 //
 // Thread safety: per thread; nothing is shared.
 

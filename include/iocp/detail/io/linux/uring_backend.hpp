@@ -22,10 +22,11 @@
 // (none when another thread's enter, or the reaper's timed wait, handed its SQE over first; the
 // kernel usually runs the call inline there), and a pool worker that starts operations from the
 // completion handlers of one batch makes one for all of them, when the batch ends
-// (detail/pool/submission_batch.hpp; 0.58 -> 0.37-0.43 enters per echoed message on bench/'s
-// ping-pong). The reaping worker makes one io_uring_enter per batch
-// it waits for (none when CQEs are already there: a spinning worker sees them in the shared CQ),
-// and the layer's port post wakes nobody when the reaper runs the completion itself.
+// (detail/pool/submission_batch.hpp; 0.56-0.63 -> 0.37-0.47 enters per echoed message on
+// bench/'s ping-pong), unless a reaper is waiting in the kernel (see issue_impl). The reaping
+// worker makes one io_uring_enter per batch it waits for (none when CQEs are already there: a
+// spinning worker sees them in the shared CQ), and the layer's port post wakes nobody when the
+// reaper runs the completion itself.
 //
 // Completions are reported as the contract in backend.hpp says: exactly once per issue(), never
 // inside issue(), on the reaping thread. -EAGAIN from a CQE is never reported (the operation waits
