@@ -78,7 +78,6 @@
 #include "detail/pool/io_registry.hpp"
 #include "detail/pool/outstanding_work.hpp"
 #include "detail/pool/shutdown_phase.hpp"
-#include "detail/pool/submission_batch.hpp"
 #include "detail/pool/wake_protocol.hpp"
 #include "detail/pool/work_lanes.hpp"
 #include "detail/pool/worker_sentinels.hpp"
@@ -1157,9 +1156,6 @@ private:
         std::size_t wakeups = 0;
         sentinel* sentinels[thread_pool_options::max_batch];
         std::size_t n_sentinels = 0;
-        // Operations the handlers start reach the kernel in one call when this returns, where
-        // the I/O backend batches submissions (io_uring: detail/pool/submission_batch.hpp).
-        const detail::submission_batch::scope submissions;
         for (std::size_t i = 0; i < n; ++i) {
             overlapped* ov = packets[i].ov;
             if (ov == nullptr) {

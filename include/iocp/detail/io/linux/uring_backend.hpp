@@ -20,13 +20,9 @@
 //
 // Kernel calls per completion: the issuing thread makes at most one io_uring_enter per operation
 // (none when another thread's enter, or the reaper's timed wait, handed its SQE over first; the
-// kernel usually runs the call inline there), and a pool worker that starts operations from the
-// completion handlers of one batch makes one for all of them, when the batch ends
-// (detail/pool/submission_batch.hpp; 0.56-0.63 -> 0.37-0.47 enters per echoed message on
-// bench/'s ping-pong), unless a reaper is waiting in the kernel (see issue_impl). The reaping
-// worker makes one io_uring_enter per batch it waits for (none when CQEs are already there: a
-// spinning worker sees them in the shared CQ), and the layer's port post wakes nobody when the
-// reaper runs the completion itself.
+// kernel usually runs the call inline there). The reaping worker makes one io_uring_enter per batch
+// it waits for (none when CQEs are already there: a spinning worker sees them in the shared CQ),
+// and the layer's port post wakes nobody when the reaper runs the completion itself.
 //
 // Completions are reported as the contract in backend.hpp says: exactly once per issue(), never
 // inside issue(), on the reaping thread. -EAGAIN from a CQE is never reported (the operation waits
@@ -51,7 +47,6 @@
 
 #if defined(IOCP_HAS_LIBURING) && IOCP_HAS_LIBURING
 
-#include "../../pool/submission_batch.hpp"
 #include "../../thread_name.hpp"
 #include "../../time.hpp"
 
@@ -639,22 +634,7 @@ private:
         // (submit_locked) while op is still in its fd's list, so every SQE published before them
         // (op's among them) is consumed before they return. A cancel by user_data is likewise
         // consumed, and run, before any SQE published after it (a re-issue at op's address).
-        // A worker running a batch of completions enters once, when the batch ends
-        // (submission_batch.hpp): the SQEs its handlers published go over in one call. Not while
-        // a reaper waits in the kernel: its enter took the SQEs published before it, not op's,
-        // and a handler that blocks until op completes would wait for that reaper's timeout
-        // (up to thread_pool::idle_recheck). Otherwise, whoever reaps next, a worker or the
-        // watchdog (every tick while no worker reaps), enters op's SQE with its own round.
-        // TRICKY: a reaper that starts to wait as op is published may miss it, and op then waits
-        // for the batch's end: a delay, never a loss.
-        if (reaping_.role.blocking() ||
-            !submission_batch::defer(&uring_backend::enter_deferred, this))
-            enter_published();
-    }
-
-    // submission_batch's flush: the batch's one enter.
-    static void enter_deferred(void* self) noexcept {
-        static_cast<uring_backend*>(self)->enter_published();
+        enter_published();
     }
 
     // Whether a recv of fd is in flight (in the kernel or waiting for its turn).
