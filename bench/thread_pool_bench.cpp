@@ -341,7 +341,8 @@ void BM_W2_round_trip(benchmark::State& state) {
 template <class Peer>
 void BM_W3_submit_futures(benchmark::State& state) {
     Peer& peer = peer_instance<Peer>();
-    std::vector<std::future<int>> futures;
+    // Each peer's own future: std::future for the others, iocp::future for iocp's submit.
+    std::vector<decltype(peer.submit([] { return 0; }))> futures;
     futures.reserve(w3_tasks);
     for (auto _ : state) {
         futures.clear();

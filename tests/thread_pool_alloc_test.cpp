@@ -58,7 +58,7 @@ TEST(thread_pool_alloc_test, steady_state_submit_of_small_callables_allocates_no
     // result slot come from the pool's recycled blocks (detail/block_allocator.hpp), as its
     // work item does; before, they were two heap allocations per submit.
     auto round = [&] {
-        std::vector<std::future<long long>> futures;
+        std::vector<iocp::future<long long>> futures;
         futures.reserve(200);
         for (int i = 0; i < n; ++i) {
             const long long value = i;
@@ -86,7 +86,7 @@ TEST(thread_pool_alloc_test, submit_with_a_result_too_big_for_a_block_still_deli
     struct big {
         char bytes[4096];
     };
-    std::vector<std::future<big>> futures;
+    std::vector<iocp::future<big>> futures;
     for (int i = 0; i < 100; ++i)
         futures.push_back(pool.submit([i] {
             big b{};

@@ -4,6 +4,7 @@
 
 #include "config.hpp"
 #include "error.hpp"
+#include "future.hpp"
 #include "operation.hpp"
 #include "overlapped.hpp"
 #include "port.hpp"

@@ -6,7 +6,7 @@
 /// @code
 /// iocp::thread_pool pool(4);
 /// pool.post([] { do_something(); });
-/// std::future<int> answer = pool.submit([] { return 42; });
+/// iocp::future<int> answer = pool.submit([] { return 42; }); // or std::future<int>
 /// pool.post_after(std::chrono::milliseconds(100), [] { later(); });
 /// pool.wait();   // the post and the submit have run; the timer may still be pending
 /// // ~thread_pool joins: runs what is queued, abandons the timer if it has not fired yet
@@ -69,7 +69,6 @@
 #include <vector>
 
 #include "config.hpp"
-#include "detail/block_allocator.hpp"
 #include "detail/pool/adaptive_spin.hpp"
 #include "detail/pool/awaitables.hpp"
 #include "detail/pool/completion_backlog.hpp"
@@ -87,6 +86,7 @@
 #include "detail/work_item.hpp"
 #include "detail/work_queue.hpp"
 #include "error.hpp"
+#include "future.hpp"
 #include "operation.hpp"
 #include "port.hpp"
 
@@ -292,43 +292,35 @@ public:
         detail::throw_if(ec, "iocp::thread_pool::post");
     }
 
-    /// Queues `f` and returns a future for its result or its exception. If the pool abandons
-    /// it (`stop()`), the future reports `std::future_errc::broken_promise`. The future's
-    /// shared state and result slot live in the pool's recycled work-item blocks: for a small
-    /// callable and a small result (up to about 64 bytes) a submit allocates nothing in steady
-    /// state; larger ones are allocated with `std::allocator`.
+    /// Queues `f` and returns a future for its result or its exception (`iocp::future`, which
+    /// has `std::future`'s interface and converts to one: future.hpp). If the pool abandons it
+    /// (`stop()`), `get()` throws `std::future_error` with `std::future_errc::broken_promise`.
+    /// The future's shared state lives in the pool's recycled work-item blocks: for a small
+    /// callable and a small result (up to about 64 bytes) a submit allocates nothing and makes
+    /// no system call in steady state (a `std::future` would make one: future.hpp says why);
+    /// larger ones are allocated with `std::allocator`.
     /// Errors: as `post`, plus `std::errc::not_enough_memory`; a refused `f` returns an invalid
     /// future (`valid() == false`) and is destroyed, never run.
     template <class F, class R = std::invoke_result_t<std::decay_t<F>&>>
-    std::future<R> submit(F&& f, std::error_code& ec) noexcept {
+    future<R> submit(F&& f, std::error_code& ec) noexcept {
         if (is_null(f)) {
             ec = std::make_error_code(std::errc::invalid_argument);
             return {};
         }
         try {
-            // The shared state and the result slot in recycled blocks, as the work item is.
-            std::promise<R> promise(std::allocator_arg, detail::block_allocator<std::byte>{});
-            std::future<R> future = promise.get_future();
+            auto* state = detail::future_state<R>::make();
+            future<R> result(state);
+            // From here each side owns its reference: whatever throws or refuses below, the
+            // promise's destructor reports broken_promise and lets go, and so does `result`.
+            detail::future_promise<R> promise(state);
             // The closure's move may throw when F's does: make_item catches that (the post
             // is refused with invalid_argument), so nothing escapes this noexcept call.
-            post(
-                // NOLINTNEXTLINE(bugprone-exception-escape)
-                [promise = std::move(promise), fn = std::forward<F>(f)]() mutable {
-                    try {
-                        if constexpr (std::is_void_v<R>) {
-                            fn();
-                            promise.set_value();
-                        } else {
-                            promise.set_value(fn());
-                        }
-                    } catch (...) {
-                        promise.set_exception(std::current_exception());
-                    }
-                },
-                ec);
+            post([promise = std::move(promise),
+                  fn = std::forward<F>(f)]() mutable noexcept { promise.run(fn); },
+                 ec);
             if (ec)
                 return {};
-            return future;
+            return result;
         } catch (const std::bad_alloc&) {
             ec = std::make_error_code(std::errc::not_enough_memory);
         } catch (...) {
@@ -338,11 +330,11 @@ public:
     }
     /// As above. @throws std::system_error
     template <class F, class R = std::invoke_result_t<std::decay_t<F>&>>
-    std::future<R> submit(F&& f) {
+    future<R> submit(F&& f) {
         std::error_code ec;
-        std::future<R> future = submit(std::forward<F>(f), ec);
+        future<R> result = submit(std::forward<F>(f), ec);
         detail::throw_if(ec, "iocp::thread_pool::submit");
-        return future;
+        return result;
     }
 
     /// Blocks until every work item posted so far has finished (run or abandoned). It may

@@ -10,7 +10,7 @@ Layers, bottom up:
               fault injection, thread names, per-thread caches, <windows.h>, the handle traits
   1 operation overlapped, operation
   2 port      port and its backends (detail/win32/port_impl, detail/posix/port_impl)
-  3 pool      thread_pool and its parts (work queue, work items, timers)
+  3 pool      thread_pool and its parts (work queue, work items, timers), the future of submit
   4 I/O       the I/O layer: io_operation, buffer, endpoint, detail/io/** (the neutral layer and
               the Win32, io_uring and epoll backends that issue calls, skip-on-success)
   5 objects   file, socket, acceptor, datagram_socket, overlapped_handle (any overlapped call),
@@ -31,7 +31,8 @@ RULES = [  # (layer, name, path patterns); the first match wins
     (5, "objects", [r"file\.hpp", r"socket\.hpp", r"acceptor\.hpp", r"datagram_socket\.hpp",
                     r"overlapped_handle\.hpp", r"pipe\.hpp"]),
     (4, "I/O", [r"io_operation\.hpp", r"buffer\.hpp", r"endpoint\.hpp", r"detail/io/.*"]),
-    (3, "pool", [r"thread_pool\.hpp", r"detail/work_queue\.hpp", r"detail/work_item\.hpp",
+    (3, "pool", [r"thread_pool\.hpp", r"future\.hpp", r"detail/work_queue\.hpp",
+                 r"detail/work_item\.hpp",
                  r"detail/block_allocator\.hpp",
                  r"detail/timer_queue\.hpp", r"detail/pool/.*"]),
     (2, "port", [r"port\.hpp", r"detail/packet\.hpp", r"detail/backend\.hpp",

@@ -1,7 +1,7 @@
 #pragma once
 // A standard allocator over the pool's work-item blocks (work_item.hpp): a request that fits in
 // one block takes a block from the calling thread's cache, a larger one goes to std::allocator.
-// thread_pool::submit hands it to std::promise, whose shared state and result slot then
+// thread_pool::submit's future (future.hpp) keeps its shared state and result in it, which then
 // recycle like the work item that carries them: no heap allocation per submit in steady state,
 // and no malloc lock shared with the other threads that free them.
 //

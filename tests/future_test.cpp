@@ -1,0 +1,333 @@
+// iocp::future (future.hpp), the result of thread_pool::submit: values of every kind, errors,
+// timed waits, abandonment, the conversion to std::future, and a stress test of the hand-over
+// between the work item and the waiter (run under TSan in CI).
+#include "iocp/future.hpp"
+#include "iocp/thread_pool.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <future>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "support/platform.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+static_assert(std::is_same_v<decltype(std::declval<iocp::thread_pool&>().submit([] { return 1; })),
+                             iocp::future<int>>);
+static_assert(!std::is_copy_constructible_v<iocp::future<int>>);
+static_assert(std::is_nothrow_move_constructible_v<iocp::future<int>>);
+// Code written for std::future keeps compiling: the conversion is implicit from an rvalue.
+static_assert(std::is_convertible_v<iocp::future<int>, std::future<int>>);
+static_assert(!std::is_convertible_v<iocp::future<int>&, std::future<int>>);
+
+// A flag a work item waits on, so that a test can hold a future's result back.
+struct gate {
+    std::atomic<bool> open{false};
+    void wait() const {
+        while (!open.load(std::memory_order_acquire))
+            std::this_thread::yield();
+    }
+    void release() { open.store(true, std::memory_order_release); }
+};
+
+// Counts live instances, so that a test can show that every result a pool made was destroyed.
+struct counted {
+    static inline std::atomic<int> live{0};
+    int value;
+    explicit counted(int v) : value(v) { live.fetch_add(1); }
+    counted(counted&& other) noexcept : value(other.value) { live.fetch_add(1); }
+    counted(const counted&) = delete;
+    counted& operator=(const counted&) = delete;
+    counted& operator=(counted&&) = delete;
+    ~counted() { live.fetch_sub(1); }
+};
+
+void expect_future_error(const std::function<void()>& f, std::future_errc code, const char* what) {
+    try {
+        f();
+        ADD_FAILURE() << what << ": no exception";
+    } catch (const std::future_error& e) {
+        EXPECT_EQ(e.code(), code) << what;
+    }
+}
+
+TEST(future_test, delivers_values_of_every_kind) {
+    iocp::thread_pool pool(2);
+    EXPECT_EQ(pool.submit([] { return 6 * 7; }).get(), 42);
+    EXPECT_EQ(pool.submit([] { return std::string(1000, 'x'); }).get(), std::string(1000, 'x'));
+    auto ptr = pool.submit([] { return std::make_unique<int>(7); }).get(); // move-only
+    ASSERT_NE(ptr, nullptr);
+    EXPECT_EQ(*ptr, 7);
+    int target = 0;
+    int& ref = pool.submit([&target]() -> int& { return target; }).get();
+    EXPECT_EQ(&ref, &target) << "a reference result refers to the same object";
+    iocp::future<void> v = pool.submit([] {});
+    EXPECT_TRUE(v.valid());
+    EXPECT_NO_THROW(v.get());
+    EXPECT_FALSE(v.valid()) << "get() takes the result";
+}
+
+TEST(future_test, rethrows_what_the_callable_threw) {
+    iocp::thread_pool pool(2);
+    auto f = pool.submit([]() -> int { throw std::runtime_error("boom"); });
+    // Let the worker drop its reference to the exception first (the reference count lives in
+    // the uninstrumented C++ runtime, where TSan cannot see the hand-over).
+    pool.wait();
+    try {
+        f.get();
+        ADD_FAILURE() << "no exception";
+    } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "boom");
+    }
+    EXPECT_FALSE(f.valid());
+}
+
+TEST(future_test, an_invalid_future_reports_no_state) {
+    iocp::future<int> f;
+    EXPECT_FALSE(f.valid());
+    expect_future_error([&] { f.get(); }, std::future_errc::no_state, "get");
+    expect_future_error([&] { f.wait(); }, std::future_errc::no_state, "wait");
+    expect_future_error([&] { (void)f.wait_for(1ms); }, std::future_errc::no_state, "wait_for");
+    expect_future_error([&] { (void)std::move(f).share(); }, std::future_errc::no_state, "share");
+    std::future<int> converted = std::move(f);
+    EXPECT_FALSE(converted.valid()) << "an invalid future converts to an invalid std::future";
+
+    iocp::thread_pool pool(1);
+    auto once = pool.submit([] { return 1; });
+    EXPECT_EQ(once.get(), 1);
+    expect_future_error([&] { once.get(); }, std::future_errc::no_state, "second get");
+    auto moved = pool.submit([] { return 2; });
+    iocp::future<int> to(std::move(moved));
+    EXPECT_FALSE(moved.valid()); // NOLINT(bugprone-use-after-move): what a move leaves
+    EXPECT_EQ(to.get(), 2);
+}
+
+TEST(future_test, timed_waits_time_out_until_the_result_is_there) {
+    iocp::thread_pool pool(1);
+    gate g;
+    auto f = pool.submit([&g] {
+        g.wait();
+        return 5;
+    });
+    // The work item cannot have finished: it waits for the gate, which only this thread opens.
+    EXPECT_EQ(f.wait_for(0ms), std::future_status::timeout);
+    EXPECT_EQ(f.wait_for(2ms), std::future_status::timeout);
+    EXPECT_EQ(f.wait_until(std::chrono::system_clock::now() + 1ms), std::future_status::timeout);
+    EXPECT_EQ(f.wait_until(std::chrono::steady_clock::now() - 1h), std::future_status::timeout);
+    g.release();
+    f.wait();
+    EXPECT_EQ(f.wait_for(0ms), std::future_status::ready);
+    EXPECT_EQ(f.wait_until(std::chrono::steady_clock::now() - 1h), std::future_status::ready);
+    EXPECT_TRUE(f.valid()) << "waiting does not take the result";
+    EXPECT_EQ(f.get(), 5);
+}
+
+TEST(future_test, a_blocked_get_is_woken_by_the_result) {
+    iocp::thread_pool pool(1);
+    gate g;
+    auto f = pool.submit([&g] {
+        g.wait();
+        return 9;
+    });
+    std::thread opener([&g] {
+        std::this_thread::sleep_for(5ms); // let get() spin out and sleep
+        g.release();
+    });
+    EXPECT_EQ(f.get(), 9);
+    opener.join();
+}
+
+TEST(future_test, an_abandoned_work_item_breaks_its_promise) {
+    iocp::thread_pool pool(1);
+    gate blocker;
+    std::atomic<bool> started{false};
+    pool.post([&] {
+        started = true;
+        blocker.wait();
+    });
+    while (!started)
+        std::this_thread::yield();
+    iocp::future<int> native = pool.submit([] { return 1; });
+    std::future<int> converted = pool.submit([] { return 2; }); // converted while queued
+    iocp::future<int> shared_source = pool.submit([] { return 3; });
+    std::shared_future<int> shared = std::move(shared_source).share();
+    std::size_t abandoned = 0;
+    std::thread stopper([&] { abandoned = pool.stop(); });
+    // stop() refuses posts before it abandons the queue: wait for that, then let the blocker go.
+    std::error_code ec;
+    while (!ec) {
+        auto probe = pool.submit([] { return 0; }, ec);
+        if (!ec)
+            std::this_thread::yield();
+    }
+    EXPECT_EQ(ec, iocp::errc::closed);
+    blocker.release();
+    stopper.join();
+    EXPECT_GE(abandoned, 3u);
+    expect_future_error([&] { native.get(); }, std::future_errc::broken_promise, "native");
+    expect_future_error([&] { converted.get(); }, std::future_errc::broken_promise, "converted");
+    expect_future_error([&] { shared.get(); }, std::future_errc::broken_promise, "shared");
+}
+
+TEST(future_test, converts_to_std_future_before_and_after_the_result) {
+    iocp::thread_pool pool(1);
+    gate g;
+    std::future<int> early = pool.submit([&g] {
+        g.wait();
+        return 1;
+    });
+    EXPECT_EQ(early.wait_for(0ms), std::future_status::timeout);
+    g.release();
+    EXPECT_EQ(early.get(), 1);
+
+    auto ready = pool.submit([] { return 2; });
+    ready.wait();
+    std::future<int> late = std::move(ready);
+    EXPECT_FALSE(ready.valid()); // NOLINT(bugprone-use-after-move): what a conversion leaves
+    EXPECT_EQ(late.wait_for(0ms), std::future_status::ready);
+    EXPECT_EQ(late.get(), 2);
+
+    std::future<void> error = pool.submit([] { throw std::logic_error("late"); });
+    pool.wait();
+    EXPECT_THROW(error.get(), std::logic_error);
+
+    std::vector<std::future<int>> as_before; // code written when submit returned std::future
+    for (int i = 0; i < 10; ++i)
+        as_before.push_back(pool.submit([i] { return i; }));
+    int sum = 0;
+    for (auto& f : as_before)
+        sum += f.get();
+    EXPECT_EQ(sum, 45);
+
+    std::shared_future<int> shared = pool.submit([] { return 4; }).share();
+    EXPECT_EQ(shared.get(), 4);
+    EXPECT_EQ(shared.get(), 4);
+}
+
+TEST(future_test, a_future_dropped_unread_still_runs_and_frees_its_result) {
+    ASSERT_EQ(counted::live.load(), 0);
+    std::atomic<int> ran{0};
+    {
+        iocp::thread_pool pool(2);
+        gate g;
+        for (int i = 0; i < 100; ++i)
+            (void)pool.submit([&g, &ran, i] {
+                g.wait();
+                ran.fetch_add(1);
+                return counted(i);
+            });
+        g.release();
+        pool.wait();
+    }
+    EXPECT_EQ(ran.load(), 100);
+    EXPECT_EQ(counted::live.load(), 0) << "results nobody read were destroyed with their state";
+}
+
+// Many producers and waiters, with random timing, each future used one of the ways a user
+// can: get, poll with wait_for, convert (before or after the result), share, or drop. Every
+// submitted item is counted once as run or abandoned, every value read is the one computed,
+// and no result outlives the test.
+TEST(future_test, stress_many_threads_every_way_of_waiting) {
+    ASSERT_EQ(counted::live.load(), 0);
+    const int threads = 4;
+    const int per_thread = iocp_test::scaled(3000, 300);
+    std::atomic<int> ran{0};
+    std::atomic<long long> read_sum{0};
+    std::atomic<long long> expected_sum{0};
+    {
+        iocp::thread_pool pool(2);
+        std::vector<std::thread> users;
+        for (int t = 0; t < threads; ++t) {
+            users.emplace_back([&, t] {
+                std::minstd_rand rng(static_cast<unsigned>(t) * 7919u + 1u);
+                for (int i = 0; i < per_thread; ++i) {
+                    const int value = t * per_thread + i;
+                    const unsigned spin = rng() % 200;
+                    auto f = pool.submit([&ran, value, spin] {
+                        for (unsigned k = 0; k < spin; ++k)
+                            std::atomic_signal_fence(std::memory_order_seq_cst);
+                        ran.fetch_add(1, std::memory_order_relaxed);
+                        return counted(value);
+                    });
+                    if (rng() % 4 == 0)
+                        std::this_thread::yield();
+                    switch (rng() % 5) {
+                    case 0:
+                        read_sum += f.get().value;
+                        expected_sum += value;
+                        break;
+                    case 1:
+                        while (f.wait_for(std::chrono::microseconds(rng() % 50)) !=
+                               std::future_status::ready) {
+                        }
+                        read_sum += f.get().value;
+                        expected_sum += value;
+                        break;
+                    case 2: {
+                        std::future<counted> converted = std::move(f);
+                        read_sum += converted.get().value;
+                        expected_sum += value;
+                        break;
+                    }
+                    case 3: {
+                        std::shared_future<counted> shared = std::move(f).share();
+                        read_sum += shared.get().value;
+                        expected_sum += value;
+                        break;
+                    }
+                    default: break; // dropped unread
+                    }
+                }
+            });
+        }
+        for (auto& u : users)
+            u.join();
+        pool.join();
+    }
+    EXPECT_EQ(ran.load(), threads * per_thread);
+    EXPECT_EQ(read_sum.load(), expected_sum.load());
+    EXPECT_EQ(counted::live.load(), 0);
+}
+
+// Several threads blocked at once on futures that may share a parking stripe: each is woken by
+// its own result, none is lost (a lost wake-up would hang the test at its timeout).
+TEST(future_test, many_blocked_waiters_are_all_woken) {
+    iocp::thread_pool pool(1);
+    const int waiters = 32;
+    gate g;
+    std::vector<iocp::future<int>> futures;
+    for (int i = 0; i < waiters; ++i)
+        futures.push_back(pool.submit([&g, i] {
+            g.wait();
+            return i;
+        }));
+    std::atomic<int> sum{0};
+    std::atomic<int> blocked{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < waiters; ++i)
+        threads.emplace_back([&, i] {
+            blocked.fetch_add(1);
+            sum += futures[static_cast<std::size_t>(i)].get();
+        });
+    while (blocked.load() < waiters)
+        std::this_thread::yield();
+    g.release();
+    for (auto& t : threads)
+        t.join();
+    EXPECT_EQ(sum.load(), waiters * (waiters - 1) / 2);
+}
+
+} // namespace
