@@ -308,11 +308,9 @@ public:
     }
 
     /// A `std::shared_future` for the same result (through the conversion below); this future
-    /// becomes invalid. @throws std::future_error (`no_state`) when `!valid()`.
-    std::shared_future<T> share() && {
-        check();
-        return std::future<T>(std::move(*this)).share();
-    }
+    /// becomes invalid. An invalid future gives an invalid `std::shared_future`, as
+    /// `std::future::share` does. @throws std::bad_alloc.
+    std::shared_future<T> share() { return std::future<T>(std::move(*this)).share(); }
 
     /// Converts to a `std::future` with the same result; this future becomes invalid. An
     /// invalid future converts to an invalid `std::future`. @throws std::bad_alloc.
