@@ -41,7 +41,6 @@
 #include <new>
 #include <type_traits>
 #include <utility>
-#include <variant>
 
 #include "detail/block_allocator.hpp"
 
@@ -106,12 +105,24 @@ public:
     // bits it saw ask for. Called once.
     template <class... Args>
     void set_value(Args&&... args) {
-        result_.template emplace<1>(std::forward<Args>(args)...);
+        ::new (static_cast<void*>(std::addressof(value_))) stored(std::forward<Args>(args)...);
+        holds_ = holds::value;
         publish();
     }
     void set_exception(std::exception_ptr e) noexcept {
-        result_.template emplace<2>(std::move(e));
+        ::new (static_cast<void*>(std::addressof(error_))) std::exception_ptr(std::move(e));
+        holds_ = holds::error;
         publish();
+    }
+    // For a work item abandoned unrun: what a destroyed std::promise reports.
+    void set_broken_promise() noexcept {
+        std::exception_ptr e;
+        try {
+            e = std::make_exception_ptr(std::future_error(std::future_errc::broken_promise));
+        } catch (...) {
+            e = std::current_exception(); // the error's message could not be allocated
+        }
+        set_exception(std::move(e));
     }
 
     // Blocks until ready or until `deadline`; true when ready.
@@ -143,14 +154,14 @@ public:
 
     // Moves the result out: the value, or rethrows the exception. After `is_ready()`.
     decltype(auto) take() {
-        if (result_.index() == 2)
-            std::rethrow_exception(std::get<2>(result_));
+        if (holds_ == holds::error)
+            std::rethrow_exception(error_);
         if constexpr (std::is_void_v<T>)
             return;
         else if constexpr (std::is_reference_v<T>)
-            return static_cast<T>(*std::get<1>(result_));
+            return static_cast<T>(*value_);
         else
-            return T(std::move(std::get<1>(result_)));
+            return T(std::move(value_));
     }
 
     // Converted to std::future: hands `promise` the result now if it is there, else leaves it
@@ -165,11 +176,20 @@ public:
     }
 
 private:
-    future_state() = default;
-    ~future_state() { delete forward_; }
+    future_state() noexcept {} // NOLINT(modernize-use-equals-default): the union stays empty
+    ~future_state() {
+        if (holds_ == holds::value)
+            value_.~stored();
+        else if (holds_ == holds::error)
+            error_.~exception_ptr();
+        delete forward_;
+    }
 
     static constexpr int spin_checks = 256;
 
+    // noexcept: std::mutex::lock throws only for a mutex it cannot lock at all (EINVAL,
+    // EDEADLK), which a stripe's never is; were it to, terminating beats a waiter never woken.
+    // NOLINTNEXTLINE(bugprone-exception-escape)
     void publish() noexcept {
         const std::uint32_t seen = status_.fetch_or(future_ready, std::memory_order_acq_rel);
         if ((seen & future_forwarded) != 0)
@@ -181,28 +201,39 @@ private:
         }
     }
 
-    // The result into the converted std::future's promise. std::promise's setters throw only
-    // for a promise already satisfied, which this one cannot be (delivered exactly once).
+    // The result into the converted std::future's promise. std::promise's setters throw
+    // future_error only for a promise already satisfied, which this one cannot be (delivered
+    // exactly once), so what reaches the catch is the value's move throwing, and the promise
+    // is then still unsatisfied.
+    // NOLINTNEXTLINE(bugprone-exception-escape)
     void deliver() noexcept {
+        if (holds_ == holds::error) {
+            forward_->set_exception(error_);
+            return;
+        }
         try {
-            if (result_.index() == 2)
-                forward_->set_exception(std::get<2>(result_));
-            else if constexpr (std::is_void_v<T>)
+            if constexpr (std::is_void_v<T>)
                 forward_->set_value();
             else if constexpr (std::is_reference_v<T>)
-                forward_->set_value(*std::get<1>(result_));
+                forward_->set_value(*value_);
             else
-                forward_->set_value(std::move(std::get<1>(result_)));
+                forward_->set_value(std::move(value_));
         } catch (...) {
-            // The value's move threw: the converted future reports that exception instead.
-            forward_->set_exception(std::current_exception());
+            forward_->set_exception(std::current_exception()); // the converted future reports it
         }
     }
 
     std::atomic<std::uint32_t> status_{0};
     std::atomic<std::uint32_t> owners_{2}; // the future and the promise
     std::promise<T>* forward_ = nullptr;   // set once, before `future_forwarded`
-    std::variant<std::monostate, stored, std::exception_ptr> result_;
+    // The result: written once by the promise before `ready`, read after it. A value's
+    // constructor that throws leaves `holds_` at `nothing`, and the exception is stored instead.
+    enum class holds : std::uint8_t { nothing, value, error };
+    holds holds_ = holds::nothing;
+    union {
+        stored value_;
+        std::exception_ptr error_;
+    };
 };
 
 // The work item's side of a future: makes it ready exactly once. Destroyed without a result
@@ -219,8 +250,7 @@ public:
     future_promise& operator=(const future_promise&) = delete;
     ~future_promise() {
         if (state_ != nullptr) {
-            state_->set_exception(
-                std::make_exception_ptr(std::future_error(std::future_errc::broken_promise)));
+            state_->set_broken_promise();
             state_->release();
         }
     }

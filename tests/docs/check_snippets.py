@@ -142,6 +142,7 @@ CONTEXTS = {
         "iocp::overlapped& op, std::uintptr_t request_code)",
     ),
     "include/iocp/socket.hpp": dict(kind="statements"),
+    "include/iocp/future.hpp": dict(kind="statements"),
     "include/iocp/thread_pool.hpp": dict(
         kind="statements",
         prelude="inline void do_something() {}\ninline void later() {}\n",
