@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Kernel waits and wakes per work item under sustained load (W1 and W4), per peer: counts the
-# futex system calls of one benchmark process with `perf stat` and divides by the tasks it ran
-# (taken from the benchmark's JSON output). For iocp it also prints the pool's own count of
-# completion-port calls per item (PostQueuedCompletionStatus + GetQueuedCompletionStatusEx on
-# Win32), from the benchmark's counters.
+# Kernel waits and wakes per work item under sustained load (W1, W4, and W3 with futures), per
+# peer: counts the futex system calls of one benchmark process with `perf stat` and divides by
+# the tasks it ran (taken from the benchmark's JSON output). For iocp it also prints the pool's
+# own count of completion-port calls per item (PostQueuedCompletionStatus +
+# GetQueuedCompletionStatusEx on Win32), from the benchmark's counters.
 #
 #   bash bench/measure_syscalls.sh [path/to/thread_pool_bench]
 #
@@ -14,7 +14,7 @@ bench=${1:-build/release/bench/thread_pool_bench}
 json=$(mktemp)
 trap 'rm -f "$json"' EXIT
 printf '%-48s %11s %11s %15s %15s\n' benchmark tasks futex_calls futex_per_task port_calls_per_task
-for workload in W1_one_producer W4_two_producers; do
+for workload in W1_one_producer W4_two_producers W3_submit_futures; do
     for peer in iocp plain_mutex_cv asio_thread_pool asio_io_context tbb_arena_enqueue \
         floor_moodycamel_spin; do
         name="BM_thread_pool_${workload}/${peer}"

@@ -3,7 +3,8 @@
 //   W1  one producer posts 2,000,000 empty tasks; tasks/s until all have run
 //   W2  post one task and wait for it, repeated; round trip p50 / p99 (blocking and spinning
 //       waiter)
-//   W3  100,000 submit() with futures, then get() them all
+//   W3  100,000 submit() with futures, then get() them all (each pool's own future: iocp::future
+//       for iocp, std::future from a packaged_task for the others)
 //   W4  two producers, 1,000,000 tasks each
 //   W5  burst start: an idle pool receives one task per worker, and each task waits until all
 //       have started; p50 / p99 time from the first post until the last task started (the
