@@ -9,13 +9,17 @@
 #include <future>
 #include <thread>
 
+#include "iocp/future.hpp"
+
 namespace iocp_test {
 
 inline constexpr std::chrono::seconds deadline{30};
 
-// The value of `f`; aborts after `deadline` ("timed out waiting for <what> (iteration <i>)").
-template <class T>
-T await(std::future<T>& f, const char* what, int iteration = -1) {
+// The value of `f` (a std::future, or thread_pool::submit's iocp::future, which has its
+// interface but is not one); aborts after `deadline` ("timed out waiting for <what>
+// (iteration <i>)").
+template <class Future>
+decltype(auto) await_future(Future& f, const char* what, int iteration) {
     if (f.wait_for(deadline) != std::future_status::ready) {
         if (iteration >= 0)
             std::fprintf(stderr, "timed out waiting for %s (iteration %d)\n", what, iteration);
@@ -28,8 +32,20 @@ T await(std::future<T>& f, const char* what, int iteration = -1) {
 }
 
 template <class T>
+T await(std::future<T>& f, const char* what, int iteration = -1) {
+    return await_future(f, what, iteration);
+}
+template <class T>
 T await(std::future<T>&& f, const char* what, int iteration = -1) {
-    return await(f, what, iteration);
+    return await_future(f, what, iteration);
+}
+template <class T>
+T await(iocp::future<T>& f, const char* what, int iteration = -1) {
+    return await_future(f, what, iteration);
+}
+template <class T>
+T await(iocp::future<T>&& f, const char* what, int iteration = -1) {
+    return await_future(f, what, iteration);
 }
 
 // Returns once `pred()` holds, looking every millisecond; aborts after `deadline`.
