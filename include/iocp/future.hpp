@@ -24,8 +24,11 @@
 /// return `std::future_status::deferred`: the work item is always queued.
 ///
 /// Conversion to `std::future<T>` (implicit, from an rvalue) keeps code written against
-/// `std::future` compiling. It allocates a `std::promise` that the pool then makes ready (or
-/// broken) as it would this future; the converted future costs what a `std::future` costs.
+/// `std::future` compiling: `std::future<int> f = pool.submit(...)`, a `std::vector` of them,
+/// an argument of type `std::future<int>`. It allocates a `std::promise` that the pool then makes
+/// ready (or broken) as it would this future; the converted future costs what a `std::future`
+/// costs. A function template that deduces `T` from `std::future<T>` does not take this type
+/// (deduction does not consider conversions): overload it, or convert explicitly.
 ///
 /// Thread safety: as `std::future`: one future object is used by one thread at a time; the
 /// future and the work item that makes it ready may be on any threads.
