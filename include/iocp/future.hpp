@@ -36,6 +36,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <future>
@@ -68,11 +69,23 @@ struct future_parking {
     std::condition_variable ready;
 };
 
+inline constexpr std::size_t future_parking_stripes = 16;
+
 inline future_parking& parking_for(const void* state) noexcept {
-    static future_parking table[16];
-    // States are block-aligned (96 bytes): drop the low bits that are always alike.
+    // Built in place on first use and never destroyed: a pool destroyed during static
+    // destruction (a static pool, or one a static object owns) still publishes the results of
+    // what it runs or abandons then, after a destructible table would be gone.
+    alignas(future_parking) static unsigned char
+        storage[sizeof(future_parking) * future_parking_stripes];
+    static future_parking* const table = [] {
+        auto* t = reinterpret_cast<future_parking*>(storage);
+        for (std::size_t i = 0; i < future_parking_stripes; ++i)
+            ::new (static_cast<void*>(t + i)) future_parking();
+        return t;
+    }();
+    // States sit in 96-byte blocks: drop the low bits, mix the rest.
     const auto h = reinterpret_cast<std::uintptr_t>(state) >> 5;
-    return table[(h ^ (h >> 4) ^ (h >> 8)) % 16];
+    return table[(h ^ (h >> 4) ^ (h >> 8)) % future_parking_stripes];
 }
 
 // The shared state of one future: the result, the status word and two owners (the future and
