@@ -302,7 +302,9 @@ class future {
 public:
     /// An invalid future (`valid() == false`), as a refused submit returns.
     future() noexcept = default;
+    /// Takes `other`'s result; `other` becomes invalid.
     future(future&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+    /// Lets go of this future's result (without waiting) and takes `other`'s.
     future& operator=(future&& other) noexcept {
         if (this != &other) {
             reset();
@@ -310,8 +312,8 @@ public:
         }
         return *this;
     }
-    future(const future&) = delete;
-    future& operator=(const future&) = delete;
+    future(const future&) = delete;            ///< Move-only, as `std::future`.
+    future& operator=(const future&) = delete; ///< Move-only, as `std::future`.
     /// Lets go of the result without waiting for it (unlike a future of `std::async`).
     ~future() { reset(); }
 
