@@ -9,6 +9,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <future>
 #include <memory>
@@ -32,6 +34,7 @@ static_assert(std::is_nothrow_move_constructible_v<iocp::future<int>>);
 // Code written for std::future keeps compiling: the conversion is implicit from an rvalue.
 static_assert(std::is_convertible_v<iocp::future<int>, std::future<int>>);
 static_assert(!std::is_convertible_v<iocp::future<int>&, std::future<int>>);
+static_assert(std::is_convertible_v<iocp::future<int>, std::shared_future<int>>);
 
 // A flag a work item waits on, so that a test can hold a future's result back.
 struct gate {
@@ -74,6 +77,8 @@ TEST(future_test, delivers_values_of_every_kind) {
     int target = 0;
     int& ref = pool.submit([&target]() -> int& { return target; }).get();
     EXPECT_EQ(&ref, &target) << "a reference result refers to the same object";
+    // A const result, as std::future takes it.
+    EXPECT_EQ(pool.submit([]() -> const std::string { return "c"; }).get(), "c");
     iocp::future<void> v = pool.submit([] {});
     EXPECT_TRUE(v.valid());
     EXPECT_NO_THROW(v.get());
@@ -216,6 +221,10 @@ TEST(future_test, converts_to_std_future_before_and_after_the_result) {
     std::shared_future<int> shared = pool.submit([] { return 4; }).share();
     EXPECT_EQ(shared.get(), 4);
     EXPECT_EQ(shared.get(), 4);
+    std::shared_future<int> converted_shared = pool.submit([] { return 5; }); // as from std::future
+    EXPECT_EQ(converted_shared.get(), 5);
+    converted_shared = pool.submit([] { return 6; });
+    EXPECT_EQ(converted_shared.get(), 6);
 }
 
 TEST(future_test, a_future_dropped_unread_still_runs_and_frees_its_result) {
@@ -235,6 +244,42 @@ TEST(future_test, a_future_dropped_unread_still_runs_and_frees_its_result) {
     }
     EXPECT_EQ(ran.load(), 100);
     EXPECT_EQ(counted::live.load(), 0) << "results nobody read were destroyed with their state";
+}
+
+// A pool used from the destructor of a static object, after the main thread's block cache (a
+// thread_local) was destroyed: that cache used to hand out again the blocks it had given back,
+// and a second submit got a block still in use (a wrong value, or a crash under ASan). The
+// check runs after main returns, so a failure there exits the process with status 1.
+struct static_pool_user {
+    iocp::thread_pool& pool;
+    ~static_pool_user() {
+        long wrong = 0;
+        for (int round = 0; round < 20; ++round) {
+            std::vector<iocp::future<long>> results;
+            for (int i = 0; i < 300; ++i)
+                results.push_back(pool.submit([i] { return long{i} * 3; }));
+            for (int i = 0; i < 300; ++i)
+                wrong += results[static_cast<std::size_t>(i)].get() != long{i} * 3 ? 1 : 0;
+        }
+        if (wrong != 0) {
+            std::fprintf(stderr, "static destruction: %ld wrong results\n", wrong);
+            std::_Exit(1);
+        }
+    }
+};
+
+TEST(future_test, a_pool_still_works_during_static_destruction) {
+    static iocp::thread_pool pool(1);   // destroyed after the user below
+    static static_pool_user user{pool}; // destroyed after main's thread_locals
+    std::vector<iocp::future<long>> results;
+    for (int i = 0; i < 100; ++i)
+        results.push_back(user.pool.submit([i] { return long{i}; }));
+    pool.wait();
+    long sum = 0;
+    for (auto& r : results)
+        sum += r.get();
+    EXPECT_EQ(sum, 4950);
+    results.clear(); // this thread frees the last blocks: they go to its cache
 }
 
 // Many producers and waiters, with random timing, each future used one of the ways a user

@@ -11,6 +11,7 @@
 /// @endcode
 
 #include <cerrno>
+#include <new>
 #include <string>
 #include <system_error>
 
@@ -112,10 +113,13 @@ private:
 
 } // namespace detail
 
-/// The category of `iocp::errc`. One instance per program (an inline variable).
+/// The category of `iocp::errc`. One instance per program, never destroyed: error codes made
+/// during static destruction (a static pool's workers shutting down) still compare and print.
 inline const std::error_category& category() noexcept {
-    static const detail::error_category instance;
-    return instance;
+    alignas(detail::error_category) static unsigned char storage[sizeof(detail::error_category)];
+    static const detail::error_category* const instance =
+        ::new (static_cast<void*>(storage)) detail::error_category();
+    return *instance;
 }
 
 /// An `std::error_code` of the library's own category.

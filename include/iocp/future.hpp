@@ -95,9 +95,11 @@ class future_state {
 public:
     // What a reference result is stored as; `void` stores nothing.
     struct nothing {};
-    using stored = std::conditional_t<
-        std::is_void_v<T>, nothing,
-        std::conditional_t<std::is_reference_v<T>, std::remove_reference_t<T>*, T>>;
+    using stored =
+        std::conditional_t<std::is_void_v<T>, nothing,
+                           std::conditional_t<std::is_reference_v<T>, std::remove_reference_t<T>*,
+                                              std::remove_cv_t<T>>>; // a `const T` result is stored
+                                                                     // as a T
 
     static future_state* make() {
         block_allocator<future_state> alloc;
@@ -359,6 +361,13 @@ public:
     /// becomes invalid. An invalid future gives an invalid `std::shared_future`, as
     /// `std::future::share` does. @throws std::bad_alloc.
     std::shared_future<T> share() { return std::future<T>(std::move(*this)).share(); }
+
+    /// Converts to a `std::shared_future` (`std::shared_future<int> s = pool.submit(...)`), as
+    /// `share()` does; a second user-defined conversion would not be found through
+    /// `std::future`. @throws std::bad_alloc.
+    operator std::shared_future<T>() && { // NOLINT(google-explicit-constructor): as std::future
+        return share();
+    }
 
     /// Converts to a `std::future` with the same result; this future becomes invalid. An
     /// invalid future converts to an invalid `std::future`. @throws std::bad_alloc.

@@ -168,6 +168,8 @@ public:
     block_cache& operator=(const block_cache&) = delete;
 
     void* allocate() {
+        if (dead_.load(std::memory_order_relaxed))
+            return ::operator new(work_item_block); // see ~block_cache
         if (count_ == 0) {
             if (taken_ == nullptr)
                 taken_ = block_depot::instance().take_groups();
@@ -179,6 +181,10 @@ public:
     }
 
     void deallocate(void* p) noexcept {
+        if (dead_.load(std::memory_order_relaxed)) {
+            ::operator delete(p); // every block comes from ::operator new(work_item_block)
+            return;
+        }
         free_[count_++] = p;
         if (count_ == capacity) {
             count_ -= batch;
@@ -186,14 +192,25 @@ public:
         }
     }
 
+    // A thread's cache can still be reached after its destructor ran: main's thread_local is
+    // destroyed before static objects, and a static pool (or a pool a static object uses) then
+    // still makes and frees work items on that thread. So the destructor leaves it empty and
+    // dead, and a dead cache goes straight to the heap; before, it handed out again the blocks
+    // it had just given to the depot.
     ~block_cache() {
         if (count_ > 0)
             block_depot::instance().give(free_, count_);
         if (taken_ != nullptr)
             block_depot::instance().give_groups(taken_);
+        count_ = 0;
+        taken_ = nullptr;
+        dead_.store(true, std::memory_order_relaxed);
     }
 
 private:
+    // Atomic only so that the compiler keeps the destructor's store: plain stores to an object
+    // whose lifetime ends are dead to GCC (-flifetime-dse). One thread reads and writes it.
+    std::atomic<bool> dead_{false};
     std::size_t count_ = 0;
     void* free_[capacity];                // free blocks' addresses; [0, count_) are valid
     block_depot::group* taken_ = nullptr; // the groups of a taken batch not unpacked yet
