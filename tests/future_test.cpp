@@ -254,12 +254,17 @@ struct static_pool_user {
     iocp::thread_pool& pool;
     ~static_pool_user() {
         long wrong = 0;
-        for (int round = 0; round < 20; ++round) {
-            std::vector<iocp::future<long>> results;
-            for (int i = 0; i < 300; ++i)
-                results.push_back(pool.submit([i] { return long{i} * 3; }));
-            for (int i = 0; i < 300; ++i)
-                wrong += results[static_cast<std::size_t>(i)].get() != long{i} * 3 ? 1 : 0;
+        try {
+            for (int round = 0; round < 20; ++round) {
+                std::vector<iocp::future<long>> results;
+                for (int i = 0; i < 300; ++i)
+                    results.push_back(pool.submit([i] { return long{i} * 3; }));
+                for (int i = 0; i < 300; ++i)
+                    wrong += results[static_cast<std::size_t>(i)].get() != long{i} * 3 ? 1 : 0;
+            }
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "static destruction: %s\n", e.what());
+            std::_Exit(1);
         }
         if (wrong != 0) {
             std::fprintf(stderr, "static destruction: %ld wrong results\n", wrong);
