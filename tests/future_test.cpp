@@ -44,6 +44,13 @@ struct gate {
             std::this_thread::yield();
     }
     void release() { open.store(true, std::memory_order_release); }
+    // A work item that waits for the gate, then returns `value`.
+    auto then_return(int value) {
+        return [this, value] {
+            wait();
+            return value;
+        };
+    }
 };
 
 // Counts live instances, so that a test can show that every result a pool made was destroyed.
@@ -124,10 +131,7 @@ TEST(future_test, an_invalid_future_reports_no_state) {
 TEST(future_test, timed_waits_time_out_until_the_result_is_there) {
     iocp::thread_pool pool(1);
     gate g;
-    auto f = pool.submit([&g] {
-        g.wait();
-        return 5;
-    });
+    auto f = pool.submit(g.then_return(5));
     // The work item cannot have finished: it waits for the gate, which only this thread opens.
     EXPECT_EQ(f.wait_for(0ms), std::future_status::timeout);
     EXPECT_EQ(f.wait_for(2ms), std::future_status::timeout);
@@ -144,10 +148,7 @@ TEST(future_test, timed_waits_time_out_until_the_result_is_there) {
 TEST(future_test, a_blocked_get_is_woken_by_the_result) {
     iocp::thread_pool pool(1);
     gate g;
-    auto f = pool.submit([&g] {
-        g.wait();
-        return 9;
-    });
+    auto f = pool.submit(g.then_return(9));
     std::thread opener([&g] {
         std::this_thread::sleep_for(5ms); // let get() spin out and sleep
         g.release();
@@ -191,10 +192,7 @@ TEST(future_test, an_abandoned_work_item_breaks_its_promise) {
 TEST(future_test, converts_to_std_future_before_and_after_the_result) {
     iocp::thread_pool pool(1);
     gate g;
-    std::future<int> early = pool.submit([&g] {
-        g.wait();
-        return 1;
-    });
+    std::future<int> early = pool.submit(g.then_return(1));
     EXPECT_EQ(early.wait_for(0ms), std::future_status::timeout);
     g.release();
     EXPECT_EQ(early.get(), 1);
@@ -361,10 +359,7 @@ TEST(future_test, many_blocked_waiters_are_all_woken) {
     gate g;
     std::vector<iocp::future<int>> futures;
     for (int i = 0; i < waiters; ++i)
-        futures.push_back(pool.submit([&g, i] {
-            g.wait();
-            return i;
-        }));
+        futures.push_back(pool.submit(g.then_return(i)));
     std::atomic<int> sum{0};
     std::atomic<int> blocked{0};
     std::vector<std::thread> threads;
