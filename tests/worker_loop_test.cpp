@@ -1,0 +1,297 @@
+// detail::worker_loop alone, on a pool made of nothing but the parts it drives (the real queue,
+// held items, wake protocol, spin, backlog, accounting, phase and port; no thread_pool): the
+// order in which a worker takes work, the rules that exist only in the loop (each wake-up packet
+// is used by one registered look, each worker takes one sentinel), abandonment under stop, and
+// (under TSan) that two loops fed by two producers run every item exactly once.
+#include "iocp/detail/pool/worker_loop.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <random>
+#include <span>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "iocp/detail/pool/completion_backlog.hpp"
+#include "iocp/detail/pool/outstanding_work.hpp"
+#include "iocp/detail/pool/wake_protocol.hpp"
+#include "iocp/port.hpp"
+
+namespace detail = iocp::detail;
+
+namespace {
+
+constexpr std::size_t workers = 2;
+
+// The members worker_loop uses, under the names thread_pool gives them, and the pool's small
+// helpers written the way thread_pool writes them. Nothing else.
+struct fake_pool {
+    using clock = std::chrono::steady_clock;
+    // Short, so that a lost wake-up would cost a test a fraction of a second, not hang it.
+    static constexpr std::chrono::milliseconds idle_recheck{50};
+    struct options {
+        std::size_t batch = detail::pool_max_batch;
+        std::chrono::microseconds spin{0};
+    };
+    struct wake_tag {
+        unsigned char unused = 0;
+    };
+
+    explicit fake_pool(std::chrono::microseconds spin = std::chrono::microseconds(0))
+        : options_{detail::pool_max_batch, spin}, spin_(spin) {}
+
+    void wake_one_if_needed() noexcept {
+        if (wake_.must_wake() && !post_wakeup())
+            wake_.wake_failed();
+    }
+    bool post_wakeup() noexcept {
+        std::error_code ec;
+        port_.post(nullptr, &wake_tag_, 0, ec);
+        return !ec;
+    }
+    void post_sentinel(detail::worker_sentinels::sentinel& s) noexcept {
+        std::error_code ec;
+        port_.post(&s, nullptr, 0, ec);
+    }
+    void abandon(detail::work_item* item) noexcept {
+        if (std::exception_ptr e = detail::abandon_work_item(item))
+            handle_exception(std::move(e));
+    }
+    void handle_exception(std::exception_ptr) noexcept { exceptions.fetch_add(1); }
+
+    // Posts from a non-worker thread, as thread_pool::enqueue does.
+    void enqueue(detail::work_item* item) {
+        ASSERT_TRUE(queue_.push(item, false));
+        wake_one_if_needed();
+    }
+    bool idle() const noexcept {
+        return work_.idle([this] { return queue_.pushed(); });
+    }
+
+    options options_;
+    iocp::port<> port_{0};
+    detail::worker_sentinels sentinels_{workers};
+    wake_tag wake_tag_;
+    detail::work_lanes queue_{1024};
+    detail::shutdown_phase phase_;
+    detail::wake_protocol wake_;
+    detail::outstanding_work work_{workers};
+    detail::held_items held_{workers};
+    detail::adaptive_spin spin_;
+    detail::completion_backlog backlog_;
+    std::atomic<std::size_t> abandoned_{0};
+    std::atomic<std::uint64_t> port_polls_{0};
+    std::atomic<std::uint64_t> sleeps_{0};
+    std::atomic<std::uint64_t> recoveries_{0};
+    std::atomic<int> exceptions{0};
+};
+
+using loop = detail::worker_loop<fake_pool>;
+
+// Everything left on the port, without waiting.
+std::vector<iocp::packet<void>> drain(iocp::port<>& port) {
+    std::vector<iocp::packet<void>> out;
+    iocp::packet<void> packets[detail::pool_max_batch];
+    std::error_code ec;
+    while (std::size_t n = port.get_many(std::span(packets), std::chrono::milliseconds(0), ec))
+        out.insert(out.end(), packets, packets + n);
+    return out;
+}
+
+// Waits (yielding) until `done()`; the loop under test runs on another thread meanwhile.
+template <class Done>
+void wait_for(Done&& done) {
+    while (!done())
+        std::this_thread::yield();
+}
+
+// An operation that records who completed it, with what.
+struct recording_op final : iocp::operation {
+    recording_op() noexcept : operation(&on_complete) {}
+    static void on_complete(void* owner, iocp::operation* self,
+                            const iocp::completion& result) noexcept {
+        auto* op = static_cast<recording_op*>(self);
+        op->owner = owner;
+        op->bytes = result.bytes;
+        op->completions.fetch_add(1);
+    }
+    void* owner = nullptr;
+    std::size_t bytes = 0;
+    std::atomic<int> completions{0};
+};
+
+} // namespace
+
+TEST(worker_loop_test, runs_every_queued_item_then_exits_on_its_sentinel) {
+    fake_pool pool;
+    std::atomic<int> ran{0};
+    constexpr int n = 1000; // more than a batch and several port-poll intervals
+    for (int i = 0; i < n; ++i)
+        pool.enqueue(detail::make_work_item([&ran] { ran.fetch_add(1); }));
+    std::thread worker([&] { loop(pool, 0).run(); });
+    wait_for([&] { return pool.idle(); });
+    EXPECT_EQ(ran.load(), n);
+    pool.post_sentinel(pool.sentinels_[0]);
+    worker.join(); // returns: the sentinel ended the loop
+    EXPECT_EQ(pool.abandoned_.load(), 0u);
+    EXPECT_EQ(pool.exceptions.load(), 0);
+    EXPECT_TRUE(pool.idle());
+}
+
+TEST(worker_loop_test, an_item_that_throws_goes_to_the_exception_handler_and_the_loop_goes_on) {
+    fake_pool pool;
+    std::atomic<int> ran{0};
+    pool.enqueue(detail::make_work_item([] { throw std::runtime_error("thrown by an item"); }));
+    pool.enqueue(detail::make_work_item([&ran] { ran.fetch_add(1); }));
+    std::thread worker([&] { loop(pool, 0).run(); });
+    wait_for([&] { return pool.idle(); });
+    pool.post_sentinel(pool.sentinels_[0]);
+    worker.join();
+    EXPECT_EQ(pool.exceptions.load(), 1);
+    EXPECT_EQ(ran.load(), 1);
+}
+
+TEST(worker_loop_test, each_registered_look_uses_one_wake_up_and_leaves_the_rest_on_the_port) {
+    fake_pool pool;
+    constexpr std::uint64_t posted = 3;
+    for (std::uint64_t i = 0; i < posted; ++i)
+        ASSERT_TRUE(pool.post_wakeup());
+    pool.post_sentinel(pool.sentinels_[0]);
+    loop(pool, 0).run(); // nothing queued: it sleeps, dequeues the packets, exits on the sentinel
+    const std::vector<iocp::packet<void>> left = drain(pool.port_);
+    for (const auto& p : left) {
+        EXPECT_EQ(p.ov, nullptr);
+        EXPECT_EQ(p.key, &pool.wake_tag_);
+    }
+    // However the port batched them, each sleep used exactly one wake-up (a dequeue that took
+    // them all used one and posted two back), and none was lost or duplicated.
+    EXPECT_GE(pool.sleeps_.load(), 1u);
+    EXPECT_EQ(left.size() + pool.sleeps_.load(), posted);
+}
+
+TEST(worker_loop_test, a_worker_takes_one_sentinel_and_hands_the_others_back) {
+    fake_pool pool;
+    pool.post_sentinel(pool.sentinels_[0]);
+    pool.post_sentinel(pool.sentinels_[1]);
+    loop(pool, 0).run();
+    const std::vector<iocp::packet<void>> left = drain(pool.port_);
+    ASSERT_EQ(left.size(), 1u);
+    EXPECT_NE(pool.sentinels_.find(left[0].ov), nullptr);
+    // The other worker exits on it.
+    pool.post_sentinel(*pool.sentinels_.find(left[0].ov));
+    loop(pool, 1).run();
+    EXPECT_TRUE(drain(pool.port_).empty());
+}
+
+TEST(worker_loop_test, completions_from_the_port_and_the_backlog_run_with_the_pool_as_owner) {
+    fake_pool pool;
+    recording_op from_port;
+    recording_op from_backlog;
+    pool.port_.post(&from_port, nullptr, 42);
+    ASSERT_TRUE(pool.backlog_.push(&from_backlog, iocp::completion{{}, 7, nullptr}));
+    pool.post_sentinel(pool.sentinels_[0]);
+    loop(pool, 0).run();
+    EXPECT_EQ(from_port.completions.load(), 1);
+    EXPECT_EQ(from_port.owner, &pool);
+    EXPECT_EQ(from_port.bytes, 42u);
+    EXPECT_EQ(from_backlog.completions.load(), 1);
+    EXPECT_EQ(from_backlog.owner, &pool);
+    EXPECT_EQ(from_backlog.bytes, 7u);
+    EXPECT_FALSE(pool.backlog_.nonempty());
+}
+
+TEST(worker_loop_test, under_stop_it_abandons_what_it_pops_instead_of_running_it) {
+    fake_pool pool;
+    std::atomic<int> ran{0};
+    std::atomic<int> destroyed{0};
+    struct counted {
+        std::atomic<int>* ran;
+        std::atomic<int>* destroyed;
+        counted(std::atomic<int>* r, std::atomic<int>* d) : ran(r), destroyed(d) {}
+        counted(counted&& o) noexcept : ran(o.ran), destroyed(o.destroyed) { o.ran = nullptr; }
+        counted(const counted&) = delete;
+        counted& operator=(const counted&) = delete;
+        counted& operator=(counted&&) = delete;
+        ~counted() {
+            if (ran != nullptr)
+                destroyed->fetch_add(1);
+        }
+        void operator()() const { ran->fetch_add(1); }
+    };
+    constexpr int n = 200;
+    for (int i = 0; i < n; ++i)
+        pool.enqueue(detail::make_work_item(counted(&ran, &destroyed)));
+    pool.phase_.advance(detail::shutdown_phase::phase::abandoning, true);
+    std::thread worker([&] { loop(pool, 0).run(); });
+    wait_for([&] { return pool.idle(); });
+    pool.post_sentinel(pool.sentinels_[0]);
+    worker.join();
+    EXPECT_EQ(ran.load(), 0);
+    EXPECT_EQ(destroyed.load(), n); // each callable destroyed exactly once, none run
+    EXPECT_EQ(pool.abandoned_.load(), static_cast<std::size_t>(n));
+}
+
+TEST(worker_loop_test, an_idle_worker_runs_what_another_worker_holds) {
+    fake_pool pool;
+    std::atomic<int> ran{0};
+    std::thread::id ran_on[3];
+    detail::work_item* items[3];
+    for (std::size_t i = 0; i < 3; ++i)
+        items[i] = detail::make_work_item([&ran, &ran_on, i] {
+            ran_on[i] = std::this_thread::get_id();
+            ran.fetch_add(1);
+        });
+    pool.held_.publish(1, items, 3); // worker 1 claimed them and is busy elsewhere
+    std::thread worker([&] { loop(pool, 0).run(); });
+    wait_for([&] { return ran.load() == 3; });
+    pool.post_sentinel(pool.sentinels_[0]);
+    const std::thread::id thief = worker.get_id();
+    worker.join();
+    for (const auto& id : ran_on)
+        EXPECT_EQ(id, thief);
+    EXPECT_FALSE(pool.held_.any());
+}
+
+// Two loops (spinning enabled) fed by two producers with random pauses: every item runs
+// exactly once, the accounting ends idle, and both loops exit on their sentinels. Run under
+// TSan in CI.
+TEST(worker_loop_test, stress_two_loops_two_producers_every_item_runs_once) {
+    for (int round = 0; round < 20; ++round) {
+        fake_pool pool(std::chrono::microseconds(50));
+        constexpr std::size_t per_producer = 5000;
+        auto runs = std::make_unique<std::atomic<int>[]>(2 * per_producer);
+        std::thread loops[workers];
+        for (std::size_t w = 0; w < workers; ++w)
+            loops[w] = std::thread([&pool, w] { loop(pool, w).run(); });
+        std::thread producers[2];
+        for (std::size_t p = 0; p < 2; ++p) {
+            producers[p] = std::thread([&, p] {
+                std::minstd_rand rng(static_cast<unsigned>(round * 2 + p + 1));
+                for (std::size_t i = 0; i < per_producer; ++i) {
+                    std::atomic<int>* slot = &runs[p * per_producer + i];
+                    pool.enqueue(detail::make_work_item([slot] { slot->fetch_add(1); }));
+                    if (rng() % 512 == 0) // let the workers go idle, spin out and sleep
+                        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 300));
+                }
+            });
+        }
+        for (auto& t : producers)
+            t.join();
+        wait_for([&] { return pool.idle(); });
+        for (std::size_t w = 0; w < workers; ++w)
+            pool.post_sentinel(pool.sentinels_[w]);
+        for (auto& t : loops)
+            t.join();
+        for (std::size_t i = 0; i < 2 * per_producer; ++i)
+            ASSERT_EQ(runs[i].load(), 1) << "item " << i << " in round " << round;
+        EXPECT_EQ(pool.exceptions.load(), 0);
+        EXPECT_EQ(pool.abandoned_.load(), 0u);
+    }
+}
