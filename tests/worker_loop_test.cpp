@@ -62,9 +62,9 @@ struct fake_pool {
     }
     void abandon(detail::work_item* item) noexcept {
         if (std::exception_ptr e = detail::abandon_work_item(item))
-            handle_exception(std::move(e));
+            handle_exception(e);
     }
-    void handle_exception(std::exception_ptr) noexcept { exceptions.fetch_add(1); }
+    void handle_exception(const std::exception_ptr&) noexcept { exceptions.fetch_add(1); }
 
     // Posts from a non-worker thread, as thread_pool::enqueue does.
     void enqueue(detail::work_item* item) {
@@ -273,7 +273,8 @@ TEST(worker_loop_test, stress_two_loops_two_producers_every_item_runs_once) {
         std::thread producers[2];
         for (std::size_t p = 0; p < 2; ++p) {
             producers[p] = std::thread([&, p] {
-                std::minstd_rand rng(static_cast<unsigned>(round * 2 + p + 1));
+                std::minstd_rand rng(static_cast<unsigned>(round) * 2U + static_cast<unsigned>(p) +
+                                     1U);
                 for (std::size_t i = 0; i < per_producer; ++i) {
                     std::atomic<int>* slot = &runs[p * per_producer + i];
                     pool.enqueue(detail::make_work_item([slot] { slot->fetch_add(1); }));

@@ -766,7 +766,7 @@ private:
     // Asio's private queue for continuations. Idle workers take a waiting `next` like a held
     // item, so a worker busy with a long item never sits on it. Bounded: after
     // `continuation_streak` continuations in a row, the next goes through the queue, behind
-    // the work already waiting (and run_loop counts continuations toward its look at the
+    // the work already waiting (and worker_loop::run counts continuations toward its look at the
     // port). Anywhere else (another thread, the slot taken, shutdown under way) it is an
     // ordinary post.
     template <class F>

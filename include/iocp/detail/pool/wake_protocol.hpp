@@ -13,7 +13,7 @@
 // waits unnoticed. A producer wakes a sleeper only when no worker is spinning (a spinner will
 // find the work) and claims it by decrementing `sleepers_`, so two producers never wake one
 // sleeper twice. Each wake-up packet so claimed must be used by exactly one registered worker
-// (see thread_pool::poll_port).
+// (see worker_loop::poll_port).
 
 #include <atomic>
 

@@ -93,7 +93,7 @@ public:
 
     // Takes up to `max` items from the first lane that has some, starting from the calling
     // thread's next lane in turn. `more` is also set when another lane holds items.
-    // TRICKY: that is what makes the pool wake a sleeper for them (thread_pool::run_loop). A
+    // TRICKY: that is what makes the pool wake a sleeper for them (worker_loop::run). A
     // producer does not wake anyone while a worker spins, counting on the spinner to come; with
     // one FIFO the spinner's batch took the item, and items it did not start stayed visible to
     // idle workers. With lanes the spinner takes one lane's items only: without `more`, an item
