@@ -8,8 +8,9 @@
 // backlog, the outstanding-work accounting and the shutdown phase. This type is the order in
 // which a worker uses them, and the two rules that live only here: every wake-up packet is used
 // by exactly one registered worker, and every worker takes exactly one sentinel (poll_port).
-// `Pool` is thread_pool, a friend: the parameter only defers the member lookups until the pool
-// is complete (thread_pool.hpp includes this header before defining the class).
+// `Pool` is thread_pool, a friend: the parameter defers the member lookups until the pool is
+// complete (thread_pool.hpp includes this header before defining the class), and lets
+// tests/worker_loop_test.cpp run the loop on a pool made of the same parts and nothing else.
 //
 // Thread safety: one worker_loop per worker thread, used by that thread only.
 
