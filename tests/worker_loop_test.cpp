@@ -20,10 +20,8 @@
 #include <thread>
 #include <vector>
 
-#include "iocp/detail/pool/completion_backlog.hpp"
-#include "iocp/detail/pool/outstanding_work.hpp"
-#include "iocp/detail/pool/wake_protocol.hpp"
 #include "iocp/port.hpp"
+#include "support/fake_pool.hpp"
 
 namespace detail = iocp::detail;
 
@@ -31,87 +29,10 @@ namespace {
 
 constexpr std::size_t workers = 2;
 
-// The members worker_loop uses, under the names thread_pool gives them, and the pool's small
-// helpers written the way thread_pool writes them. Nothing else.
-struct fake_pool {
-    using clock = std::chrono::steady_clock;
-    // Short, so that a lost wake-up would cost a test a fraction of a second, not hang it.
-    static constexpr std::chrono::milliseconds idle_recheck{50};
-    struct options {
-        std::size_t batch = detail::pool_max_batch;
-        std::chrono::microseconds spin{0};
-    };
-    struct wake_tag {
-        unsigned char unused = 0;
-    };
-
-    explicit fake_pool(std::chrono::microseconds spin = std::chrono::microseconds(0))
-        : options_{detail::pool_max_batch, spin}, spin_(spin) {}
-
-    void wake_one_if_needed() noexcept {
-        if (wake_.must_wake() && !post_wakeup())
-            wake_.wake_failed();
-    }
-    bool post_wakeup() noexcept {
-        std::error_code ec;
-        port_.post(nullptr, &wake_tag_, 0, ec);
-        return !ec;
-    }
-    void post_sentinel(detail::worker_sentinels::sentinel& s) noexcept {
-        std::error_code ec;
-        port_.post(&s, nullptr, 0, ec);
-    }
-    void abandon(detail::work_item* item) noexcept {
-        if (std::exception_ptr e = detail::abandon_work_item(item))
-            handle_exception(e);
-    }
-    void handle_exception(const std::exception_ptr&) noexcept { exceptions.fetch_add(1); }
-
-    // Posts from a non-worker thread, as thread_pool::enqueue does.
-    void enqueue(detail::work_item* item) {
-        ASSERT_TRUE(queue_.push(item, false));
-        wake_one_if_needed();
-    }
-    bool idle() const noexcept {
-        return work_.idle([this] { return queue_.pushed(); });
-    }
-
-    options options_;
-    iocp::port<> port_{0};
-    detail::worker_sentinels sentinels_{workers};
-    wake_tag wake_tag_;
-    detail::work_lanes queue_{1024};
-    detail::shutdown_phase phase_;
-    detail::wake_protocol wake_;
-    detail::outstanding_work work_{workers};
-    detail::held_items held_{workers};
-    detail::adaptive_spin spin_;
-    detail::completion_backlog backlog_;
-    std::atomic<std::size_t> abandoned_{0};
-    std::atomic<std::uint64_t> port_polls_{0};
-    std::atomic<std::uint64_t> sleeps_{0};
-    std::atomic<std::uint64_t> recoveries_{0};
-    std::atomic<int> exceptions{0};
-};
-
+using iocp_test::drain;
+using iocp_test::fake_pool;
+using iocp_test::wait_for;
 using loop = detail::worker_loop<fake_pool>;
-
-// Everything left on the port, without waiting.
-std::vector<iocp::packet<void>> drain(iocp::port<>& port) {
-    std::vector<iocp::packet<void>> out;
-    iocp::packet<void> packets[detail::pool_max_batch];
-    std::error_code ec;
-    while (std::size_t n = port.get_many(std::span(packets), std::chrono::milliseconds(0), ec))
-        out.insert(out.end(), packets, packets + n);
-    return out;
-}
-
-// Waits (yielding) until `done()`; the loop under test runs on another thread meanwhile.
-template <class Done>
-void wait_for(Done&& done) {
-    while (!done())
-        std::this_thread::yield();
-}
 
 // An operation that records who completed it, with what.
 struct recording_op final : iocp::operation {
@@ -267,7 +188,7 @@ TEST(worker_loop_test, an_idle_worker_runs_what_another_worker_holds) {
 // TSan in CI.
 TEST(worker_loop_test, stress_two_loops_two_producers_every_item_runs_once) {
     for (int round = 0; round < 20; ++round) {
-        fake_pool pool(std::chrono::microseconds(50));
+        fake_pool pool(workers, std::chrono::microseconds(50));
         constexpr std::size_t per_producer = 5000;
         auto runs = std::make_unique<std::atomic<int>[]>(2 * per_producer);
         std::thread loops[workers];

@@ -39,9 +39,11 @@
 /// tests: the work FIFOs (detail/work_queue.hpp, in lanes: detail/pool/work_lanes.hpp), recycled
 /// work-item blocks (work_item.hpp), timers (timer_queue.hpp), the wake protocol between producers
 /// and idle workers (detail/pool/wake_protocol.hpp), outstanding-work accounting for `wait()` and
-/// `join()` (outstanding_work.hpp), the shutdown phases (shutdown_phase.hpp), the I/O objects
-/// shutdown cancels (io_registry.hpp) and the backlog of completions that did not go through the
-/// port (completion_backlog.hpp). Tuning constants are named once in detail/pool/constants.hpp.
+/// `join()` (outstanding_work.hpp), the shutdown phases (shutdown_phase.hpp) and the steps
+/// that take the pool through them (shutdown_sequence.hpp), the workers' loop (worker_loop.hpp),
+/// the I/O objects shutdown cancels (io_registry.hpp) and the backlog of completions that did not
+/// go through the port (completion_backlog.hpp). Tuning constants are named once in
+/// detail/pool/constants.hpp.
 ///
 /// A failed port post (PostQueuedCompletionStatus fails when the kernel is out of non-paged
 /// pool) never blocks a caller and never loses anything: a lost wake-up is made up by idle
@@ -77,6 +79,7 @@
 #include "detail/pool/io_registry.hpp"
 #include "detail/pool/outstanding_work.hpp"
 #include "detail/pool/shutdown_phase.hpp"
+#include "detail/pool/shutdown_sequence.hpp"
 #include "detail/pool/wake_protocol.hpp"
 #include "detail/pool/work_lanes.hpp"
 #include "detail/pool/worker_loop.hpp"
@@ -599,13 +602,15 @@ private:
     friend struct detail::pool_io_access;
     // The workers' loop (detail/pool/worker_loop.hpp) runs on the pool's parts directly.
     friend class detail::worker_loop<thread_pool>;
+    // The shutdown steps (detail/pool/shutdown_sequence.hpp) likewise.
+    friend class detail::shutdown_sequence<thread_pool>;
 
     // Counts an operation as started (call before handing it to the kernel). Returns false
     // once shutdown is cancelling I/O: the caller must then not start it, and completes it
     // with `errc::closed` through `post_completion` instead. Either way, pair it with exactly
     // one `operation_finished()` when its completion has run.
     bool operation_started() noexcept {
-        // TRICKY: seq_cst count, then a seq_cst look at the phase, against cancel_io_objects()'
+        // TRICKY: seq_cst count, then a seq_cst look at the phase, against the shutdown's
         // seq_cst move to cancelling_io and its later idle wait: either this start sees the
         // cancel pass coming (and refuses), or shutdown counts it and waits for it.
         work_.operation_started();
@@ -917,125 +922,10 @@ private:
         work_.wait_until_idle(with_io, [this] { return accepted(); });
     }
 
-    // The phase first: an operation started after an object's cancel is then refused
-    // (operation_started). An object registered after the pass is cancelled at once by the
-    // registry itself (io_registry::add).
-    void cancel_io_objects() noexcept {
-        phase_.advance(phase::cancelling_io);
-        io_objects_.cancel_all();
-    }
-
-    // The one shutdown path, through the phases of detail/pool/shutdown_phase.hpp;
-    // `abandon_queued` distinguishes stop() from join(). Returns the number of work items this
-    // call abandoned. Only this function (under shutdown_mutex_) moves the phase.
-    // NOLINTNEXTLINE(bugprone-exception-escape): as for the destructor.
+    // The one shutdown path (detail/pool/shutdown_sequence.hpp): `abandon_queued` distinguishes
+    // stop() from join(). Returns the number of work items this call abandoned.
     std::size_t shutdown(bool abandon_queued) noexcept {
-        std::lock_guard shutdown_lock(shutdown_mutex_);
-        if (phase_.at_least(phase::joined))
-            return 0;
-        // This thread runs user code from here on (timer callables' destructors, the
-        // exception handler): in_own_shutdown() lets join()/stop()/wait() called there refuse.
-        struct owner_mark {
-            std::atomic<std::thread::id>& owner;
-            explicit owner_mark(std::atomic<std::thread::id>& o) noexcept : owner(o) {
-                owner.store(std::this_thread::get_id(), std::memory_order_relaxed);
-            }
-            owner_mark(const owner_mark&) = delete;
-            owner_mark& operator=(const owner_mark&) = delete;
-            ~owner_mark() { owner.store(std::thread::id(), std::memory_order_relaxed); }
-        } mark(shutdown_thread_);
-        const std::size_t abandoned_before = abandoned_.load();
-        // 1. No more timers; pending ones are abandoned.
-        abandoned_.fetch_add(timers_.shutdown());
-        // 2. Refuse new work (join: except from the workers), and for stop() make the workers
-        //    abandon what they pop instead of running it.
-        //    The phase moves first: a post the queue refuses then finds the pool shutting down.
-        if (abandon_queued) {
-            phase_.advance(phase::abandoning, true);
-            queue_.restrict(detail::work_lanes::access::closed);
-        } else {
-            phase_.advance(phase::draining);
-            queue_.restrict(detail::work_lanes::access::privileged_only);
-        }
-        // 3. Let the queued work finish, then cancel I/O and wait for every operation to
-        //    complete (their handlers may post more work, from a worker: that runs too).
-        //    (Without workers, a failed constructor, there is nothing to wait for.)
-        //    TRICKY: first every worker's on_thread_start hook must have returned. A hook runs
-        //    on a worker, outside any counted item, so what it posts (or a coroutine it starts
-        //    hops to) is counted only when posted: an idle wait that ended before would let it
-        //    run after the pool was found idle, or be refused half way.
-        if (!workers_.empty()) {
-            {
-                std::unique_lock lock(start_mutex_);
-                start_cv_.wait(lock, [&] { return workers_started_ == workers_.size(); });
-            }
-            wait_until_idle(false);
-        }
-        cancel_io_objects(); // phase cancelling_io
-        if (!workers_.empty())
-            wait_until_idle(true);
-        queue_.restrict(detail::work_lanes::access::closed);
-        // 4. One sentinel per worker; any worker may take any sentinel. A worker whose
-        //    sentinel could not be posted leaves at its next periodic look (phase exiting).
-        phase_.advance(phase::exiting);
-        for (std::size_t i = 0; i < workers_.size(); ++i)
-            post_sentinel(sentinels_[i]);
-        for (auto& t : workers_)
-            t.join();
-        // 5. Drain: whatever is left (no workers ran it) is abandoned exactly once. First shut
-        //    the gate of post_completion and wait out the posts already through it.
-        phase_.advance(phase::closed);
-        while (completions_posting_.load(std::memory_order_seq_cst) != 0)
-            std::this_thread::yield();
-        drain_port();
-        // A continuation left in a worker's `next` slot: none is expected (every context a
-        // worker posts from is a counted item or operation, or a hook shutdown waited for),
-        // but a slot must never keep an item, so it is abandoned like a queued one.
-        for (std::size_t i = 0; i < options_.threads; ++i) {
-            if (detail::work_item* item = held_.release_next(i)) {
-                abandon(item);
-                abandoned_.fetch_add(1);
-                work_.finish_items(options_.threads, 1);
-            }
-        }
-        // Usually nothing is left: the idle waits above covered every accepted item, claimed
-        // or published. They are skipped when no worker ever started (a failed constructor);
-        // then an item may still be between its claim and its publication: wait for it.
-        while (!queue_.drained()) {
-            const detail::work_lanes::pop_result got = queue_.pop(SIZE_MAX);
-            detail::work_item* chain = got.head;
-            const std::size_t n = got.count;
-            if (chain == nullptr) {
-                std::this_thread::yield();
-                continue;
-            }
-            while (chain != nullptr) {
-                detail::work_item* next = chain->next;
-                abandon(chain);
-                chain = next;
-            }
-            abandoned_.fetch_add(n);
-            work_.finish_items(options_.threads, n); // the slot after the workers' is shutdown's
-        }
-        port_.close();
-        phase_.advance(phase::joined);
-        return abandoned_.load() - abandoned_before;
-    }
-
-    // Abandons what no worker will dequeue: port packets and backlog entries. Each operation
-    // is destroyed exactly once (a packet is dequeued once; a backlog entry popped once).
-    void drain_port() noexcept {
-        packet<void> packets[thread_pool_options::max_batch];
-        std::error_code ec;
-        while (std::size_t n = port_.get_many(packets, std::chrono::milliseconds(0), ec)) {
-            for (std::size_t i = 0; i < n; ++i) {
-                overlapped* ov = packets[i].ov;
-                if (ov != nullptr && sentinels_.find(ov) == nullptr)
-                    operation::from(ov)->destroy(); // wake-ups have no OVERLAPPED
-            }
-        }
-        while (const std::optional<detail::completion_backlog::entry> e = backlog_.pop())
-            e->op->destroy();
+        return detail::shutdown_sequence<thread_pool>(*this).run(abandon_queued);
     }
 
     const thread_pool_options options_;
