@@ -924,6 +924,7 @@ private:
 
     // The one shutdown path (detail/pool/shutdown_sequence.hpp): `abandon_queued` distinguishes
     // stop() from join(). Returns the number of work items this call abandoned.
+    // NOLINTNEXTLINE(bugprone-exception-escape): as for the destructor.
     std::size_t shutdown(bool abandon_queued) noexcept {
         return detail::shutdown_sequence<thread_pool>(*this).run(abandon_queued);
     }
