@@ -274,6 +274,9 @@ struct static_pool_user {
 TEST(future_test, a_pool_still_works_during_static_destruction) {
     static iocp::thread_pool pool(1);   // destroyed after the user below
     static static_pool_user user{pool}; // destroyed after main's thread_locals
+    // A pool joined on this thread binds it to that pool's port (its drain dequeues here): the
+    // static pool's own drain, after main, then finds this thread's binding destroyed.
+    { iocp::thread_pool other(1); }
     std::vector<iocp::future<long>> results;
     for (int i = 0; i < 100; ++i)
         results.push_back(user.pool.submit([i] { return long{i}; }));

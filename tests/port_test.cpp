@@ -9,11 +9,15 @@
 #include <chrono>
 #include <climits>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -1211,4 +1215,39 @@ TEST(port_test, close_wakes_every_kind_of_waiter_exactly_once) {
     std::error_code ec;
     EXPECT_FALSE(p.get(std::chrono::hours::max(), ec));
     EXPECT_EQ(ec, iocp::errc::closed);
+}
+
+namespace {
+
+// Uses a static port from a static object's destructor: after main returned, when the main
+// thread's thread_locals (the POSIX port's thread binding among them) are already destroyed.
+// A failure cannot be reported to the test framework any more: it ends the process with 1 (and
+// ASan reports a use after free, which it did when the binding was used after its destruction).
+struct static_port_user {
+    iocp::port<>& port;
+    ~static_port_user() {
+        std::error_code ec;
+        iocp::overlapped ov{};
+        port.post(&ov, nullptr, 5, ec);
+        const auto p = ec ? std::nullopt : port.get(0ms, ec);
+        if (ec || !p || p->ov != &ov || p->bytes != 5) {
+            std::fprintf(stderr, "static destruction: the static port failed: %s\n",
+                         ec.message().c_str());
+            std::_Exit(1);
+        }
+    }
+};
+
+} // namespace
+
+TEST(port_test, a_static_port_works_during_static_destruction_after_the_thread_used_another) {
+    static iocp::port<> port(1);        // destroyed after the user below
+    static static_port_user user{port}; // destroyed after main's thread_locals
+    // Bind this (the main) thread to another port, which is gone before main returns.
+    iocp::port<> local(1);
+    iocp::overlapped ov{};
+    local.post(&ov, nullptr, 1);
+    const auto p = local.get(0ms);
+    ASSERT_TRUE(p);
+    EXPECT_EQ(p->ov, &ov);
 }

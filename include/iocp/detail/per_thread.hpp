@@ -14,7 +14,8 @@
 // - One FLS slot for the whole library, owned by an inline variable that frees it (FlsFree,
 //   which runs the callback on every fiber's value) when the module unloads: a DLL that
 //   left its slot allocated would leave Windows a callback into unloaded code.
-// Elsewhere a thread_local does the job.
+// Elsewhere a thread_local does the job, with a replacement for an object reached after its
+// thread destroyed it (see per_thread below).
 
 #include <atomic>
 #include <cstddef>
@@ -126,10 +127,33 @@ T& per_thread() {
 
 #else
 
+// TRICKY: a thread's objects can be reached after their destructors ran. The main thread's
+// thread_locals are destroyed when main returns, before static objects (C++ [basic.start.term]),
+// and a static pool, port or socket (or one a static object owns) still dequeues, makes work
+// items and frees operations on that thread from its destructor. Using the destroyed object
+// then is undefined (the port's binding released its shared_ptr a second time). So a destroyed
+// object is replaced by a fresh one on the heap, never destroyed: it lives until the process
+// ends (one object per type, on the exiting thread only). The flag and the pointer are trivial,
+// so they stay usable after every non-trivial thread_local of the thread is gone.
 template <class T>
 T& per_thread() {
-    thread_local T instance;
-    return instance;
+    thread_local constinit bool destroyed = false;
+    thread_local constinit T* after_destruction = nullptr;
+    if (destroyed) {
+        if (after_destruction == nullptr)
+            after_destruction = new T();
+        return *after_destruction;
+    }
+    struct holder {
+        T value;
+        holder() = default;
+        holder(const holder&) = delete;
+        holder& operator=(const holder&) = delete;
+        // Before `value`'s own destructor: what it calls already gets the replacement.
+        ~holder() { destroyed = true; }
+    };
+    thread_local holder instance;
+    return instance.value;
 }
 
 #endif
