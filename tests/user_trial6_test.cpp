@@ -74,6 +74,10 @@
 // 31. SO_LINGER times the platforms cannot hold (negative, over Win32's u_short) are refused,
 //     not truncated or read as "for ever" (libuv#2409's dont_linger review; Asio linger
 //     option reports).
+// 32. the process's first file or socket with one or two descriptors left: the descriptor opens,
+//     but no I/O backend can start (io_uring's ring and epoll's descriptors need more). The
+//     open fails with EMFILE, and the next, with descriptors back, works (it used to abort the
+//     process; Tokio and libuv report a driver that cannot start as an error, not an abort).
 
 #include "iocp/config.hpp"
 
@@ -210,6 +214,14 @@ public:
     descriptors_used_up(const descriptors_used_up&) = delete;
     descriptors_used_up& operator=(const descriptors_used_up&) = delete;
     ~descriptors_used_up() { give_back(); }
+
+    // Closes `n` of the fillers: that many descriptors are free again.
+    void free_some(std::size_t n) {
+        for (; n > 0 && !fillers_.empty(); --n) {
+            ::close(fillers_.back());
+            fillers_.pop_back();
+        }
+    }
 
     void give_back() {
         for (int fd : fillers_)
@@ -1280,3 +1292,36 @@ TEST(user_trial6, linger_times_the_platforms_cannot_hold_are_refused) {
 } // namespace
 
 #endif // IOCP_HAS_IO
+
+TEST(user_trial6, the_first_io_object_without_descriptors_for_a_backend_fails_then_the_next_works) {
+#if IOCP_WINDOWS
+    GTEST_SKIP() << "RLIMIT_NOFILE and the Linux I/O backends are Linux's";
+#else
+    if (under_ubsan)
+        GTEST_SKIP() << ubsan_needs_descriptors;
+    if (iocp::detail::io::lnx::chosen_backend.load() != nullptr)
+        GTEST_SKIP() << "an earlier test of this process started the I/O backend (ctest runs each "
+                        "test in a process of its own)";
+    iocp::thread_pool pool(2);
+    for (const std::size_t left : {1, 2}) {
+        descriptors_used_up used_up;
+        used_up.free_some(left);
+        iocp::socket s(pool);
+        std::error_code ec;
+        s.open(iocp::address_family::ipv4, ec);
+        EXPECT_EQ(ec, std::errc::too_many_files_open) << left << " left: " << ec.message();
+        EXPECT_FALSE(s.is_open());
+        EXPECT_EQ(iocp::detail::io::lnx::chosen_backend.load(), nullptr); // none started
+    }
+    // Descriptors are back: the backend starts, and the socket works.
+    auto pair = iocp_test::make_socket_pair(pool);
+    std::array<char, 1> byte{'x'};
+    completion sent;
+    pair.client.send(iocp::buffer(byte), sent.handler());
+    const outcome r = sent.get("send after descriptors came back");
+    EXPECT_FALSE(r.ec) << r.ec.message();
+    EXPECT_EQ(r.bytes, 1u);
+    EXPECT_EQ(sent.calls(), 1);
+    EXPECT_STRNE(iocp::io_backend_name(), "none");
+#endif
+}

@@ -95,7 +95,10 @@ public:
 // IOCP_IO_BACKEND=epoll|io_uring in the environment forces one (io_uring unavailable -> epoll,
 // silently; iocp::io_backend_name() tells which); otherwise io_uring when liburing was compiled
 // in (IOCP_HAS_LIBURING) and io_uring_queue_init works (ENOSYS/EPERM/... -> epoll). Never
-// destroyed (a backend's threads live until the process ends).
+// destroyed (a backend's threads live until the process ends). try_instance returns nullptr with
+// the reason when none can be started (the first I/O object's open then fails with it);
+// instance() is for handles already attached.
+backend* try_instance(std::error_code& ec) noexcept;
 backend& instance() noexcept;
 
 } // namespace iocp::detail::io::lnx

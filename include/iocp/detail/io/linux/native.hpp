@@ -49,9 +49,12 @@ inline std::error_code attach(thread_pool& pool, handle_type h, void*, handle_ki
                               state_extra&) noexcept {
     if (::fcntl(h, F_GETFD) == -1)
         return last_errno();
-    backend& b = instance();
-    pool_io_access::set_completion_poller(pool, &b);
-    return b.attach(h);
+    std::error_code ec;
+    backend* b = try_instance(ec);
+    if (b == nullptr)
+        return ec; // no backend could be started (EMFILE, EAGAIN for its thread, ...)
+    pool_io_access::set_completion_poller(pool, b);
+    return b->attach(h);
 }
 
 // Every pending operation of `h` completes with -ECANCELED (unless it finished first).

@@ -8,19 +8,23 @@
 // default seccomp profile or kernel.io_uring_disabled (LINUX-IO-NOTES 2): the choice is made
 // on that call, never per operation.
 
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
+#include <system_error>
 
 #include "backend.hpp"
 #include "epoll_backend.hpp"
 #include "uring_backend.hpp"
 
-#include <cstdio>
-
 namespace iocp::detail::io::lnx {
 
-inline backend* choose_backend() noexcept {
+// The backend this process can run, or nullptr with `ec` saying why not even epoll could be
+// started (no descriptors or threads left, say).
+inline backend* choose_backend(std::error_code& ec) noexcept {
     const char* forced = std::getenv("IOCP_IO_BACKEND");
     const bool want_epoll = forced != nullptr && std::strcmp(forced, "epoll") == 0;
 #if defined(IOCP_HAS_LIBURING) && IOCP_HAS_LIBURING
@@ -31,21 +35,39 @@ inline backend* choose_backend() noexcept {
 #else
     (void)want_epoll;
 #endif
-    std::error_code ec;
     if (std::unique_ptr<backend> b = epoll_backend::create(ec))
         return b.release();
-    // Not even epoll (no descriptors or threads left at the first I/O object): there is no
-    // way to run I/O, and instance() has no error to return. Say why before stopping.
-    std::fprintf(stderr, "iocp: cannot start the epoll I/O backend: %s\n", ec.message().c_str());
-    std::abort();
+    return nullptr;
 }
 
-// TRICKY: a function-local static is initialised once even when several threads make their
-// first I/O object at the same time (C++11 "magic statics"). Never destroyed: the backend's
-// threads may still be completing operations while static destructors run.
+// The chosen backend; null until a choice succeeded. Never destroyed: the backend's threads may
+// still be completing operations while static destructors run.
+inline std::atomic<backend*> chosen_backend{nullptr};
+
+// The process's backend, chosen at the first call that succeeds; nullptr with `ec` when none
+// can be started now (EMFILE at the process's first I/O object, say). A failure is not
+// remembered: the next I/O object tries again, so a shortage that passes costs nothing later.
+// Thread safety: any thread; concurrent first calls make one backend.
+inline backend* try_instance(std::error_code& ec) noexcept {
+    if (backend* b = chosen_backend.load(std::memory_order_acquire))
+        return b;
+    static std::mutex choosing;
+    std::lock_guard lock(choosing);
+    backend* b = chosen_backend.load(std::memory_order_acquire);
+    if (b == nullptr && (b = choose_backend(ec)) != nullptr)
+        chosen_backend.store(b, std::memory_order_release);
+    return b;
+}
+
+// The backend of a handle already attached (attach() went through try_instance): it exists.
 inline backend& instance() noexcept {
-    static backend* const chosen = choose_backend();
-    return *chosen;
+    backend* b = chosen_backend.load(std::memory_order_acquire);
+    if (b == nullptr) {
+        // Only a caller that skipped attach() can get here: a bug of the library's own.
+        std::fputs("iocp: the Linux I/O backend was used before any handle was attached\n", stderr);
+        std::abort();
+    }
+    return *b;
 }
 
 } // namespace iocp::detail::io::lnx
@@ -55,6 +77,11 @@ namespace iocp {
 /// The I/O backend files and sockets use in this process: "io_uring" or "epoll" on Linux
 /// (chosen at first use; `IOCP_IO_BACKEND=epoll|io_uring` in the environment picks one, and
 /// io_uring falls back to epoll where the kernel refuses it). Thread safety: any thread.
-inline const char* io_backend_name() noexcept { return detail::io::lnx::instance().name(); }
+/// "none" when no backend can be started now (see `file::open` / `socket::open` for the error).
+inline const char* io_backend_name() noexcept {
+    std::error_code ec;
+    const detail::io::lnx::backend* b = detail::io::lnx::try_instance(ec);
+    return b != nullptr ? b->name() : "none";
+}
 
 } // namespace iocp
