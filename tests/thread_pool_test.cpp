@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -1342,6 +1343,23 @@ struct throws_after_running {
     void operator()() { armed = true; }
 };
 
+// A callable whose call throws and whose destructor throws too; `Pad` makes it too big for a
+// work item's inline storage (the boxed path).
+template <std::size_t Pad>
+struct throws_twice {
+    bool armed = true;
+    std::array<char, Pad> pad{};
+    throws_twice() = default;
+    throws_twice(throws_twice&& o) noexcept : armed(std::exchange(o.armed, false)) {}
+    throws_twice& operator=(throws_twice&&) = delete;
+    // NOLINTNEXTLINE(bugprone-exception-escape): throws on purpose, as above
+    ~throws_twice() noexcept(false) {
+        if (armed)
+            throw std::runtime_error("destructor");
+    }
+    void operator()() { throw std::runtime_error("call"); }
+};
+
 struct exception_log {
     std::mutex m;
     std::vector<std::string> messages;
@@ -1405,6 +1423,23 @@ TEST(thread_pool_test, an_exception_from_a_destructor_after_running_reaches_the_
     pool.post([] {}); // the worker lives on
     pool.wait();
     EXPECT_EQ(log.count("after running"), 1u);
+}
+
+// Both exceptions reach the handler, the call's first (the destructor used to run while the
+// call's exception unwound, and its throw then was std::terminate).
+TEST(thread_pool_test, a_callable_whose_call_and_destructor_both_throw_reports_both_in_order) {
+    exception_log log;
+    iocp::thread_pool_options o;
+    o.threads = 1;
+    o.exception_handler = log.handler();
+    iocp::thread_pool pool(o);
+    pool.post(throws_twice<1>{});   // stored in the work item
+    pool.post(throws_twice<256>{}); // boxed on the heap
+    pool.post([] {});               // the worker lives on
+    pool.wait();
+    const std::vector<std::string> expected{"call", "destructor", "call", "destructor"};
+    std::lock_guard lock(log.m);
+    EXPECT_EQ(log.messages, expected);
 }
 
 // --- issue 8: error_code overloads ------------------------------------------------------------

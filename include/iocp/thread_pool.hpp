@@ -148,8 +148,10 @@ struct thread_pool_options {
     std::function<void(std::size_t)> on_thread_start;
     /// Called on each worker, with its index, after its last item (see on_thread_start).
     std::function<void(std::size_t)> on_thread_stop;
-    /// Receives exceptions thrown by posted callables, by the destructors of abandoned ones,
-    /// and by the hooks above. The worker lives on. Default: print the exception to stderr.
+    /// Receives exceptions thrown by posted callables, by their destructors (a callable whose
+    /// call and destructor both throw gives two calls, the call's exception first), by the
+    /// destructors of abandoned ones, and by the hooks above. The worker lives on. Default:
+    /// print the exception to stderr.
     /// Called on the thread where the exception was thrown: usually a worker (several may call
     /// it at once, so it must be thread-safe); for a callable that a post refuses or `cancel`
     /// destroys, the calling thread; for a timer's callable that `join()`/`stop()` abandons,

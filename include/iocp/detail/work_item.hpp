@@ -24,8 +24,11 @@ inline constexpr std::size_t work_item_block = 96;
 
 struct work_item {
     // Runs the callable (`run == true`) or only destroys it (`run == false`: abandoned), and
-    // in both cases destroys the callable. Never frees the node itself.
-    using invoke_fn = void (*)(work_item* self, bool run);
+    // in both cases destroys the callable. Never frees the node itself. What the call throws
+    // propagates, and so does what the destructor throws; when both throw, the call's
+    // propagates and the destructor's is stored in `destroy_error` (two exceptions in flight
+    // at once would be std::terminate).
+    using invoke_fn = void (*)(work_item* self, bool run, std::exception_ptr& destroy_error);
 
     work_item* next = nullptr;
     invoke_fn invoke = nullptr;
@@ -218,44 +221,42 @@ private:
 
 // --- making and disposing of work items ----------------------------------------------------
 
-// Destroys a callable when it goes out of scope, also while the call unwinds. A callable's
-// destructor may throw (noexcept(false)): that exception then reaches the caller, and through it
-// the pool's exception handler, instead of std::terminate.
-template <class F>
-struct destroy_guard {
-    F* f;
-    explicit destroy_guard(F* p) noexcept : f(p) {}
-    destroy_guard(const destroy_guard&) = delete;
-    destroy_guard& operator=(const destroy_guard&) = delete;
-    ~destroy_guard() noexcept(std::is_nothrow_destructible_v<F>) { f->~F(); }
-};
-
-template <class F>
-struct delete_guard {
-    F* f;
-    explicit delete_guard(F* p) noexcept : f(p) {}
-    delete_guard(const delete_guard&) = delete;
-    delete_guard& operator=(const delete_guard&) = delete;
-    ~delete_guard() noexcept(std::is_nothrow_destructible_v<F>) { delete f; }
-};
+// Calls `*f` if `run`, then destroys it with `destroy` (whose exception, if the callable's
+// destructor is noexcept(false) and throws, reaches the caller and through it the pool's
+// exception handler, instead of std::terminate). The destructor runs after the call's exception
+// was caught, never during its unwinding, so that both exceptions survive: the call's
+// propagates, the destructor's goes to `destroy_error`.
+template <class F, class Destroy>
+void run_then_destroy(F* f, bool run, std::exception_ptr& destroy_error, Destroy&& destroy) {
+    if (run) {
+        try {
+            (*f)();
+        } catch (...) {
+            const std::exception_ptr call_error = std::current_exception();
+            try {
+                destroy(f);
+            } catch (...) {
+                destroy_error = std::current_exception();
+            }
+            std::rethrow_exception(call_error);
+        }
+    }
+    destroy(f);
+}
 
 template <class F>
 struct inline_item {
-    static void invoke(work_item* self, bool run) {
+    static void invoke(work_item* self, bool run, std::exception_ptr& destroy_error) {
         F* f = std::launder(reinterpret_cast<F*>(work_item_storage(self)));
-        // TRICKY: the callable is destroyed even if it throws; the caller catches.
-        destroy_guard<F> guard{f};
-        if (run)
-            (*f)();
+        run_then_destroy(f, run, destroy_error, [](F* p) { p->~F(); });
     }
 };
 
 template <class F>
 struct boxed_item {
-    static void invoke(work_item* self, bool run) {
-        delete_guard<F> guard{*std::launder(reinterpret_cast<F**>(work_item_storage(self)))};
-        if (run)
-            (*guard.f)();
+    static void invoke(work_item* self, bool run, std::exception_ptr& destroy_error) {
+        F* f = *std::launder(reinterpret_cast<F**>(work_item_storage(self)));
+        run_then_destroy(f, run, destroy_error, [](F* p) { delete p; });
     }
 };
 
@@ -300,12 +301,15 @@ inline void free_block(void* block) noexcept {
 inline void free_work_item(work_item* item) noexcept { free_block(item); }
 
 // Runs the item's callable (exceptions propagate) and frees the node either way.
-inline void run_work_item(work_item* item) {
+// Runs the item's callable, destroys it and frees the node. What the call or the destructor
+// throws propagates; when both throw, the destructor's is stored in `destroy_error` (the
+// caller reports both, the call's first).
+inline void run_work_item(work_item* item, std::exception_ptr& destroy_error) {
     struct free_guard {
         work_item* item;
         ~free_guard() { free_work_item(item); }
     } guard{item};
-    item->invoke(item, true);
+    item->invoke(item, true, destroy_error);
 }
 
 // Destroys the item's callable without running it, and frees the node. Returns what the
@@ -314,7 +318,7 @@ inline void run_work_item(work_item* item) {
 [[nodiscard]] inline std::exception_ptr abandon_work_item(work_item* item) noexcept {
     std::exception_ptr error;
     try {
-        item->invoke(item, false);
+        item->invoke(item, false, error); // (`error` is only written when a call threw too)
     } catch (...) {
         error = std::current_exception();
     }

@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <optional>
 #include <system_error>
 #include <thread>
@@ -163,11 +164,14 @@ private:
             pool_.abandoned_.fetch_add(1, std::memory_order_relaxed);
             return;
         }
+        std::exception_ptr destroy_error; // the callable's destructor threw after the call did
         try {
-            run_work_item(item);
+            run_work_item(item, destroy_error);
         } catch (...) {
             pool_.handle_exception(std::current_exception());
         }
+        if (destroy_error)
+            pool_.handle_exception(destroy_error);
     }
 
     // Takes what another worker holds and has not started (the rest of its batch, or a
