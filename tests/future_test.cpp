@@ -145,6 +145,36 @@ TEST(future_test, timed_waits_time_out_until_the_result_is_there) {
     EXPECT_EQ(f.get(), 5);
 }
 
+// Waits longer than the clock can count wait for the result: `now() + hours::max()` used to
+// overflow to a deadline in the past, and the wait returned `timeout` at once (as
+// std::future::wait_for does).
+TEST(future_test, waits_too_long_for_the_clock_still_wait_for_the_result) {
+    iocp::thread_pool pool(1);
+    using namespace std::chrono;
+    using steady_hours = time_point<steady_clock, hours>;
+    using system_hours = time_point<system_clock, hours>;
+    const std::function<std::future_status(const iocp::future<int>&)> waits[] = {
+        [](const iocp::future<int>& f) { return f.wait_for(hours::max()); },
+        [](const iocp::future<int>& f) { return f.wait_for(nanoseconds::max()); },
+        [](const iocp::future<int>& f) { return f.wait_for(duration<double>(1e300)); },
+        [](const iocp::future<int>& f) { return f.wait_until(steady_hours::max()); },
+        [](const iocp::future<int>& f) { return f.wait_until(system_hours::max()); },
+        [](const iocp::future<int>& f) { return f.wait_until(steady_clock::time_point::max()); },
+    };
+    for (const auto& wait : waits) {
+        gate g;
+        auto f = pool.submit(g.then_return(3));
+        // Opened a little later, from another thread: the wait must still be waiting then.
+        std::thread opener([&g] {
+            std::this_thread::sleep_for(20ms);
+            g.release();
+        });
+        EXPECT_EQ(wait(f), std::future_status::ready);
+        opener.join();
+        EXPECT_EQ(f.get(), 3);
+    }
+}
+
 TEST(future_test, a_blocked_get_is_woken_by_the_result) {
     iocp::thread_pool pool(1);
     gate g;

@@ -47,6 +47,7 @@
 #include <utility>
 
 #include "detail/block_allocator.hpp"
+#include "detail/time.hpp"
 
 namespace iocp {
 
@@ -332,18 +333,23 @@ public:
     }
 
     /// Blocks until the result is there or `timeout` has passed (measured on the steady clock).
+    /// Any duration is accepted: one too long for the clock (`hours::max()`, say) waits as long
+    /// as the clock can count, where `std::future::wait_for` overflows and returns at once.
     /// @returns `ready` or `timeout`, never `deferred`. @throws as `wait()`.
     template <class Rep, class Period>
     std::future_status wait_for(const std::chrono::duration<Rep, Period>& timeout) const {
-        return wait_until(std::chrono::steady_clock::now() + timeout);
+        using clock = std::chrono::steady_clock;
+        return wait_until(detail::deadline_after<clock>(clock::now(), timeout));
     }
 
-    /// Blocks until the result is there or `deadline` (on `Clock`) has passed.
+    /// Blocks until the result is there or `deadline` (on `Clock`) has passed; a deadline past
+    /// what `Clock::time_point` holds is clamped to its max().
     /// @returns `ready` or `timeout`. @throws as `wait()`.
     template <class Clock, class Duration>
     std::future_status wait_until(const std::chrono::time_point<Clock, Duration>& deadline) const {
         check();
-        if (state_->is_ready() || state_->wait_until(&deadline))
+        const typename Clock::time_point clamped = detail::saturating_time_point(deadline);
+        if (state_->is_ready() || state_->wait_until(&clamped))
             return std::future_status::ready;
         return std::future_status::timeout;
     }
