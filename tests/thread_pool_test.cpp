@@ -1442,6 +1442,55 @@ TEST(thread_pool_test, a_callable_whose_call_and_destructor_both_throw_reports_b
     EXPECT_EQ(log.messages, expected);
 }
 
+// A callable whose copy throws, and one whose move throws: the pool copies or moves each into a
+// work item, so neither can be posted.
+struct copy_throws {
+    std::atomic<int>* ran;
+    explicit copy_throws(std::atomic<int>* r) : ran(r) {}
+    copy_throws(const copy_throws&) { throw std::runtime_error("copy"); }
+    copy_throws& operator=(const copy_throws&) = delete;
+    ~copy_throws() = default;
+    void operator()() const { ++*ran; }
+};
+struct move_throws {
+    std::atomic<int>* ran;
+    explicit move_throws(std::atomic<int>* r) : ran(r) {}
+    move_throws(const move_throws&) = delete;
+    // NOLINTNEXTLINE(bugprone-exception-escape,performance-noexcept-move-constructor): on purpose
+    move_throws(move_throws&&) { throw std::runtime_error("move"); }
+    move_throws& operator=(move_throws&&) = delete;
+    ~move_throws() = default;
+    void operator()() const { ++*ran; }
+};
+
+// The throwing forms rethrow the user's own exception (before, a system_error with
+// invalid_argument took its place); the error_code forms can only say invalid_argument.
+TEST(thread_pool_test, a_callable_whose_copy_or_move_throws_is_refused_with_its_own_exception) {
+    iocp::thread_pool pool(1);
+    std::atomic<int> ran{0};
+    const copy_throws c(&ran);
+    auto expect_thrown = [](auto&& call, const char* what) {
+        try {
+            call();
+            ADD_FAILURE() << "no exception for " << what;
+        } catch (const std::system_error& e) {
+            ADD_FAILURE() << what << ": a system_error (" << e.what() << ") lost the exception";
+        } catch (const std::runtime_error& e) {
+            EXPECT_STREQ(e.what(), what);
+        }
+    };
+    expect_thrown([&] { pool.post(c); }, "copy");
+    expect_thrown([&] { pool.post(move_throws(&ran)); }, "move");
+    expect_thrown([&] { (void)pool.submit(c); }, "copy");
+    expect_thrown([&] { (void)pool.submit(move_throws(&ran)); }, "move");
+    expect_thrown([&] { (void)pool.post_after(1ms, c); }, "copy");
+    expect_thrown([&] { (void)pool.post_after(1ms, move_throws(&ran)); }, "move");
+    expect_thrown([&] { (void)pool.post_at(std::chrono::steady_clock::now(), c); }, "copy");
+    // (The error_code forms: user_trial5's callables_whose_copy_or_move_throws_...)
+    pool.wait();
+    EXPECT_EQ(ran.load(), 0);
+}
+
 // --- issue 8: error_code overloads ------------------------------------------------------------
 
 TEST(thread_pool_test, every_call_has_an_error_code_form) {

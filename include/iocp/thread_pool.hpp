@@ -274,28 +274,20 @@ public:
     /// Thread safety: any thread may post at any time, the pool's workers included.
     /// Errors: `errc::closed` once shutdown has begun (after `join()` started, only the
     /// pool's own workers may still post); `std::errc::invalid_argument` for an empty
-    /// `std::function` or null function pointer. A refused `f` is destroyed, never run.
+    /// `std::function` or null function pointer, or when copying or moving `f` into the pool
+    /// throws (this form cannot carry that exception; the throwing form rethrows it);
+    /// `std::errc::not_enough_memory`. A refused `f` is destroyed, never run.
     template <class F>
     void post(F&& f, std::error_code& ec) noexcept {
-        static_assert(std::is_invocable_v<std::decay_t<F>&>,
-                      "post needs a callable with no arguments");
-        if (is_null(f)) {
-            ec = std::make_error_code(std::errc::invalid_argument);
-            return;
-        }
-        detail::work_item* item = make_item(std::forward<F>(f), ec);
-        if (item == nullptr)
-            return;
-        ec = enqueue(item, false);
-        if (ec)
-            abandon(item);
+        post_impl(std::forward<F>(f), ec, nullptr);
     }
-    /// As above. @throws std::system_error
+    /// As above. @throws std::system_error, or what copying or moving `f` threw.
     template <class F>
     void post(F&& f) {
         std::error_code ec;
-        post(std::forward<F>(f), ec);
-        detail::throw_if(ec, "iocp::thread_pool::post");
+        std::exception_ptr thrown;
+        post_impl(std::forward<F>(f), ec, &thrown);
+        rethrow_or_throw_if(thrown, ec, "iocp::thread_pool::post");
     }
 
     /// Queues `f` and returns a future for its result or its exception (`iocp::future`, which
@@ -309,6 +301,21 @@ public:
     /// future (`valid() == false`) and is destroyed, never run.
     template <class F, class R = std::invoke_result_t<std::decay_t<F>&>>
     future<R> submit(F&& f, std::error_code& ec) noexcept {
+        return submit_impl<F, R>(std::forward<F>(f), ec, nullptr);
+    }
+    /// As above. @throws std::system_error, or what copying or moving `f` threw.
+    template <class F, class R = std::invoke_result_t<std::decay_t<F>&>>
+    future<R> submit(F&& f) {
+        std::error_code ec;
+        std::exception_ptr thrown;
+        future<R> result = submit_impl<F, R>(std::forward<F>(f), ec, &thrown);
+        rethrow_or_throw_if(thrown, ec, "iocp::thread_pool::submit");
+        return result;
+    }
+
+private:
+    template <class F, class R>
+    future<R> submit_impl(F&& f, std::error_code& ec, std::exception_ptr* thrown) noexcept {
         if (is_null(f)) {
             ec = std::make_error_code(std::errc::invalid_argument);
             return {};
@@ -320,13 +327,14 @@ public:
             // promise's destructor reports broken_promise and lets go, and so does `result`.
             detail::future_promise<R> promise(state);
             // The closure's move may throw when F's does: make_item catches that (the post
-            // is refused with invalid_argument), so nothing escapes this noexcept call. The
+            // is refused with invalid_argument, the exception kept in `thrown`), so nothing
+            // escapes this noexcept call. The
             // closure's call is noexcept too: run() catches what fn throws, which clang-tidy
             // does not prove for every F.
             // NOLINTNEXTLINE(bugprone-exception-escape)
-            post([promise = std::move(promise),
-                  fn = std::forward<F>(f)]() mutable noexcept { promise.run(fn); },
-                 ec);
+            post_impl([promise = std::move(promise),
+                       fn = std::forward<F>(f)]() mutable noexcept { promise.run(fn); },
+                      ec, thrown);
             if (ec)
                 return {};
             return result;
@@ -334,18 +342,38 @@ public:
             ec = std::make_error_code(std::errc::not_enough_memory);
         } catch (...) {
             ec = std::make_error_code(std::errc::invalid_argument); // F's copy threw
+            if (thrown != nullptr)
+                *thrown = std::current_exception();
         }
         return {};
     }
-    /// As above. @throws std::system_error
-    template <class F, class R = std::invoke_result_t<std::decay_t<F>&>>
-    future<R> submit(F&& f) {
-        std::error_code ec;
-        future<R> result = submit(std::forward<F>(f), ec);
-        detail::throw_if(ec, "iocp::thread_pool::submit");
-        return result;
+
+    template <class F>
+    void post_impl(F&& f, std::error_code& ec, std::exception_ptr* thrown) noexcept {
+        static_assert(std::is_invocable_v<std::decay_t<F>&>,
+                      "post needs a callable with no arguments");
+        if (is_null(f)) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return;
+        }
+        detail::work_item* item = make_item(std::forward<F>(f), ec, thrown);
+        if (item == nullptr)
+            return;
+        ec = enqueue(item, false);
+        if (ec)
+            abandon(item);
     }
 
+    // The throwing overloads' ending: the exception copying or moving the callable threw, if
+    // any, else a std::system_error for `ec`, if set.
+    static void rethrow_or_throw_if(const std::exception_ptr& thrown, const std::error_code& ec,
+                                    const char* what) {
+        if (thrown)
+            std::rethrow_exception(thrown);
+        detail::throw_if(ec, what);
+    }
+
+public:
     /// Blocks until every work item posted so far has finished (run or abandoned). It may
     /// also wait for items posted while it waits. Can be called again, from several threads.
     /// Errors: `std::errc::resource_deadlock_would_occur` when called from one of the pool's
@@ -436,12 +464,14 @@ public:
                         std::error_code& ec) noexcept {
         return post_at(detail::deadline_after<clock>(clock::now(), delay), std::forward<F>(f), ec);
     }
-    /// As above. @throws std::system_error
+    /// As above. @throws std::system_error, or what copying or moving `f` threw.
     template <class Rep, class Period, class F>
     timer_id post_after(std::chrono::duration<Rep, Period> delay, F&& f) {
         std::error_code ec;
-        timer_id id = post_after(delay, std::forward<F>(f), ec);
-        detail::throw_if(ec, "iocp::thread_pool::post_after");
+        std::exception_ptr thrown;
+        timer_id id = post_at_impl(detail::deadline_after<clock>(clock::now(), delay),
+                                   std::forward<F>(f), ec, &thrown);
+        rethrow_or_throw_if(thrown, ec, "iocp::thread_pool::post_after");
         return id;
     }
 
@@ -452,6 +482,22 @@ public:
     template <class Duration, class F>
     timer_id post_at(std::chrono::time_point<clock, Duration> when, F&& f,
                      std::error_code& ec) noexcept {
+        return post_at_impl(when, std::forward<F>(f), ec, nullptr);
+    }
+    /// As above. @throws std::system_error, or what copying or moving `f` threw.
+    template <class Duration, class F>
+    timer_id post_at(std::chrono::time_point<clock, Duration> when, F&& f) {
+        std::error_code ec;
+        std::exception_ptr thrown;
+        timer_id id = post_at_impl(when, std::forward<F>(f), ec, &thrown);
+        rethrow_or_throw_if(thrown, ec, "iocp::thread_pool::post_at");
+        return id;
+    }
+
+private:
+    template <class Duration, class F>
+    timer_id post_at_impl(std::chrono::time_point<clock, Duration> when, F&& f, std::error_code& ec,
+                          std::exception_ptr* thrown) noexcept {
         static_assert(std::is_invocable_v<std::decay_t<F>&>,
                       "post_at needs a callable with no arguments");
         if (is_null(f)) {
@@ -463,12 +509,12 @@ public:
             // released now, an exception from its destructor to the handler on this thread).
             // Returning without taking it left what the caller moved in alive in the caller's
             // variable, and a throwing destructor went to the caller instead of the handler.
-            if (detail::work_item* refused = make_item(std::forward<F>(f), ec))
+            if (detail::work_item* refused = make_item(std::forward<F>(f), ec, thrown))
                 abandon(refused);
             ec = make_error_code(errc::closed);
             return {};
         }
-        detail::work_item* item = make_item(std::forward<F>(f), ec);
+        detail::work_item* item = make_item(std::forward<F>(f), ec, thrown);
         if (item == nullptr)
             return {};
         timer_id id;
@@ -488,15 +534,8 @@ public:
             ec.clear();
         return id;
     }
-    /// As above. @throws std::system_error
-    template <class Duration, class F>
-    timer_id post_at(std::chrono::time_point<clock, Duration> when, F&& f) {
-        std::error_code ec;
-        timer_id id = post_at(when, std::forward<F>(f), ec);
-        detail::throw_if(ec, "iocp::thread_pool::post_at");
-        return id;
-    }
 
+public:
     /// Cancels a pending timer: true if it will never run (its callable is destroyed), false
     /// if it already ran, is running, was cancelled before, or was abandoned by `join()` /
     /// `stop()` (so after shutdown, false does not mean that it ran).
@@ -797,15 +836,19 @@ private:
         wake_one_if_needed(); // after put_next's seq_cst store: the wake protocol's first half
     }
 
-    // A work item holding `f`, or nullptr with `ec` set (no memory, or F's copy or move threw).
+    // A work item holding `f`, or nullptr with `ec` set (no memory, or F's copy or move threw:
+    // then its exception goes to `*thrown` when the caller wants it).
     template <class F>
-    static detail::work_item* make_item(F&& f, std::error_code& ec) noexcept {
+    static detail::work_item* make_item(F&& f, std::error_code& ec,
+                                        std::exception_ptr* thrown = nullptr) noexcept {
         try {
             return detail::make_work_item(std::forward<F>(f));
         } catch (const std::bad_alloc&) {
             ec = std::make_error_code(std::errc::not_enough_memory);
         } catch (...) {
             ec = std::make_error_code(std::errc::invalid_argument);
+            if (thrown != nullptr)
+                *thrown = std::current_exception();
         }
         return nullptr;
     }
