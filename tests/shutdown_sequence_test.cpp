@@ -224,12 +224,18 @@ TEST(shutdown_sequence_test, one_call_does_the_work_and_the_others_wait_then_ret
         pool.timers_.pending = 3;
         pool.start_workers();
         std::size_t returned[3] = {};
+        bool joined_on_return[3] = {};
         std::thread callers[3];
         for (int c = 0; c < 3; ++c)
-            callers[c] = std::thread([&, c] { returned[c] = sequence(pool).run(c == 1); });
+            callers[c] = std::thread([&, c] {
+                returned[c] = sequence(pool).run(c == 1);
+                joined_on_return[c] = pool.phase_.at_least(phase::joined);
+            });
         for (auto& t : callers)
             t.join();
-        // Whichever came first decided what ran; the others found the pool joined.
+        // Whichever came first decided what ran; the others waited for it to end.
+        for (const bool joined : joined_on_return)
+            EXPECT_TRUE(joined);
         EXPECT_EQ(pool.timers_.shutdowns, 1);
         EXPECT_EQ(std::count(std::begin(returned), std::end(returned), 0u), 2);
         EXPECT_EQ(returned[0] + returned[1] + returned[2],

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -1343,12 +1342,11 @@ struct throws_after_running {
     void operator()() { armed = true; }
 };
 
-// A callable whose call throws and whose destructor throws too; `Pad` makes it too big for a
-// work item's inline storage (the boxed path).
-template <std::size_t Pad>
+// A callable whose call throws and whose destructor throws too. (A destructor that may throw
+// makes the type not nothrow-movable, so such a callable is always boxed on the heap, never
+// stored in the work item itself.)
 struct throws_twice {
     bool armed = true;
-    std::array<char, Pad> pad{};
     throws_twice() = default;
     throws_twice(throws_twice&& o) noexcept : armed(std::exchange(o.armed, false)) {}
     throws_twice& operator=(throws_twice&&) = delete;
@@ -1433,9 +1431,10 @@ TEST(thread_pool_test, a_callable_whose_call_and_destructor_both_throw_reports_b
     o.threads = 1;
     o.exception_handler = log.handler();
     iocp::thread_pool pool(o);
-    pool.post(throws_twice<1>{});   // stored in the work item
-    pool.post(throws_twice<256>{}); // boxed on the heap
-    pool.post([] {});               // the worker lives on
+    static_assert(!iocp::detail::fits_inline<throws_twice>);
+    pool.post(throws_twice{});
+    pool.post(throws_twice{});
+    pool.post([] {}); // the worker lives on
     pool.wait();
     const std::vector<std::string> expected{"call", "destructor", "call", "destructor"};
     std::lock_guard lock(log.m);

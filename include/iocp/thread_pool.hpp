@@ -281,7 +281,8 @@ public:
     void post(F&& f, std::error_code& ec) noexcept {
         post_impl(std::forward<F>(f), ec, nullptr);
     }
-    /// As above. @throws std::system_error, or what copying or moving `f` threw.
+    /// As above. @throws std::system_error, or what copying or moving `f` threw (but a
+    /// `std::bad_alloc` from it, like the pool's own, is `not_enough_memory`).
     template <class F>
     void post(F&& f) {
         std::error_code ec;
@@ -297,13 +298,14 @@ public:
     /// callable and a small result (up to about 64 bytes) a submit allocates nothing and makes
     /// no system call in steady state (a `std::future` would make one: future.hpp says why);
     /// larger ones are allocated with `std::allocator`.
-    /// Errors: as `post`, plus `std::errc::not_enough_memory`; a refused `f` returns an invalid
+    /// Errors: as `post`; a refused `f` returns an invalid
     /// future (`valid() == false`) and is destroyed, never run.
     template <class F, class R = std::invoke_result_t<std::decay_t<F>&>>
     future<R> submit(F&& f, std::error_code& ec) noexcept {
         return submit_impl<F, R>(std::forward<F>(f), ec, nullptr);
     }
-    /// As above. @throws std::system_error, or what copying or moving `f` threw.
+    /// As above. @throws std::system_error, or what copying or moving `f` threw (but a
+    /// `std::bad_alloc` from it, like the pool's own, is `not_enough_memory`).
     template <class F, class R = std::invoke_result_t<std::decay_t<F>&>>
     future<R> submit(F&& f) {
         std::error_code ec;
@@ -464,7 +466,8 @@ public:
                         std::error_code& ec) noexcept {
         return post_at(detail::deadline_after<clock>(clock::now(), delay), std::forward<F>(f), ec);
     }
-    /// As above. @throws std::system_error, or what copying or moving `f` threw.
+    /// As above. @throws std::system_error, or what copying or moving `f` threw (but a
+    /// `std::bad_alloc` from it, like the pool's own, is `not_enough_memory`).
     template <class Rep, class Period, class F>
     timer_id post_after(std::chrono::duration<Rep, Period> delay, F&& f) {
         std::error_code ec;
@@ -484,7 +487,8 @@ public:
                      std::error_code& ec) noexcept {
         return post_at_impl(when, std::forward<F>(f), ec, nullptr);
     }
-    /// As above. @throws std::system_error, or what copying or moving `f` threw.
+    /// As above. @throws std::system_error, or what copying or moving `f` threw (but a
+    /// `std::bad_alloc` from it, like the pool's own, is `not_enough_memory`).
     template <class Duration, class F>
     timer_id post_at(std::chrono::time_point<clock, Duration> when, F&& f) {
         std::error_code ec;
@@ -509,7 +513,8 @@ private:
             // released now, an exception from its destructor to the handler on this thread).
             // Returning without taking it left what the caller moved in alive in the caller's
             // variable, and a throwing destructor went to the caller instead of the handler.
-            if (detail::work_item* refused = make_item(std::forward<F>(f), ec, thrown))
+            // (`closed` wins over a copy that throws, in both forms: no `thrown` here.)
+            if (detail::work_item* refused = make_item(std::forward<F>(f), ec))
                 abandon(refused);
             ec = make_error_code(errc::closed);
             return {};

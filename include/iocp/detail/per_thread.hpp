@@ -132,9 +132,12 @@ T& per_thread() {
 // and a static pool, port or socket (or one a static object owns) still dequeues, makes work
 // items and frees operations on that thread from its destructor. Using the destroyed object
 // then is undefined (the port's binding released its shared_ptr a second time). So a destroyed
-// object is replaced by a fresh one on the heap, never destroyed: it lives until the process
-// ends (one object per type, on the exiting thread only). The flag and the pointer are trivial,
-// so they stay usable after every non-trivial thread_local of the thread is gone.
+// object is replaced by a fresh one on the heap, never destroyed (one per type and thread).
+// On the main thread it lives until the process ends. On another thread it is reached only
+// from a user's thread_local destroyed after ours that still uses the library, and it leaks
+// when that thread ends (a replacement port binding then keeps its port's state, and, if the
+// thread was between two dequeues, one of its active slots). The flag and the pointer are
+// trivial, so they stay usable after every non-trivial thread_local of the thread is gone.
 template <class T>
 T& per_thread() {
     thread_local constinit bool destroyed = false;

@@ -195,11 +195,12 @@ public:
         }
     }
 
-    // A thread's cache can still be reached after its destructor ran: main's thread_local is
+    // A thread's cache can be reached after its destructor ran: main's thread_local is
     // destroyed before static objects, and a static pool (or a pool a static object uses) then
-    // still makes and frees work items on that thread. So the destructor leaves it empty and
-    // dead, and a dead cache goes straight to the heap; before, it handed out again the blocks
-    // it had just given to the depot.
+    // still makes and frees work items on that thread. per_thread (POSIX) hands out a fresh
+    // cache then; where it cannot (the Windows fallback), the destructor leaves this one empty
+    // and dead, and a dead cache goes straight to the heap, never handing out again the blocks
+    // it gave to the depot.
     ~block_cache() {
         if (count_ > 0)
             block_depot::instance().give(free_, count_);
@@ -300,7 +301,6 @@ inline void free_block(void* block) noexcept {
 
 inline void free_work_item(work_item* item) noexcept { free_block(item); }
 
-// Runs the item's callable (exceptions propagate) and frees the node either way.
 // Runs the item's callable, destroys it and frees the node. What the call or the destructor
 // throws propagates; when both throw, the destructor's is stored in `destroy_error` (the
 // caller reports both, the call's first).

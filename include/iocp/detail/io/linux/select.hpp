@@ -46,16 +46,21 @@ inline std::atomic<backend*> chosen_backend{nullptr};
 
 // The process's backend, chosen at the first call that succeeds; nullptr with `ec` when none
 // can be started now (EMFILE at the process's first I/O object, say). A failure is not
-// remembered: the next I/O object tries again, so a shortage that passes costs nothing later.
+// remembered: the next I/O object tries again. (A shortage that lets epoll start but not
+// io_uring leaves the process on epoll: the choice, once made, is for good.)
 // Thread safety: any thread; concurrent first calls make one backend.
 inline backend* try_instance(std::error_code& ec) noexcept {
-    if (backend* b = chosen_backend.load(std::memory_order_acquire))
+    if (backend* b = chosen_backend.load(std::memory_order_acquire)) {
+        ec.clear();
         return b;
+    }
     static std::mutex choosing;
     std::lock_guard lock(choosing);
     backend* b = chosen_backend.load(std::memory_order_acquire);
     if (b == nullptr && (b = choose_backend(ec)) != nullptr)
         chosen_backend.store(b, std::memory_order_release);
+    if (b != nullptr)
+        ec.clear();
     return b;
 }
 
