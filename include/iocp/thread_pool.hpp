@@ -315,67 +315,6 @@ public:
         return result;
     }
 
-private:
-    template <class F, class R>
-    future<R> submit_impl(F&& f, std::error_code& ec, std::exception_ptr* thrown) noexcept {
-        if (is_null(f)) {
-            ec = std::make_error_code(std::errc::invalid_argument);
-            return {};
-        }
-        try {
-            auto* state = detail::future_state<R>::make();
-            future<R> result(state);
-            // From here each side owns its reference: whatever throws or refuses below, the
-            // promise's destructor reports broken_promise and lets go, and so does `result`.
-            detail::future_promise<R> promise(state);
-            // The closure's move may throw when F's does: make_item catches that (the post
-            // is refused with invalid_argument, the exception kept in `thrown`), so nothing
-            // escapes this noexcept call. The
-            // closure's call is noexcept too: run() catches what fn throws, which clang-tidy
-            // does not prove for every F.
-            // NOLINTNEXTLINE(bugprone-exception-escape)
-            post_impl([promise = std::move(promise),
-                       fn = std::forward<F>(f)]() mutable noexcept { promise.run(fn); },
-                      ec, thrown);
-            if (ec)
-                return {};
-            return result;
-        } catch (const std::bad_alloc&) {
-            ec = std::make_error_code(std::errc::not_enough_memory);
-        } catch (...) {
-            ec = std::make_error_code(std::errc::invalid_argument); // F's copy threw
-            if (thrown != nullptr)
-                *thrown = std::current_exception();
-        }
-        return {};
-    }
-
-    template <class F>
-    void post_impl(F&& f, std::error_code& ec, std::exception_ptr* thrown) noexcept {
-        static_assert(std::is_invocable_v<std::decay_t<F>&>,
-                      "post needs a callable with no arguments");
-        if (is_null(f)) {
-            ec = std::make_error_code(std::errc::invalid_argument);
-            return;
-        }
-        detail::work_item* item = make_item(std::forward<F>(f), ec, thrown);
-        if (item == nullptr)
-            return;
-        ec = enqueue(item, false);
-        if (ec)
-            abandon(item);
-    }
-
-    // The throwing overloads' ending: the exception copying or moving the callable threw, if
-    // any, else a std::system_error for `ec`, if set.
-    static void rethrow_or_throw_if(const std::exception_ptr& thrown, const std::error_code& ec,
-                                    const char* what) {
-        if (thrown)
-            std::rethrow_exception(thrown);
-        detail::throw_if(ec, what);
-    }
-
-public:
     /// Blocks until every work item posted so far has finished (run or abandoned). It may
     /// also wait for items posted while it waits. Can be called again, from several threads.
     /// Errors: `std::errc::resource_deadlock_would_occur` when called from one of the pool's
@@ -498,49 +437,6 @@ public:
         return id;
     }
 
-private:
-    template <class Duration, class F>
-    timer_id post_at_impl(std::chrono::time_point<clock, Duration> when, F&& f, std::error_code& ec,
-                          std::exception_ptr* thrown) noexcept {
-        static_assert(std::is_invocable_v<std::decay_t<F>&>,
-                      "post_at needs a callable with no arguments");
-        if (is_null(f)) {
-            ec = std::make_error_code(std::errc::invalid_argument);
-            return {};
-        }
-        if (phase_.current() != phase::running) {
-            // Refused: `f` is destroyed here, as post() destroys what it refuses (its state
-            // released now, an exception from its destructor to the handler on this thread).
-            // Returning without taking it left what the caller moved in alive in the caller's
-            // variable, and a throwing destructor went to the caller instead of the handler.
-            // (`closed` wins over a copy that throws, in both forms: no `thrown` here.)
-            if (detail::work_item* refused = make_item(std::forward<F>(f), ec))
-                abandon(refused);
-            ec = make_error_code(errc::closed);
-            return {};
-        }
-        detail::work_item* item = make_item(std::forward<F>(f), ec, thrown);
-        if (item == nullptr)
-            return {};
-        timer_id id;
-        try {
-            // The queue owns the item from here on, whatever happens.
-            id = timers_.add(detail::saturating_time_point(when), item);
-        } catch (const std::system_error& e) {
-            ec = e.code();
-            return {};
-        } catch (...) {
-            ec = std::make_error_code(std::errc::not_enough_memory);
-            return {};
-        }
-        if (id.value == 0)
-            ec = make_error_code(errc::closed);
-        else
-            ec.clear();
-        return id;
-    }
-
-public:
     /// Cancels a pending timer: true if it will never run (its callable is destroyed), false
     /// if it already ran, is running, was cancelled before, or was abandoned by `join()` /
     /// `stop()` (so after shutdown, false does not mean that it ran).
@@ -839,6 +735,110 @@ private:
         held_.put_next(me.index, item);
         ec.clear();
         wake_one_if_needed(); // after put_next's seq_cst store: the wake protocol's first half
+    }
+
+    // --- the post paths behind the public forms -------------------------------------------
+    // Each public call has an error_code form (`thrown` null) and a throwing form, which also
+    // gets back the exception copying or moving the callable threw.
+
+    template <class F, class R>
+    future<R> submit_impl(F&& f, std::error_code& ec, std::exception_ptr* thrown) noexcept {
+        if (is_null(f)) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return {};
+        }
+        try {
+            auto* state = detail::future_state<R>::make();
+            future<R> result(state);
+            // From here each side owns its reference: whatever throws or refuses below, the
+            // promise's destructor reports broken_promise and lets go, and so does `result`.
+            detail::future_promise<R> promise(state);
+            // The closure's move may throw when F's does: make_item catches that (the post
+            // is refused with invalid_argument, the exception kept in `thrown`), so nothing
+            // escapes this noexcept call. The
+            // closure's call is noexcept too: run() catches what fn throws, which clang-tidy
+            // does not prove for every F.
+            // NOLINTNEXTLINE(bugprone-exception-escape)
+            post_impl([promise = std::move(promise),
+                       fn = std::forward<F>(f)]() mutable noexcept { promise.run(fn); },
+                      ec, thrown);
+            if (ec)
+                return {};
+            return result;
+        } catch (const std::bad_alloc&) {
+            ec = std::make_error_code(std::errc::not_enough_memory);
+        } catch (...) {
+            ec = std::make_error_code(std::errc::invalid_argument); // F's copy threw
+            if (thrown != nullptr)
+                *thrown = std::current_exception();
+        }
+        return {};
+    }
+
+    template <class F>
+    void post_impl(F&& f, std::error_code& ec, std::exception_ptr* thrown) noexcept {
+        static_assert(std::is_invocable_v<std::decay_t<F>&>,
+                      "post needs a callable with no arguments");
+        if (is_null(f)) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return;
+        }
+        detail::work_item* item = make_item(std::forward<F>(f), ec, thrown);
+        if (item == nullptr)
+            return;
+        ec = enqueue(item, false);
+        if (ec)
+            abandon(item);
+    }
+
+    // The throwing overloads' ending: the exception copying or moving the callable threw, if
+    // any, else a std::system_error for `ec`, if set.
+    static void rethrow_or_throw_if(const std::exception_ptr& thrown, const std::error_code& ec,
+                                    const char* what) {
+        if (thrown)
+            std::rethrow_exception(thrown);
+        detail::throw_if(ec, what);
+    }
+
+    template <class Duration, class F>
+    timer_id post_at_impl(std::chrono::time_point<clock, Duration> when, F&& f, std::error_code& ec,
+                          std::exception_ptr* thrown) noexcept {
+        static_assert(std::is_invocable_v<std::decay_t<F>&>,
+                      "post_at needs a callable with no arguments");
+        if (is_null(f)) {
+            ec = std::make_error_code(std::errc::invalid_argument);
+            return {};
+        }
+        if (phase_.current() != phase::running) {
+            // Refused: `f` is destroyed here, as post() destroys what it refuses (its state
+            // released now, an exception from its destructor to the handler on this thread).
+            // Returning without taking it left what the caller moved in alive in the caller's
+            // variable, and a throwing destructor went to the caller instead of the handler.
+            // (`closed` wins over a copy that throws, in both forms: no `thrown` here.)
+            if (detail::work_item* refused = make_item(std::forward<F>(f), ec))
+                abandon(refused);
+            ec = make_error_code(errc::closed);
+            return {};
+        }
+        detail::work_item* item = make_item(std::forward<F>(f), ec, thrown);
+        if (item == nullptr)
+            return {};
+        timer_id id;
+        try {
+            // The queue owns the item from here on, whatever happens.
+            id = timers_.add(detail::saturating_time_point(when), item);
+        } catch (const std::system_error& e) {
+            ec = e.code();
+            return {};
+        } catch (...) {
+            ec = std::make_error_code(std::errc::not_enough_memory);
+            return {};
+        }
+        if (id.value == 0)
+            ec = make_error_code(errc::closed);
+        else
+            ec.clear();
+        return id;
     }
 
     // A work item holding `f`, or nullptr with `ec` set (no memory, or F's copy or move threw:
